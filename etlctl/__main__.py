@@ -1,0 +1,3 @@
+from etlctl.cli import main
+
+raise SystemExit(main())

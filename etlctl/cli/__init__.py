@@ -1,0 +1,149 @@
+"""The ``etlctl`` command line: one lazy group, one error handler.
+
+Commands live in small modules that are imported only when the command runs,
+so ``etlctl --version`` and ``etlctl --help`` cost little more than importing
+click. Every expected error ends here as one line on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import signal
+import sys
+
+import click
+
+from etlctl import __version__, errors
+from etlctl.cli import options
+
+# name -> (module, attribute, short help). The short help is repeated here so that
+# `etlctl --help` lists every command without importing any of them.
+COMMANDS = {
+    "status": ("etlctl.cli.status_cmds", "status", "Show all jobs, or one job's steps and phases."),
+    "kinds": ("etlctl.cli.status_cmds", "kinds", "Show job kinds, their ordered steps and rules."),
+    "complete": ("etlctl.cli.flow_cmds", "complete", "Mark a RUNNING job FINISHED (what the embedding worker does)."),
+    "check": ("etlctl.cli.flow_cmds", "check", "Check that every step of a FINISHED job is finished."),
+    "wait-and-reset": ("etlctl.cli.flow_cmds", "wait_and_reset", "Wait, check with backoff, count down, reset to READY."),
+    "reset": ("etlctl.cli.flow_cmds", "reset", "Reset a FINISHED job to READY (all phases idle)."),
+    "sweep": ("etlctl.cli.flow_cmds", "sweep", "One cron pass of the reset flow over every FINISHED job."),
+    "step": ("etlctl.cli.flow_cmds", "step", "Set one phase of one step (a worker's status update)."),
+    "schedule-next": ("etlctl.cli.schedule_cmds", "schedule_next", "Start the due job of each idle integration."),
+    "queue": ("etlctl.cli.schedule_cmds", "queue", "List, claim and finish queued extraction messages."),
+    "cron": ("etlctl.cli.schedule_cmds", "cron", "Print or install the crontab for schedule-next and sweep."),
+    "doctor": ("etlctl.cli.oncall_cmds", "doctor", "Find stuck, blocked and doubled jobs, with the fix for each."),
+    "why": ("etlctl.cli.oncall_cmds", "why", "Explain in plain words what a job waits for."),
+    "history": ("etlctl.cli.oncall_cmds", "history", "Show a job's audited state changes."),
+    "watch": ("etlctl.cli.oncall_cmds", "watch", "Print job status changes as they happen."),
+    "metrics": ("etlctl.cli.oncall_cmds", "metrics", "Print Prometheus metrics about jobs and the queue."),
+    "db": ("etlctl.cli.db_cmds", "db", "Create or upgrade the schema; stop the embedded server."),
+    "demo": ("etlctl.cli.demo_cmd", "demo", "Run the whole lifecycle on the embedded server."),
+}
+
+
+class EtlctlGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _available(name)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            return None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the CLI; expected errors become one stderr line and an exit code."""
+        options.verbose = False  # per invocation (tests run many in one process)
+        code = run(lambda: super(EtlctlGroup, self).main(
+            args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False, **extra,
+        ))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _available(name: str) -> bool:
+    module = COMMANDS[name][0]
+    return importlib.util.find_spec(module) is not None
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that open work unwinds."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def run(invoke) -> int:
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass  # not the main thread (a test runner): keep the default handler
+    try:
+        result = invoke()
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        return _fail(f"error: {exc.format_message()}{hint}", errors.USAGE)
+    except click.ClickException as exc:
+        return _fail(f"error: {exc.format_message()}", exc.exit_code)
+    except errors.EtlctlError as exc:
+        if options.verbose and exc.detail:
+            click.echo(f"etlctl: detail: {exc.detail}", err=True)
+        return _fail(f"{exc.message}", exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        return _fail("interrupted (SIGINT); nothing half-written", errors.INTERRUPTED)
+    except Terminated:
+        return _fail("terminated (SIGTERM); nothing half-written", errors.TERMINATED)
+    except BrokenPipeError:
+        return errors.OK  # `etlctl status | head`: the reader left, that is not an error
+    except Exception as exc:  # the last line of defence: one line, traceback only with -v
+        if options.verbose:
+            import traceback
+
+            traceback.print_exc()
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", errors.UNEXPECTED)
+    finally:
+        if previous is not None:
+            try:
+                signal.signal(signal.SIGTERM, previous)
+            except ValueError:
+                pass
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"etlctl: {message}", err=True)
+    return code
+
+
+@click.group(cls=EtlctlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="etlctl", message="%(prog)s %(version)s")
+@options.connection_options
+def cli() -> None:
+    """Manage the ETL job lifecycle in PostgreSQL from the command line:
+    complete, check, wait-and-reset, reset, sweep and schedule jobs, and find
+    out why one is stuck.
+
+    Without --dsn, ETLCTL_DSN or PGHOST/PGDATABASE, etlctl uses its embedded
+    PostgreSQL server (started on first use, stopped by `etlctl db stop`).
+
+    \b
+    Example:
+      etlctl db init && etlctl status
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(args=argv, prog_name="etlctl", standalone_mode=False)

@@ -1,0 +1,67 @@
+"""`etlctl db init` and `etlctl db stop`."""
+
+from __future__ import annotations
+
+import click
+
+from etlctl.cli.options import app, command_name, connection_options, example, output_options
+
+
+@click.group()
+def db() -> None:
+    """Create or upgrade etlctl's schema; stop the embedded server."""
+
+
+@db.command()
+@connection_options
+@output_options
+@example("""
+etlctl db init
+ETLCTL_DSN=postgresql://etl@db.internal/etl etlctl db init --json
+""")
+def init(as_json: bool) -> int:
+    """Create etlctl's schema, or apply its pending migrations.
+
+    On an empty database it creates everything, the existing system's tables
+    included. On a database the existing system created it only adds etlctl's
+    own objects (schema `etlctl`, one index on etl_jobs) and changes no row or
+    column. Safe to run again: it then does nothing.
+
+    Exits 4 when rows in the database break a rule that a migration enforces
+    (two RUNNING jobs on one integration); it lists them, and applies
+    everything else.
+    """
+    from etlctl import render, schema
+    from etlctl.errors import CONFLICT, OK
+
+    with app().session(command_name()) as session:
+        report = schema.init(session)
+    if as_json:
+        render.emit_json({"fresh": report.fresh, "applied": report.applied, "failed": report.failed, "ok": report.ok})
+    elif report.fresh:
+        click.echo(f"created etlctl's schema on an empty database: {', '.join(report.applied)}")
+    elif report.applied:
+        click.echo(f"applied migrations: {', '.join(report.applied)}")
+    elif report.ok:
+        click.echo("etlctl's schema is up to date")
+    for name, why in report.failed.items():
+        render.note(f"etlctl: migration {name} not applied: {why}")
+    return OK if report.ok else CONFLICT
+
+
+@db.command()
+@connection_options
+@example("etlctl db stop")
+def stop() -> None:
+    """Stop the embedded PostgreSQL server (ETLCTL_HOME/pgdata).
+
+    Other servers (--dsn, ETLCTL_DSN, PG*) are never touched. Stopping a
+    server that is not running is not an error.
+    """
+    from etlctl import embedded
+
+    home = app().settings.home
+    if embedded.stop(home):
+        click.echo(f"stopped the embedded server in {embedded.pgdata(home)}")
+    else:
+        click.echo(f"the embedded server in {embedded.pgdata(home)} is not running")

@@ -1,0 +1,151 @@
+"""Options shared by many commands, as decorators (in the manner of sqlite-utils).
+
+Connection options are accepted both before the command (``etlctl --dsn X
+status``) and after it (``etlctl status --dsn X``); a flag given on the command
+line wins over its environment variable, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+import click
+from click.core import ParameterSource
+
+verbose = False  # set by -v; read by the error handler
+
+_RANK = {ParameterSource.DEFAULT: 0, ParameterSource.DEFAULT_MAP: 1, ParameterSource.ENVIRONMENT: 2, ParameterSource.COMMANDLINE: 3}
+_STORE = "etlctl.connection"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    source = ctx.get_parameter_source(param.name)
+    rank = _RANK.get(source, 0)
+    store = ctx.find_root().meta.setdefault(_STORE, {})
+    if param.name not in store or rank >= store[param.name][1]:
+        store[param.name] = (value, rank)
+    return value
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool):
+    global verbose
+    if value:
+        verbose = True
+    return value
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value):
+    if value is None:
+        return _remember(ctx, param, None)
+    from etlctl.config import parse_duration
+    from etlctl.errors import UsageError
+
+    try:
+        seconds = parse_duration(value, "--" + param.name.replace("_", "-"))
+    except UsageError as exc:
+        raise click.BadParameter(exc.message.split(": ", 1)[-1]) from None
+    return _remember(ctx, param, seconds)
+
+
+_CONNECTION = [
+    (("--dsn",), dict(envvar="ETLCTL_DSN", metavar="DSN", help="libpq connection string or postgresql:// URI [env: ETLCTL_DSN]")),
+    (("--db-timezone",), dict(envvar="ETLCTL_DB_TIMEZONE", metavar="ZONE",
+                              help="Zone of the naive timestamp columns [env: ETLCTL_DB_TIMEZONE; default: UTC]")),
+    (("--statement-timeout",), dict(envvar="ETLCTL_STATEMENT_TIMEOUT", metavar="SECONDS", callback=_seconds,
+                                    help="Per-statement limit [env: ETLCTL_STATEMENT_TIMEOUT; default: 30s]")),
+    (("--lock-timeout",), dict(envvar="ETLCTL_LOCK_TIMEOUT", metavar="SECONDS", callback=_seconds,
+                               help="Longest wait for a row lock; then exit 7 [env: ETLCTL_LOCK_TIMEOUT; default: 5s]")),
+    (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="SECONDS", callback=_seconds,
+                               help="idle_in_transaction_session_timeout [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
+    (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="SECONDS", callback=_seconds,
+                                  help="Longest wait to connect [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
+]
+
+
+def connection_options(f):
+    for decls, kwargs in reversed(_CONNECTION):
+        kwargs = {"callback": _remember, **kwargs}
+        f = click.option(*decls, expose_value=False, **kwargs)(f)
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose,
+                     help="Show error details and tracebacks.")(f)
+    return f
+
+
+def output_options(f):
+    """--json: machine-readable output on stdout, for scripts and monitoring."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+def dry_run_option(f):
+    return click.option("--dry-run", is_flag=True,
+                        help="Do everything inside a transaction, then roll it back: show what would change.")(f)
+
+
+def job_argument(f):
+    """JOB (an id, or a name) and --tenant to pick among jobs of the same name."""
+    f = click.option("--tenant", metavar="TENANT", help="Tenant id or name, when the job name is in several tenants.")(f)
+    return click.argument("job", metavar="JOB")(f)
+
+
+def timing_options(f):
+    f = click.option("--cooldown", metavar="SECONDS", help="Countdown before the reset [env: ETLCTL_COOLDOWN; default: 30]")(f)
+    f = click.option("--backoff", metavar="LIST", help="Waits between checks [env: ETLCTL_BACKOFF; default: 30,60,180,300]")(f)
+    return click.option("--delay", metavar="SECONDS", help="Wait before the first check [env: ETLCTL_DELAY; default: 30]")(f)
+
+
+@dataclass(frozen=True)
+class App:
+    """What a command needs from the command line beyond its own arguments."""
+
+    settings: object  # etlctl.config.ConnectionSettings
+
+    def session(self, command: str, autocommit: bool = True):
+        from etlctl import db
+
+        return db.connect(self.settings, command=command, autocommit=autocommit)
+
+
+def app(ctx: click.Context | None = None) -> App:
+    from etlctl import config
+
+    ctx = ctx or click.get_current_context()
+    stored = {name: value for name, (value, _) in ctx.find_root().meta.get(_STORE, {}).items() if value is not None}
+    kwargs = {}
+    if "dsn" in stored:
+        kwargs["dsn"] = stored["dsn"]
+    if "db_timezone" in stored:
+        kwargs["db_timezone"] = config.validate_timezone(stored["db_timezone"])
+    for name in ("statement_timeout", "lock_timeout", "idle_timeout"):
+        if name in stored:
+            kwargs[name] = stored[name]
+    if "connect_timeout" in stored:
+        kwargs["connect_timeout"] = max(1, int(round(stored["connect_timeout"])))
+    return App(config.ConnectionSettings(verbose=verbose, **kwargs))
+
+
+def command_name(ctx: click.Context | None = None) -> str:
+    """The command path without the program name, for audit rows: 'reset', 'db init'."""
+    ctx = ctx or click.get_current_context()
+    return ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
+
+
+def example(text: str):
+    """Append an 'Example' section to a command's help."""
+
+    def decorate(f):
+        doc = inspect.cleandoc(f.__doc__ or "")
+        lines = "\n".join(f"  {line}" for line in text.strip().splitlines())
+        f.__doc__ = f"{doc}\n\n\\b\nExample:\n{lines}\n"
+        return f
+
+    return decorate
+
+
+def pass_app(f):
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(app(), *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,243 @@
+"""Connections: where the database is, how each session is set up, and the
+one place where psycopg errors become etlctl errors.
+
+Where: ``--dsn``, else ``ETLCTL_DSN`` (both arrive as ``settings.dsn``), else
+libpq's ``PG*`` variables when ``PGHOST`` or ``PGDATABASE`` is set, else the
+embedded server (announced once on stderr).
+
+Every session carries ``application_name=etlctl`` and its statement, lock and
+idle-in-transaction timeouts in the startup packet (no extra round trip), and
+its ``TimeZone`` is the zone of the naive ``timestamp`` columns, so SQL
+compares and writes them in that zone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from etlctl import clock, queries
+from etlctl.config import ConnectionSettings
+from etlctl.errors import (
+    Busy,
+    Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    EtlctlError,
+    NotInitialized,
+    UsageError,
+)
+
+APPLICATION_NAME = "etlctl"
+_announced_embedded = False
+
+
+@dataclass(frozen=True)
+class Target:
+    conninfo: str  # may hold a password: never print it, print `shown`
+    shown: str
+    password: str | None = None
+    embedded_home: Path | None = None
+
+
+def resolve_target(settings: ConnectionSettings) -> Target:
+    if settings.dsn:
+        return _from_dsn(settings.dsn)
+    if os.environ.get("PGHOST") or os.environ.get("PGDATABASE"):
+        shown = "{}@{}:{}/{}".format(
+            os.environ.get("PGUSER", ""), os.environ.get("PGHOST", "localhost"),
+            os.environ.get("PGPORT", "5432"), os.environ.get("PGDATABASE", ""),
+        )
+        return Target("", f"PG* variables: {shown}", password=os.environ.get("PGPASSWORD"))
+    return _embedded(settings.home)
+
+
+def _from_dsn(dsn: str) -> Target:
+    from psycopg import conninfo as ci
+
+    try:
+        params = ci.conninfo_to_dict(dsn)
+    except Exception:
+        # libpq's parse errors may quote the DSN, password included: say nothing of its text.
+        raise UsageError(message="invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI") from None
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    shown = f"{params.get('user', '')}@{host}:{params.get('port', '5432')}/{params.get('dbname', '')}"
+    return Target(dsn, shown, password=params.get("password") or None)
+
+
+def _embedded(home: Path) -> Target:
+    from etlctl import embedded
+
+    global _announced_embedded
+    if not _announced_embedded:
+        _announced_embedded = True
+        print(
+            f"etlctl: using the embedded PostgreSQL server in {embedded.pgdata(home)} "
+            "(set ETLCTL_DSN or --dsn for another server)",
+            file=sys.stderr,
+        )
+    found = embedded.ensure_running(home)
+    return Target(found.conninfo(), f"embedded server in {embedded.pgdata(home)}", embedded_home=home)
+
+
+def session_options(settings: ConnectionSettings) -> str:
+    def ms(seconds: float) -> int:
+        return int(round(seconds * 1000))
+
+    return " ".join([
+        f"-c statement_timeout={ms(settings.statement_timeout)}",
+        f"-c lock_timeout={ms(settings.lock_timeout)}",
+        f"-c idle_in_transaction_session_timeout={ms(settings.idle_timeout)}",
+        f"-c TimeZone={settings.db_timezone}",
+    ])
+
+
+class Session:
+    """A connection that runs named queries and speaks only etlctl errors.
+
+    Parameters every query may use without being passed: ``now`` (the clock
+    seam), ``actor_host``, ``actor_pid`` and ``actor_command`` (for audit rows).
+    """
+
+    def __init__(self, conn, target: Target, command: str) -> None:
+        self.conn = conn
+        self.target = target
+        self.command = command
+        self._actor = {"actor_host": socket.gethostname(), "actor_pid": os.getpid(), "actor_command": command}
+
+    def _params(self, params: dict) -> dict:
+        return {"now": clock.sql_now(), **self._actor, **params}
+
+    def one(self, name: str, **params) -> dict | None:
+        with self.translating():
+            return self.conn.execute(queries.get(name), self._params(params)).fetchone()
+
+    def all(self, name: str, **params) -> list[dict]:
+        with self.translating():
+            return self.conn.execute(queries.get(name), self._params(params)).fetchall()
+
+    def run(self, name: str, **params) -> int:
+        with self.translating():
+            return self.conn.execute(queries.get(name), self._params(params)).rowcount
+
+    def script(self, sql: str) -> None:
+        """Run a whole file of SQL (schema and migrations), with no parameters."""
+        with self.translating():
+            self.conn.execute(sql, prepare=False)
+
+    @contextlib.contextmanager
+    def transaction(self, rollback: bool = False) -> Iterator[None]:
+        """One transaction; ``rollback=True`` undoes it at the end (--dry-run)."""
+        import psycopg
+
+        with self.translating(), self.conn.transaction() as tx:
+            yield
+            if rollback:
+                raise psycopg.Rollback(tx)
+
+    @contextlib.contextmanager
+    def translating(self) -> Iterator[None]:
+        try:
+            yield
+        except EtlctlError:
+            raise
+        except Exception as exc:
+            translated = translate(exc, self.target)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+@contextlib.contextmanager
+def connect(settings: ConnectionSettings, command: str = "", autocommit: bool = True) -> Iterator[Session]:
+    target = resolve_target(settings)
+    conn = _open(target, settings, autocommit)
+    session = Session(conn, target, command)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _open(target: Target, settings: ConnectionSettings, autocommit: bool):
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from psycopg import conninfo as ci
+
+    user_options = ci.conninfo_to_dict(target.conninfo).get("options", "") if target.conninfo else ""
+    kwargs = {
+        "application_name": APPLICATION_NAME,
+        "connect_timeout": settings.connect_timeout,
+        "options": f"{user_options} {session_options(settings)}".strip(),
+    }
+    try:
+        return psycopg.connect(target.conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs)
+    except psycopg.Error as exc:
+        if target.embedded_home is not None:
+            # A stale postmaster.pid or a server that was never given etlctl's database: start, create, retry once.
+            from etlctl import embedded
+
+            try:
+                found = embedded.ensure_running(target.embedded_home)
+                embedded.create_database(found)
+                return psycopg.connect(found.conninfo(), autocommit=autocommit, row_factory=dict_row, **kwargs)
+            except psycopg.Error as again:
+                exc = again
+        raise translate(exc, target) from exc
+
+
+# SQLSTATE -> how etlctl reports it. Classes (two characters) apply when no exact code does.
+_UNAVAILABLE = {"08", "28", "3D000", "57P01", "57P02", "57P03", "53300"}
+_NOT_INITIALIZED = {"42P01", "3F000", "42883"}
+_BUSY = {
+    "55P03": "lock timeout: another session holds a lock on the rows",
+    "57014": "statement timeout or cancel",
+    "40001": "serialization failure",
+    "40P01": "deadlock detected",
+    "25P03": "idle-in-transaction timeout",
+}
+_CONFLICT = {"23505", "23514", "23503"}
+
+
+def translate(exc: BaseException, target: Target) -> EtlctlError | None:
+    """The etlctl error for a psycopg error; None for anything else."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return None
+    if not isinstance(exc, psycopg.Error):
+        return None
+    code = getattr(exc, "sqlstate", None) or ""
+    reason = _first_line(str(exc), target.password)
+    detail = _scrub(str(exc), target.password)
+    if code in _NOT_INITIALIZED:
+        return NotInitialized(detail, target=target.shown)
+    if code in _BUSY:
+        return Busy(detail, reason=_BUSY[code])
+    if code in _CONFLICT:
+        return Conflict(detail, message=f"refused by a database constraint: {reason}")
+    if code == "42501":
+        return DatabaseError(detail, reason=f"{reason} (the role needs the grants in sql/roles.sql)")
+    # No SQLSTATE on an operational error: the connection itself failed or was lost.
+    if code in _UNAVAILABLE or code[:2] in _UNAVAILABLE or (not code and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))):
+        return DatabaseUnavailable(detail, target=target.shown, reason=reason)
+    return DatabaseError(detail, reason=reason)
+
+
+def _scrub(text: str, password: str | None) -> str:
+    return text.replace(password, "***") if password else text
+
+
+def _first_line(text: str, password: str | None) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "unknown error")
+    return _scrub(line, password)

@@ -1,0 +1,101 @@
+"""etlctl's errors and their exit codes.
+
+Each exception's docstring is its message: a ``str.format`` template filled
+from the keyword arguments given when it is raised. The CLI prints that one
+line on stderr and exits with ``exit_code``; nothing else turns an expected
+error into output.
+"""
+
+from __future__ import annotations
+
+# The documented exit codes (README, "Exit codes"). Tests check each one.
+OK = 0
+UNEXPECTED = 1
+USAGE = 2
+NOT_FINISHED = 3
+CONFLICT = 4
+NOT_FOUND = 5
+UNAVAILABLE = 6
+BUSY = 7
+INTERRUPTED = 130  # SIGINT, 128 + 2
+TERMINATED = 143  # SIGTERM, 128 + 15
+
+
+class EtlctlError(Exception):
+    """{message}"""
+
+    exit_code = UNEXPECTED
+
+    def __init__(self, detail: str | None = None, **context: object) -> None:
+        self.context = context
+        # `detail` is extra text shown only with -v (for example a server message).
+        self.detail = detail
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        template = " ".join((self.__doc__ or "").split())
+        try:
+            return template.format(**self.context)
+        except (KeyError, IndexError, ValueError):
+            return template
+
+
+class UsageError(EtlctlError):
+    """{message}"""
+
+    exit_code = USAGE
+
+
+class AmbiguousJob(UsageError):
+    """job name {name!r} matches {count} jobs; give a job id or --tenant: {candidates}"""
+
+
+class NotFinished(EtlctlError):
+    """{message}"""
+
+    exit_code = NOT_FINISHED
+
+
+class Conflict(EtlctlError):
+    """{message}"""
+
+    exit_code = CONFLICT
+
+
+class NotFound(EtlctlError):
+    """{message}"""
+
+    exit_code = NOT_FOUND
+
+
+class JobNotFound(NotFound):
+    """no job {ref}"""
+
+
+class DatabaseUnavailable(EtlctlError):
+    """cannot reach the database ({target}): {reason}"""
+
+    exit_code = UNAVAILABLE
+
+
+class NotInitialized(EtlctlError):
+    """the database ({target}) has no etlctl schema or has pending migrations: run `etlctl db init`"""
+
+    exit_code = UNAVAILABLE
+
+
+class Busy(EtlctlError):
+    """the database is busy: {reason}; nothing was changed, try again"""
+
+    exit_code = BUSY
+
+
+class Interrupted(EtlctlError):
+    """interrupted by {signal}; nothing half-written"""
+
+    exit_code = INTERRUPTED
+
+
+class DatabaseError(EtlctlError):
+    """database error: {reason}"""

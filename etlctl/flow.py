@@ -1,0 +1,317 @@
+"""The reset flow against the database: complete, check, step, reset, sweep
+and wait-and-reset.
+
+Decisions come from :mod:`etlctl.rules` and :mod:`etlctl.lifecycle` (pure);
+this module reads jobs, applies decisions with the guarded statements of
+``sql/queries/flow.sql`` and says why when a guard did not match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from etlctl import clock, lifecycle, rules
+from etlctl.errors import Busy, Conflict, JobNotFound, NotFinished, UsageError
+from etlctl.jobs import Job, load
+
+# The keys of the status document that etlctl reads to decide, and so guards on.
+OWNED_KEYS = ("overall", "token") + lifecycle.RESET_KEYS
+RUN_KEYS = ("overall", "token")
+CONCURRENT_RETRIES = 3
+
+
+def _doc(status: object) -> dict:
+    return status if isinstance(status, dict) else {}
+
+
+def guard(status: object, keys: Iterable[str] = OWNED_KEYS) -> tuple[dict, list[str]]:
+    """The guard of a write: these keys must keep the values read, absent ones stay absent."""
+    doc = _doc(status)
+    keys = tuple(keys)
+    return {k: doc[k] for k in keys if k in doc}, [k for k in keys if k not in doc]
+
+
+@dataclass(frozen=True)
+class Transition:
+    job_id: int
+    action: str
+    expected: dict
+    absent: list[str]
+    reason: str
+    steps: object = None
+    check_steps: bool = False
+    stage: str | None = None
+    deadline: datetime | None = None
+    attempt: int | None = None
+    details: dict = field(default_factory=dict)
+
+
+def transition_for(job: Job, decision: lifecycle.Decision, command_details: dict | None = None) -> Transition:
+    expected, absent = guard(job.status)
+    # A reset or a give-up is only right for the steps it judged.
+    judged = decision.action in (lifecycle.RESET, lifecycle.GIVE_UP)
+    return Transition(
+        job_id=job.id,
+        action=decision.action,
+        expected=expected,
+        absent=absent,
+        reason=decision.reason,
+        steps=_doc(job.status).get("steps") if judged else None,
+        check_steps=judged,
+        stage=decision.stage,
+        deadline=decision.deadline,
+        attempt=decision.attempt,
+        details=dict(command_details or {}),
+    )
+
+
+def apply(session, transitions: list[Transition]) -> list[dict]:
+    """Apply guarded transitions in one statement; returns the rows that changed."""
+    if not transitions:
+        return []
+    from psycopg.types.json import Jsonb
+
+    return session.all(
+        "apply_transitions",
+        job_ids=[t.job_id for t in transitions],
+        actions=[t.action for t in transitions],
+        expected=[Jsonb(t.expected) for t in transitions],
+        absent=[Jsonb(t.absent) for t in transitions],
+        steps=[Jsonb(t.steps) if t.check_steps else None for t in transitions],
+        stages=[t.stage for t in transitions],
+        deadlines=[t.deadline for t in transitions],
+        attempts=[t.attempt for t in transitions],
+        reasons=[t.reason for t in transitions],
+        details=[Jsonb(t.details) for t in transitions],
+    )
+
+
+# --- complete --------------------------------------------------------------
+
+
+def complete(session, job_id: int, *, token: str | None, sync_date: str | None, delay: float) -> dict:
+    """RUNNING -> FINISHED with a pending reset. Idempotent on the same run."""
+    for _ in range(CONCURRENT_RETRIES):
+        row = session.one("complete_job", job_id=job_id, token=token, sync_date=sync_date, delay=delay)
+        if row is None:
+            raise JobNotFound(ref=job_id)
+        if row["changed"]:
+            return {"job_id": job_id, "result": "completed", "overall": "FINISHED", "token": row["token"],
+                    "status": row["new_status"], "last_sync_date": row["last_sync_date"]}
+        if token is not None and row["token"] != token:
+            raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
+        if row["overall"] == "FINISHED":
+            return {"job_id": job_id, "result": "already", "overall": "FINISHED", "token": row["token"]}
+        if row["overall"] != "RUNNING":
+            raise Conflict(message=f"job {job_id} is {row['overall']}, not RUNNING; nothing changed")
+        # It was RUNNING with this token in our snapshot, yet the guard missed: a concurrent writer. Look again.
+    raise Busy(reason=f"job {job_id} kept changing while completing it")
+
+
+# --- step ------------------------------------------------------------------
+
+
+def step(session, job_id: int, *, step_name: str, phase: str, value: str, token: str | None) -> dict:
+    """One worker status update; never a read-modify-write."""
+    if phase not in rules.PHASES:
+        raise UsageError(message=f"unknown phase {phase!r}: expected one of {', '.join(rules.PHASES)}")
+    if value not in rules.PHASE_VALUES:
+        raise UsageError(message=f"unknown status {value!r}: expected one of {', '.join(rules.PHASE_VALUES)}")
+    for _ in range(CONCURRENT_RETRIES):
+        row = session.one("step_update", job_id=job_id, step=step_name, phase=phase, value=value, token=token)
+        if row is None:
+            raise JobNotFound(ref=job_id)
+        if not row["step_allowed"]:
+            if row["kind"] is None:
+                raise UsageError(message=f"unknown step {step_name!r}: job {job_id} has no kind and its document has no such step")
+            raise UsageError(message=f"unknown step {step_name!r} for kind {row['kind']}: its steps are {', '.join(row['kind_steps'] or [])}")
+        result = {"job_id": job_id, "step": step_name, "phase": phase, "status": value, "overall": row["overall"]}
+        if row["changed"]:
+            return {**result, "result": "updated", "previous": row["current_value"]}
+        if token is not None and row["token"] != token:
+            raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
+        if row["overall"] not in ("RUNNING", "FINISHED"):
+            raise Conflict(message=f"job {job_id} is {row['overall']}: no run to update; nothing changed")
+        if row["steps_type"] != "object":
+            raise Conflict(message=f"job {job_id}: its status document's steps is {row['steps_type'] or 'missing'}, not an object; nothing changed")
+        if row["step_type"] not in (None, "object"):
+            raise Conflict(message=f"job {job_id}: step {step_name!r} is a {row['step_type']}, not an object; nothing changed")
+        if row["current_value"] == value:
+            return {**result, "result": "already", "previous": value}
+    raise Busy(reason=f"job {job_id} kept changing while updating it")
+
+
+# --- check -----------------------------------------------------------------
+
+
+def check(session, job_id: int, ref: object = None) -> tuple[Job, rules.Completion]:
+    job = load(session, job_id, ref)
+    return job, job.completion()
+
+
+def check_with_retry(
+    session, job_id: int, backoff: tuple[float, ...], on_retry: Callable[[int, rules.Completion, float], None], ref=None,
+) -> tuple[Job, rules.Completion, int]:
+    """Check, then again after each wait of ``backoff``; stop early on a failed phase."""
+    import tenacity
+
+    attempts = 0
+    latest: list[Job] = []
+
+    def attempt() -> rules.Completion:
+        nonlocal attempts
+        attempts += 1
+        job, completion = check(session, job_id, ref)
+        latest[:] = [job]
+        return completion
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        on_retry(state.attempt_number, state.outcome.result(), state.next_action.sleep)
+
+    retrying = tenacity.Retrying(
+        sleep=clock.sleep,
+        wait=tenacity.wait_chain(*[tenacity.wait_fixed(s) for s in backoff]) if backoff else tenacity.wait_none(),
+        stop=tenacity.stop_after_attempt(len(backoff) + 1),
+        retry=tenacity.retry_if_result(lambda c: not c.all_finished and not c.failed),
+        before_sleep=before_sleep,
+        retry_error_callback=lambda state: state.outcome.result(),
+    )
+    completion = retrying(attempt)
+    return latest[0], completion, attempts
+
+
+# --- reset -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    job: Job
+    row: dict | None  # the changed row; None when nothing needed doing
+    overridden: tuple[str, ...] = ()
+
+
+def reset(session, job_id: int, *, force: bool, ref=None) -> ResetResult:
+    """FINISHED -> READY when the check passes; --force also from FAILED or RUNNING.
+
+    One transaction: read, judge, then a write guarded on the run and on the
+    very steps that were judged.
+    """
+    with session.transaction():
+        job = load(session, job_id, ref)
+        completion = job.completion()
+        overall = job.overall
+        if not force:
+            if overall != "FINISHED":
+                raise Conflict(message=f"{job.label()} is {overall}, not FINISHED: nothing to reset (--force overrides)")
+            if not completion.all_finished:
+                raise Conflict(message=f"{job.label()} is not finished: {'; '.join(completion.reasons)}; not reset (--force overrides)")
+            overridden: tuple[str, ...] = ()
+        else:
+            if overall == "READY":
+                return ResetResult(job, None)
+            if overall not in ("FINISHED", "FAILED", "RUNNING"):
+                raise Conflict(message=f"{job.label()} is {overall}: --force resets only FINISHED, FAILED or RUNNING jobs")
+            overridden = tuple(
+                ([f"overall was {overall}"] if overall != "FINISHED" else [])
+                + [r for r in completion.reasons if not r.startswith("overall is")]
+            )
+        expected, absent = guard(job.status, RUN_KEYS)
+        transition = Transition(
+            job_id=job.id, action=lifecycle.RESET, expected=expected, absent=absent,
+            reason="forced reset" if force else "reset: all steps finished",
+            steps=_doc(job.status).get("steps"), check_steps=not force,
+            details={"force": force, "overridden": list(overridden)},
+        )
+        changed = apply(session, [transition])
+        if not changed:
+            raise Conflict(message=f"{job.label()} changed while resetting it (a worker or another etlctl); nothing changed, look again")
+        return ResetResult(job, changed[0], overridden)
+
+
+# --- the durable state machine: sweep and wait-and-reset -----------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One job's turn in a sweep: what was decided and whether it took effect."""
+
+    job: Job
+    decision: lifecycle.Decision
+    applied: dict | None
+
+
+def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
+          on_batch: Callable[[list[Step]], None] = lambda steps: None) -> int:
+    """One non-blocking pass over every FINISHED job that has something due.
+
+    Works in batches of ``batch`` jobs, two statements each, so memory and
+    round trips do not grow with the number of jobs in the database.
+    Returns how many transitions took effect.
+    """
+    after, total = 0, 0
+    while True:
+        rows = session.all("sweep_batch", after_id=after, batch=batch)
+        if not rows:
+            break
+        jobs = [Job(row) for row in rows]
+        decisions = [lifecycle.decide(j.status, j.rules, j.now, timings, j.finished_at) for j in jobs]
+        todo = [transition_for(j, d) for j, d in zip(jobs, decisions) if d.writes]
+        changed = {row["id"]: row for row in apply(session, todo)}
+        total += len(changed)
+        on_batch([Step(j, d, changed.get(j.id)) for j, d in zip(jobs, decisions) if d.writes or d.action == lifecycle.SKIP])
+        after = rows[-1]["id"]
+        if len(rows) < batch:
+            break
+    return total
+
+
+class WaitReporter:
+    """What wait-and-reset tells its user; the CLI supplies one that prints."""
+
+    def decided(self, job: Job, decision: lifecycle.Decision) -> None: ...
+
+    def waiting(self, job: Job, decision: lifecycle.Decision, seconds: float) -> None:
+        clock.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    job: Job  # as last read
+    reset_row: dict | None  # the reset this command made, if it made it
+    by_other: bool = False  # someone else (a sweep, a person) reset or restarted the job
+
+
+def wait_and_reset(session, job_id: int, timings: lifecycle.Timings, reporter: WaitReporter, ref=None) -> WaitOutcome:
+    """The UI's flow in one command, durable: each wait is written down first."""
+    token = None
+    first = True
+    while True:
+        job = load(session, job_id, ref)
+        if first:
+            if job.overall != "FINISHED":
+                raise Conflict(message=f"{job.label()} is {job.overall}, not FINISHED: nothing to wait for")
+            token, first = job.token, False
+        elif job.overall != "FINISHED" or job.token != token:
+            return WaitOutcome(job, None, by_other=True)
+
+        decision = lifecycle.decide(job.status, job.rules, job.now, timings, job.finished_at)
+        if decision.action == lifecycle.SKIP:
+            if decision.state.stage == lifecycle.GAVE_UP:
+                raise NotFinished(message=f"{job.label()}: the reset gave up earlier ({job.error_message or 'no reason recorded'}); "
+                                          "after fixing it, run `etlctl reset JOB`")
+            raise Conflict(message=f"{job.label()}: {decision.reason}")
+        if decision.action == lifecycle.WAIT:
+            reporter.decided(job, decision)
+            reporter.waiting(job, decision, max(0.0, (decision.deadline - job.now).total_seconds()))
+            continue
+
+        changed = apply(session, [transition_for(job, decision)])
+        if not changed:
+            continue  # another process moved the job first: read it again
+        reporter.decided(job, decision)
+        if decision.action == lifecycle.RESET:
+            return WaitOutcome(load(session, job_id, ref), changed[0])
+        if decision.action == lifecycle.GIVE_UP:
+            raise NotFinished(message=f"{job.label()}: {decision.reason}")

@@ -1,0 +1,199 @@
+"""The reset flow as a durable state machine: pure functions over a status
+document and a time.
+
+After a job FINISHES, the flow document's UI waits ``delay``, checks, retries
+the check after each wait of ``backoff``, counts down ``cooldown`` and resets
+the job to READY. etlctl keeps where it is in that flow inside the status
+document itself, so a killed ``wait-and-reset`` or the next ``sweep`` carries on
+from there:
+
+    reset_stage     "check" | "cooldown" | "gave_up"   (absent: not started)
+    reset_deadline  ISO time of the next check, or of the end of the cool-down
+    reset_attempt   number of the check due at the deadline (0 = the first)
+    reset_gave_up_at ISO time the flow gave up (stage "gave_up")
+
+:func:`decide` turns (document, now) into the one next :class:`Decision`. It
+never writes; the caller applies the decision with a guarded statement that
+only matches while the document still holds the state the decision was made
+on, so concurrent deciders cannot both act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from etlctl.rules import Completion, StepRule, evaluate
+
+DEFAULT_DELAY = 30.0
+DEFAULT_BACKOFF = (30.0, 60.0, 180.0, 300.0)
+DEFAULT_COOLDOWN = 30.0
+
+# Reset stages stored in reset_stage.
+NOT_STARTED = "none"
+CHECK = "check"
+COOLDOWN = "cooldown"
+GAVE_UP = "gave_up"
+
+# Decisions.
+WAIT = "wait"  # nothing to write; the next step is due at `deadline`
+SCHEDULE = "schedule"  # write the first check's deadline (job finished without one)
+RETRY = "retry"  # the check failed; write the next check's deadline
+START_COOLDOWN = "cooldown"  # the check passed; write the end of the cool-down
+RESET = "reset"  # FINISHED -> READY
+GIVE_UP = "give_up"  # record the error, stay FINISHED
+SKIP = "skip"  # not this flow's business (not FINISHED, gave up, malformed)
+
+WRITES = (SCHEDULE, RETRY, START_COOLDOWN, RESET, GIVE_UP)
+
+RESET_KEYS = ("reset_stage", "reset_deadline", "reset_attempt", "reset_gave_up_at")
+
+
+@dataclass(frozen=True)
+class Timings:
+    delay: float = DEFAULT_DELAY
+    backoff: tuple[float, ...] = DEFAULT_BACKOFF
+    cooldown: float = DEFAULT_COOLDOWN
+
+    @property
+    def checks(self) -> int:
+        """How many checks the flow makes before giving up."""
+        return len(self.backoff) + 1
+
+    def patience(self) -> float:
+        """Seconds from FINISHED to the latest possible reset or give-up."""
+        return self.delay + sum(self.backoff) + self.cooldown
+
+
+@dataclass(frozen=True)
+class ResetState:
+    stage: str
+    deadline: datetime | None
+    attempt: int
+    gave_up_at: datetime | None = None
+    problem: str | None = None  # set when the reset keys are malformed
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    state: ResetState  # the state the decision was made on: the write's guard
+    reason: str
+    deadline: datetime | None = None  # the deadline to wait for or to write
+    attempt: int = 0
+    stage: str = NOT_STARTED
+    completion: Completion | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.action in WRITES
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time with an offset, as etlctl and the existing system write it."""
+    if not isinstance(value, str):
+        raise ValueError
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError
+    return parsed
+
+
+def reset_state(status: object) -> ResetState:
+    """Where the reset flow of a FINISHED job stands, read from its document."""
+    doc = status if isinstance(status, Mapping) else {}
+    stage = doc.get("reset_stage")
+    raw_deadline = doc.get("reset_deadline")
+    raw_attempt = doc.get("reset_attempt")
+
+    attempt = 0
+    if raw_attempt is not None:
+        if isinstance(raw_attempt, bool) or not isinstance(raw_attempt, int) or raw_attempt < 0:
+            return ResetState(NOT_STARTED, None, 0, problem=f"reset_attempt is {raw_attempt!r}, not a count")
+        attempt = raw_attempt
+
+    if stage == GAVE_UP:
+        try:
+            gave_up_at = parse_time(doc.get("reset_gave_up_at"))
+        except ValueError:
+            gave_up_at = None
+        return ResetState(GAVE_UP, None, attempt, gave_up_at=gave_up_at)
+
+    if stage not in (None, CHECK, COOLDOWN):
+        return ResetState(NOT_STARTED, None, attempt, problem=f"reset_stage is {stage!r}")
+
+    if raw_deadline is None:
+        if stage is not None:
+            return ResetState(NOT_STARTED, None, attempt, problem=f"reset_stage is {stage!r} but reset_deadline is null")
+        return ResetState(NOT_STARTED, None, attempt)
+    try:
+        deadline = parse_time(raw_deadline)
+    except ValueError:
+        return ResetState(NOT_STARTED, None, attempt, problem=f"reset_deadline {raw_deadline!r} is not an ISO time with offset")
+    # The existing system writes reset_deadline and reset_attempt without a stage: a pending check.
+    return ResetState(stage or CHECK, deadline, attempt)
+
+
+def decide(
+    status: object,
+    rules: Sequence[StepRule] | None,
+    now: datetime,
+    timings: Timings,
+    finished_at: datetime | None = None,
+) -> Decision:
+    """The next step of the reset flow for one job at time ``now``."""
+    doc = status if isinstance(status, Mapping) else {}
+    state = reset_state(status)
+    overall = doc.get("overall")
+    if overall != "FINISHED":
+        return Decision(SKIP, state, f"overall is {overall!r}, not FINISHED")
+    if state.problem:
+        return Decision(SKIP, state, f"malformed reset state: {state.problem}")
+    if state.stage == GAVE_UP:
+        return Decision(SKIP, state, "the reset gave up; reset it by hand (etlctl reset JOB)")
+
+    if state.stage == NOT_STARTED:
+        # Finished without a pending reset (the existing embedding worker does
+        # that): the first check is due `delay` after it finished.
+        deadline = (finished_at or now) + _seconds(timings.delay)
+        if deadline > now:
+            return Decision(SCHEDULE, state, "first check scheduled", deadline, 0, CHECK)
+        effective = ResetState(CHECK, deadline, 0)
+    else:
+        effective = state
+        if state.deadline is not None and state.deadline > now:
+            return Decision(WAIT, state, _waiting_for(state, timings), state.deadline, state.attempt, state.stage)
+
+    completion = evaluate(rules, status)
+    attempt = effective.attempt
+    label = f"check {attempt + 1} of {timings.checks}"
+
+    if effective.stage == COOLDOWN and completion.all_finished:
+        return Decision(RESET, state, "cool-down over, all steps finished", completion=completion, attempt=attempt)
+    if completion.all_finished:
+        if timings.cooldown <= 0:
+            return Decision(RESET, state, f"{label}: all steps finished", completion=completion, attempt=attempt)
+        deadline = now + _seconds(timings.cooldown)
+        return Decision(START_COOLDOWN, state, f"{label}: all steps finished", deadline, attempt, COOLDOWN, completion)
+
+    blocker = "; ".join(completion.reasons) or "not finished"
+    if completion.failed:
+        return Decision(GIVE_UP, state, f"gave up: {blocker}", attempt=attempt, stage=GAVE_UP, completion=completion)
+    if attempt >= len(timings.backoff):
+        return Decision(
+            GIVE_UP, state, f"gave up after {attempt + 1} checks: {blocker}",
+            attempt=attempt, stage=GAVE_UP, completion=completion,
+        )
+    deadline = now + _seconds(timings.backoff[attempt])
+    return Decision(RETRY, state, f"{label} not finished: {blocker}", deadline, attempt + 1, CHECK, completion)
+
+
+def _waiting_for(state: ResetState, timings: Timings) -> str:
+    if state.stage == COOLDOWN:
+        return "cool-down before the reset"
+    return f"check {state.attempt + 1} of {timings.checks}"
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)

@@ -1,0 +1,145 @@
+"""Rendering: tables, JSON, durations and the reset countdown.
+
+Data goes to stdout; progress and notes go to stderr. Times are shown in the
+zone they came from, which is the configured database zone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+
+def _default(value: object):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def to_json(data: object, indent: int | None = 2) -> str:
+    return json.dumps(data, default=_default, indent=indent, ensure_ascii=False)
+
+
+def emit_json(data: object, indent: int | None = 2) -> None:
+    sys.stdout.write(to_json(data, indent) + "\n")
+    sys.stdout.flush()
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    import tabulate  # only the commands that print tables pay for it
+
+    return tabulate.tabulate(
+        [[_cell(c) for c in row] for row in rows], headers=list(headers), tablefmt="simple", disable_numparse=True,
+    )
+
+
+def emit_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
+    sys.stdout.write(table(rows, headers) + "\n")
+
+
+def note(message: str) -> None:
+    """A message for the person at the terminal (stderr)."""
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return when(value)
+    return str(value)
+
+
+def when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clock_time(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%H:%M:%S")
+
+
+def duration(seconds: float) -> str:
+    """'45s', '1m10s', '3h12m', '2d4h': the two largest units."""
+    seconds = int(round(abs(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h" if hours else f"{days}d"
+
+
+def relative(moment: datetime | None, now: datetime) -> str:
+    """'in 3h12m', '5m ago' or 'now'."""
+    if moment is None:
+        return "-"
+    delta = (moment - now).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    return f"in {duration(delta)}" if delta > 0 else f"{duration(delta)} ago"
+
+
+def truncate(text: str | None, width: int = 60) -> str | None:
+    if text is None:
+        return None
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def lines(items: Iterable[str]) -> None:
+    for item in items:
+        sys.stdout.write(item + "\n")
+
+
+class Countdown:
+    """"Job completed. Resetting in 30 seconds..." until a deadline.
+
+    Live (rewritten each second) on a terminal; otherwise one plain line
+    every 10 seconds, which reads well in a log file.
+    """
+
+    def __init__(self, stream=None, sleep=None) -> None:
+        from etlctl import clock
+
+        self.stream = stream or sys.stderr
+        self.sleep = sleep or clock.sleep
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def run(self, seconds: float) -> None:
+        remaining = max(0.0, seconds)
+        step = 1.0 if self.live else 10.0
+        while remaining > 0:
+            self._show(remaining)
+            pause = min(step, remaining) if self.live else (remaining % step or step)
+            self.sleep(pause)
+            remaining -= pause
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.flush()
+
+    def _show(self, remaining: float) -> None:
+        whole = int(-(-remaining // 1))  # ceil: never show "0 seconds" while waiting
+        text = f"Job completed. Resetting in {whole} second{'s' if whole != 1 else ''}..."
+        if self.live:
+            self.stream.write(f"\r\033[K{text}")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()

@@ -1,0 +1,236 @@
+"""How jobs look on screen and in JSON (`status`, and the header other commands reuse)."""
+
+from __future__ import annotations
+
+import sys
+
+from etlctl import lifecycle, render, rules
+from etlctl.jobs import Job
+
+
+def active_text(job_active, integration_active, tenant_active, has_integration: bool = True) -> str:
+    off = [name for name, flag in (("job", job_active), ("integration", integration_active), ("tenant", tenant_active))
+           if flag is False and (name != "integration" or has_integration)]
+    return "yes" if not off else "no: " + ", ".join(off)
+
+
+def overview_record(row: dict) -> dict:
+    now = row["now"]
+    next_run = row["next_run"]
+    return {
+        "id": row["id"],
+        "tenant_id": row["tenant_id"],
+        "tenant": row["tenant_name"],
+        "job_name": row["job_name"],
+        "kind": row["kind"],
+        "overall": row["overall"],
+        "reset_stage": row["reset_stage"],
+        "next_run": next_run,
+        "next_run_in_seconds": None if next_run is None else round((next_run - now).total_seconds()),
+        "active": row["active"],
+        "integration_id": row["integration_id"],
+        "integration_active": row["integration_active"],
+        "tenant_active": row["tenant_active"],
+        "last_run_finished_at": row["last_run_finished_at"],
+        "error_message": row["error_message"],
+    }
+
+
+def show_overview(rows: list[dict], as_json: bool) -> None:
+    records = [overview_record(r) for r in rows]
+    if as_json:
+        render.emit_json(records)
+    else:
+        table = []
+        for row, rec in zip(rows, records):
+            overall = rec["overall"] or "?"
+            if rec["reset_stage"]:
+                overall += f" ({rec['reset_stage'].replace('_', ' ')})"
+            next_run = "-" if rec["next_run"] is None else f"{render.when(rec['next_run'])} ({render.relative(rec['next_run'], row['now'])})"
+            table.append([
+                rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "?", overall, next_run,
+                active_text(rec["active"], rec["integration_active"], rec["tenant_active"], rec["integration_id"] is not None),
+                rec["last_run_finished_at"], render.truncate(rec["error_message"], 50),
+            ])
+        if table:
+            render.emit_table(table, ["ID", "TENANT", "JOB", "KIND", "OVERALL", "NEXT RUN", "ACTIVE", "LAST FINISHED", "ERROR"])
+        else:
+            render.note("no jobs")
+    total = rows[0]["total"] if rows else 0
+    if total > len(rows):
+        render.note(f"showing {len(rows)} of {total} jobs (use --limit or --tenant)")
+
+
+def step_rows(job: Job) -> list[dict]:
+    """One entry per step in display order, with the phases and the verdict."""
+    completion = job.completion()
+    verdicts = {v.step: v for v in completion.steps}
+    step_rules = {r.step: r for r in (job.rules or ())}
+    document = rules.document_steps(job.status) or {}
+    out = []
+    for n, name in enumerate(rules.ordered_step_names(job.rules, job.status), 1):
+        body = document.get(name)
+        phases = {p: (body.get(p) if isinstance(body, dict) else None) for p in rules.PHASES}
+        verdict = verdicts.get(name)
+        rule = step_rules.get(name)
+        out.append({
+            "step": name,
+            "order": rule.position if rule else (body.get("order") if isinstance(body, dict) else None),
+            "display_name": (rule.display_name if rule else None) or (body.get("display_name") if isinstance(body, dict) else None),
+            **phases,
+            "rule": rule.rule if rule else (rules.MUST_FINISH if job.kind is None else "not in kind"),
+            "verdict": verdict.verdict if verdict else "ignored",
+            "detail": verdict.detail if verdict else f"{name}: not a step of kind {job.kind}",
+        })
+    return out
+
+
+def job_record(job: Job) -> dict:
+    state = lifecycle.reset_state(job.status)
+    completion = job.completion()
+    return {
+        "id": job.id,
+        "job_name": job.job_name,
+        "tenant_id": job.tenant_id,
+        "tenant": job.tenant_name,
+        "integration_id": job.integration_id,
+        "provider": job.provider,
+        "kind": job.kind,
+        "overall": job.overall,
+        "token": job.token,
+        "reset": {
+            "stage": state.stage, "deadline": state.deadline, "attempt": state.attempt,
+            "gave_up_at": state.gave_up_at, "problem": state.problem,
+        },
+        "next_run": job.next_run,
+        "schedule_interval_minutes": job.schedule_interval_minutes,
+        "retry_interval_minutes": job.retry_interval_minutes,
+        "retry_count": job.retry_count,
+        "last_run_started_at": job.last_run_started_at,
+        "last_run_finished_at": job.last_run_finished_at,
+        "last_sync_date": job.last_sync_date,
+        "error_message": job.error_message,
+        "active": job.active,
+        "integration_active": job.integration_active,
+        "tenant_active": job.tenant_active,
+        "all_finished": completion.all_finished,
+        "reasons": list(completion.reasons),
+        "steps": step_rows(job),
+        "status": job.status,
+    }
+
+
+def show_job(job: Job, as_json: bool) -> None:
+    record = job_record(job)
+    if as_json:
+        render.emit_json(record)
+        return
+    now = job.now
+    reset = record["reset"]
+    state_line = str(record["overall"])
+    if reset["problem"]:
+        state_line += f"  (malformed reset state: {reset['problem']})"
+    elif reset["stage"] == lifecycle.GAVE_UP:
+        state_line += f"  (reset gave up at {render.when(reset['gave_up_at'])})"
+    elif reset["stage"] in (lifecycle.CHECK, lifecycle.COOLDOWN):
+        what = "cool-down ends" if reset["stage"] == lifecycle.COOLDOWN else f"check {reset['attempt'] + 1}"
+        state_line += f"  (reset pending: {what} at {render.when(reset['deadline'])}, {render.relative(reset['deadline'], now)})"
+    header = [
+        ("job", f"{job.id} {job.job_name}"),
+        ("tenant", f"{job.tenant_id} {job.tenant_name or ''}".strip()),
+        ("kind", job.kind or "unknown (every step in the document must finish)"),
+        ("integration", "-" if job.integration_id is None else f"{job.integration_id} {job.provider or ''}".strip()),
+        ("overall", state_line),
+        ("token", job.token or "-"),
+        ("active", active_text(job.active, job.integration_active, job.tenant_active, job.integration_id is not None)),
+        ("next run", "-" if job.next_run is None else f"{render.when(job.next_run)} ({render.relative(job.next_run, now)})"),
+        ("last started", render.when(job.last_run_started_at)),
+        ("last finished", render.when(job.last_run_finished_at)),
+        ("last sync", render.when(job.last_sync_date)),
+        ("error", job.error_message or "-"),
+    ]
+    width = max(len(k) for k, _ in header)
+    render.lines(f"{key:<{width}}  {value}" for key, value in header)
+    render.lines([""])
+    grid = [[s["order"], s["step"], s["extraction"], s["transform"], s["embedding"], s["verdict"]] for s in record["steps"]]
+    if grid:
+        render.emit_table(grid, ["#", "STEP", "EXTRACTION", "TRANSFORM", "EMBEDDING", "VERDICT"])
+    else:
+        render.lines(["(no steps)"])
+    if record["reasons"] and job.overall == "FINISHED":
+        render.lines(["", "not finished: " + "; ".join(record["reasons"])])
+
+
+class SweepPrinter:
+    """Streams what a sweep did, batch by batch, so a large backlog never sits in memory.
+
+    Quiet when nothing was done. Table rows on stdout, or one JSON array.
+    Jobs it could not judge (malformed reset state) are listed only in JSON
+    and with -v: `etlctl doctor` reports them, and cron mail should not repeat
+    them every minute.
+    """
+
+    HEADER = f"{'JOB':>7}  {'NAME':<24} {'ACTION':<9} DETAIL"
+
+    def __init__(self, as_json: bool, dry_run: bool = False) -> None:
+        from etlctl.cli import options
+
+        self.as_json = as_json
+        self.dry_run = dry_run
+        self.verbose = options.verbose
+        self.count = 0
+
+    def busy(self) -> None:
+        if self.as_json:
+            render.emit_json([])
+        elif self.verbose:
+            render.note("etlctl: another sweep is running on this database; nothing to do")
+
+    def batch(self, steps) -> None:
+        for step in steps:
+            record = self._record(step)
+            if record is None:
+                continue
+            if self.as_json:
+                prefix = "[\n" if self.count == 0 else ",\n"
+                sys.stdout.write(prefix + render.to_json(record, indent=None))
+            else:
+                if self.count == 0:
+                    render.lines([self.HEADER])
+                render.lines([f"{record['job_id']:>7}  {render.truncate(record['job_name'], 24):<24} "
+                              f"{record['action']:<9} {record['detail']}"])
+            self.count += 1
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.as_json:
+            sys.stdout.write("[]\n" if self.count == 0 else "\n]\n")
+            sys.stdout.flush()
+
+    def _record(self, step) -> dict | None:
+        job, decision, row = step.job, step.decision, step.applied
+        if decision.action == lifecycle.SKIP:
+            if not (self.as_json or self.verbose):
+                return None
+            action, detail = "skip", decision.reason
+        elif row is None:
+            if not self.as_json:
+                return None  # another process acted first; it will report it
+            action, detail = "lost-race", "another process changed the job first"
+        else:
+            action = decision.action
+            now = row["now"]
+            if action == lifecycle.RESET:
+                detail = f"READY; next run at {render.when(row['next_run'])} ({render.relative(row['next_run'], now)})"
+            elif action == lifecycle.GIVE_UP:
+                detail = decision.reason
+            elif action == lifecycle.SCHEDULE:
+                detail = f"first check at {render.clock_time(decision.deadline)} ({render.relative(decision.deadline, now)})"
+            elif action == lifecycle.START_COOLDOWN:
+                detail = f"{decision.reason}; reset at {render.clock_time(decision.deadline)} ({render.relative(decision.deadline, now)})"
+            else:
+                detail = f"{decision.reason}; next check at {render.clock_time(decision.deadline)} ({render.relative(decision.deadline, now)})"
+            if self.dry_run:
+                action = f"{action}?"
+        return {"job_id": job.id, "job_name": job.job_name, "tenant_id": job.tenant_id, "action": action,
+                "applied": row is not None and not self.dry_run, "detail": detail, "deadline": decision.deadline}

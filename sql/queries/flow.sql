@@ -1,0 +1,206 @@
+-- The reset flow's writes. Each is ONE statement: a guarded UPDATE (expected
+-- state and run token in its WHERE clause) whose SET expressions read only the
+-- row being updated, so that a concurrent writer's change is never lost (under
+-- READ COMMITTED, PostgreSQL re-evaluates both against the newest row version).
+-- The audit row and the notification ride in the same statement.
+--
+-- Every statement also returns what it saw before the change (`before`, from the
+-- statement's snapshot), so that a caller can say why nothing changed.
+
+-- name: complete_job
+-- RUNNING -> FINISHED, as the embedding worker's _complete_etl_job() does, and a
+-- pending reset: the first check is due %(delay)s seconds from now.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+before AS (
+    SELECT j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token
+    FROM etl_jobs j WHERE j.id = %(job_id)s
+),
+changed AS (
+    UPDATE etl_jobs j SET
+        status = j.status || jsonb_build_object(
+            'overall', 'FINISHED',
+            'reset_stage', 'check',
+            'reset_deadline', to_jsonb(clock.now + make_interval(secs => %(delay)s)),
+            'reset_attempt', 0,
+            'reset_gave_up_at', NULL),
+        last_run_finished_at = clock.now,
+        -- The extraction date: the one given, else the run's start; never a guess.
+        last_sync_date = coalesce(%(sync_date)s::timestamptz::timestamp, j.last_run_started_at, j.last_sync_date),
+        last_updated_at = clock.now
+    FROM clock
+    WHERE j.id = %(job_id)s
+      AND j.status ->> 'overall' = 'RUNNING'
+      AND (%(token)s::text IS NULL OR j.status ->> 'token' = %(token)s::text)
+    RETURNING j.id, j.tenant_id, j.status, j.last_sync_date::timestamptz AS last_sync_date
+),
+audit AS (
+    INSERT INTO etlctl.audit (at, job_id, tenant_id, from_state, to_state, token, command, host, pid, details)
+    SELECT clock.now, c.id, c.tenant_id, 'RUNNING', 'FINISHED', c.status ->> 'token',
+           %(actor_command)s, %(actor_host)s, %(actor_pid)s,
+           jsonb_build_object('last_sync_date', c.last_sync_date, 'reset_deadline', c.status -> 'reset_deadline')
+    FROM changed c, clock
+    RETURNING 1
+),
+notified AS (
+    SELECT pg_notify('etl_job_status', json_build_object('job_id', c.id, 'tenant_id', c.tenant_id, 'overall', 'FINISHED')::text)
+    FROM changed c
+)
+SELECT b.id, b.overall, b.token,
+       (SELECT count(*) FROM changed) AS changed,
+       (SELECT status FROM changed) AS new_status,
+       (SELECT last_sync_date FROM changed) AS last_sync_date,
+       (SELECT count(*) FROM audit) AS audited,
+       (SELECT count(*) FROM notified) AS notified
+FROM before b;
+
+-- name: step_update
+-- One worker status update: steps.<step>.<phase> = <value>, a single guarded
+-- jsonb_set on the current row. The step must belong to the job's kind (or,
+-- for a job of unknown kind, already be in its document); it is created when
+-- the kind has it and the document does not yet.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+before AS (
+    SELECT j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token,
+           k.kind,
+           (SELECT array_agg(s.step ORDER BY s.position) FROM etlctl.kind_steps s WHERE s.kind = k.kind) AS kind_steps,
+           jsonb_typeof(j.status -> 'steps') AS steps_type,
+           coalesce(j.status -> 'steps' ? %(step)s, false) AS in_document,
+           jsonb_typeof(j.status -> 'steps' -> %(step)s) AS step_type,
+           j.status -> 'steps' -> %(step)s -> %(phase)s AS current_value
+    FROM etl_jobs j
+    LEFT JOIN integrations i ON i.id = j.integration_id
+    CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+    WHERE j.id = %(job_id)s
+),
+allowed AS (
+    SELECT b.id FROM before b
+    WHERE CASE WHEN b.kind IS NULL THEN b.in_document
+               ELSE %(step)s = ANY (coalesce(b.kind_steps, '{}')) END
+),
+changed AS (
+    UPDATE etl_jobs j SET
+        status = jsonb_set(
+            jsonb_set(j.status, ARRAY['steps', %(step)s], coalesce(j.status -> 'steps' -> %(step)s, '{}'), true),
+            ARRAY['steps', %(step)s, %(phase)s], to_jsonb(%(value)s::text), true),
+        last_updated_at = clock.now
+    FROM clock, allowed a
+    WHERE j.id = a.id
+      AND j.status ->> 'overall' IN ('RUNNING', 'FINISHED')
+      AND (%(token)s::text IS NULL OR j.status ->> 'token' = %(token)s::text)
+      AND jsonb_typeof(j.status -> 'steps') = 'object'
+      AND coalesce(jsonb_typeof(j.status -> 'steps' -> %(step)s), 'object') = 'object'
+      AND (j.status -> 'steps' -> %(step)s -> %(phase)s) IS DISTINCT FROM to_jsonb(%(value)s::text)
+    RETURNING j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token
+),
+audit AS (
+    INSERT INTO etlctl.audit (at, job_id, tenant_id, from_state, to_state, token, command, host, pid, details)
+    SELECT clock.now, c.id, c.tenant_id, c.overall, c.overall, c.token,
+           %(actor_command)s, %(actor_host)s, %(actor_pid)s,
+           jsonb_build_object('step', %(step)s::text, 'phase', %(phase)s::text, 'to', %(value)s::text,
+                              'from', (SELECT current_value FROM before))
+    FROM changed c, clock
+    RETURNING 1
+),
+notified AS (
+    SELECT pg_notify('etl_job_status', json_build_object('job_id', c.id, 'tenant_id', c.tenant_id, 'overall', c.overall)::text)
+    FROM changed c
+)
+SELECT b.*, (SELECT count(*) FROM allowed) > 0 AS step_allowed,
+       (SELECT count(*) FROM changed) AS changed,
+       (SELECT count(*) FROM audit) AS audited,
+       (SELECT count(*) FROM notified) AS notified
+FROM before b;
+
+-- name: apply_transitions
+-- Apply a batch of reset-flow decisions (reset, give_up, schedule, retry,
+-- cooldown) in one statement. Each row's guard: the document still holds the
+-- values etlctl owns as they were read (%(expected)s, containment of scalars),
+-- the owned keys that were absent are still absent, and, for a reset or a
+-- give-up, the steps are exactly the ones that were judged.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+d AS (
+    SELECT * FROM unnest(
+        %(job_ids)s::int[], %(actions)s::text[], %(expected)s::jsonb[], %(absent)s::jsonb[],
+        %(steps)s::jsonb[], %(stages)s::text[], %(deadlines)s::timestamptz[], %(attempts)s::int[],
+        %(reasons)s::text[], %(details)s::jsonb[]
+    ) AS d (job_id, action, expected, absent, steps, stage, deadline, attempt, reason, details)
+),
+changed AS (
+    UPDATE etl_jobs j SET
+        status = CASE d.action
+            WHEN 'reset' THEN j.status || jsonb_build_object(
+                'overall', 'READY', 'steps', etlctl.idle_steps(j.status -> 'steps'),
+                'token', NULL, 'reset_stage', NULL, 'reset_deadline', NULL,
+                'reset_attempt', NULL, 'reset_gave_up_at', NULL)
+            WHEN 'give_up' THEN j.status || jsonb_build_object(
+                'reset_stage', 'gave_up', 'reset_deadline', NULL,
+                'reset_attempt', d.attempt, 'reset_gave_up_at', to_jsonb(clock.now))
+            ELSE j.status || jsonb_build_object(
+                'reset_stage', d.stage, 'reset_deadline', to_jsonb(d.deadline), 'reset_attempt', d.attempt)
+        END,
+        error_message = CASE d.action WHEN 'reset' THEN NULL WHEN 'give_up' THEN d.reason ELSE j.error_message END,
+        -- timestamptz -> timestamp converts in the session TimeZone: the configured zone.
+        next_run = CASE WHEN d.action = 'reset'
+                        THEN (clock.now + make_interval(mins => j.schedule_interval_minutes))::timestamp
+                        ELSE j.next_run END,
+        last_updated_at = clock.now
+    FROM d, clock
+    WHERE j.id = d.job_id
+      AND j.status @> d.expected
+      AND NOT (j.status ?| ARRAY(SELECT jsonb_array_elements_text(d.absent)))
+      AND (d.steps IS NULL OR j.status -> 'steps' = d.steps)
+    RETURNING j.id, j.tenant_id, j.job_name, d.action, d.expected ->> 'overall' AS from_state,
+              j.status ->> 'overall' AS to_state, d.expected ->> 'token' AS token, d.reason, d.details,
+              j.status, j.next_run::timestamptz AS next_run
+),
+audit AS (
+    INSERT INTO etlctl.audit (at, job_id, tenant_id, from_state, to_state, token, command, host, pid, details)
+    SELECT clock.now, c.id, c.tenant_id, c.from_state, c.to_state, c.token,
+           %(actor_command)s, %(actor_host)s, %(actor_pid)s,
+           c.details || jsonb_build_object('action', c.action, 'reason', c.reason,
+                                           'reset_stage', c.status -> 'reset_stage',
+                                           'reset_deadline', c.status -> 'reset_deadline',
+                                           'reset_attempt', c.status -> 'reset_attempt')
+    FROM changed c, clock
+    RETURNING 1
+),
+notified AS (
+    SELECT pg_notify('etl_job_status', json_build_object('job_id', c.id, 'tenant_id', c.tenant_id, 'overall', c.to_state)::text)
+    FROM changed c
+)
+SELECT c.*, (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified,
+       (SELECT now FROM clock) AS now
+FROM changed c;
+
+-- name: sweep_batch
+-- FINISHED jobs whose reset flow may have something to do now, in id order
+-- after %(after_id)s: no pending reset yet, a deadline that has passed, or
+-- reset keys that cannot be read (reported, never repaired). Gave-up jobs wait
+-- for a person.
+SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
+       k.kind,
+       CASE WHEN k.kind IS NOT NULL THEN coalesce((
+           SELECT jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
+                                               'display_name', s.display_name, 'rule', s.rule)
+                            ORDER BY s.position)
+           FROM etlctl.kind_steps s WHERE s.kind = k.kind), '[]') END AS kind_steps,
+       j.status,
+       j.next_run::timestamptz AS next_run,
+       j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
+       j.last_sync_date::timestamptz AS last_sync_date,
+       j.last_run_started_at::timestamptz AS last_run_started_at,
+       j.last_run_finished_at::timestamptz AS last_run_finished_at,
+       j.last_updated_at::timestamptz AS last_updated_at,
+       j.error_message, j.active, i.active AS integration_active, t.active AS tenant_active,
+       clock.now
+FROM etl_jobs j
+CROSS JOIN (SELECT coalesce(%(now)s::timestamptz, now()) AS now) clock
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+WHERE j.status ->> 'overall' = 'FINISHED'
+  AND j.id > %(after_id)s
+  AND (j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
+  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= clock.now, true)
+ORDER BY j.id
+LIMIT %(batch)s;
