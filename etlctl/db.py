@@ -113,17 +113,17 @@ class Session:
     def _params(self, params: dict) -> dict:
         return {"now": clock.sql_now(), **self._actor, **params}
 
-    def one(self, name: str, **params) -> dict | None:
+    def one(self, query: str, /, **params) -> dict | None:
         with self.translating():
-            return self.conn.execute(queries.get(name), self._params(params)).fetchone()
+            return self.conn.execute(queries.get(query), self._params(params)).fetchone()
 
-    def all(self, name: str, **params) -> list[dict]:
+    def all(self, query: str, /, **params) -> list[dict]:
         with self.translating():
-            return self.conn.execute(queries.get(name), self._params(params)).fetchall()
+            return self.conn.execute(queries.get(query), self._params(params)).fetchall()
 
-    def run(self, name: str, **params) -> int:
+    def run(self, query: str, /, **params) -> int:
         with self.translating():
-            return self.conn.execute(queries.get(name), self._params(params)).rowcount
+            return self.conn.execute(queries.get(query), self._params(params)).rowcount
 
     def script(self, sql: str) -> None:
         """Run a whole file of SQL (schema and migrations), with no parameters."""

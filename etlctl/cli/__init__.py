@@ -128,7 +128,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-@click.group(cls=EtlctlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group("etlctl", cls=EtlctlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="etlctl", message="%(prog)s %(version)s")
 @options.connection_options
 def cli() -> None:

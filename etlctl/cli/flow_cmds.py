@@ -313,7 +313,7 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
 @click.command()
 @job_argument
 @click.argument("step_name", metavar="STEP")
-@click.argument("phase", type=click.Choice(PHASES))
+@click.argument("phase", metavar="PHASE", type=click.Choice(PHASES))
 @click.argument("value", metavar="STATUS", type=click.Choice(PHASE_VALUES))
 @click.option("--token", metavar="T", help="Update only this run; a stale token changes nothing and exits 4.")
 @connection_options

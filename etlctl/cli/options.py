@@ -137,7 +137,7 @@ def example(text: str):
     def decorate(f):
         doc = inspect.cleandoc(f.__doc__ or "")
         lines = "\n".join(f"  {line}" for line in text.strip().splitlines())
-        f.__doc__ = f"{doc}\n\n\\b\nExample:\n{lines}\n"
+        f.__doc__ = f"{doc}\n\n\b\nExample:\n{lines}\n"  # \b: click keeps the block as written
         return f
 
     return decorate

@@ -1,0 +1,228 @@
+"""The command line itself: help, version, job lookup, configuration and exit codes."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import psycopg
+import pytest
+
+from etlctl.cli import COMMANDS
+from tests.helpers import Cli, finished, run_process
+
+
+def test_version():
+    result = Cli(None)("--version")
+    assert (result.exit_code, result.stdout) == (0, "etlctl 0.1.0\n")
+
+
+def test_help_lists_every_command():
+    result = Cli(None)("--help")
+    assert result.exit_code == 0
+    listed = re.findall(r"^  (\S+)\s", result.stdout.split("Commands:")[1], re.MULTILINE)
+    assert listed == list(COMMANDS)
+
+
+def _all_commands():
+    from etlctl.cli import cli
+    import click
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            for sub in command.commands:
+                yield [name, sub]
+        else:
+            yield [name]
+
+
+@pytest.mark.parametrize("path", list(_all_commands()), ids=" ".join)
+def test_every_command_help_has_an_example(path):
+    result = Cli(None)(*path, "--help")
+    assert result.exit_code == 0, result.stderr
+    example = result.stdout.split("Example:\n", 1)
+    assert len(example) == 2, result.stdout
+    assert f"etlctl {' '.join(path)}" in example[1] or f"etlctl {path[0]}" in example[1]
+
+
+def test_unknown_command_and_option_are_one_line_usage_errors():
+    for args in (["frobnicate"], ["status", "--frob"], ["check"]):
+        result = Cli(None)(*args)
+        assert result.exit_code == 2
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("etlctl: error: "), result.stderr
+
+
+def test_unreachable_database_exits_6_with_one_line_and_no_password(tmp_path):
+    dsn = f"postgresql://etl:s3cret-pw@/nowhere?host={tmp_path}&port=5999&connect_timeout=2"
+    result = Cli(dsn)("status")
+    assert result.exit_code == 6
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("etlctl: cannot reach the database (etl@")
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    verbose = Cli(dsn)("-v", "status")
+    assert "s3cret-pw" not in verbose.stderr + verbose.stdout
+
+
+def test_a_dsn_that_does_not_parse_is_a_usage_error_that_does_not_echo_it():
+    result = Cli("host=x password=s3cret-pw = =")("status")
+    assert result.exit_code == 2
+    assert "s3cret-pw" not in result.stderr
+    assert result.stderr == "etlctl: invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI\n"
+
+
+def test_a_wrong_password_on_a_real_server_is_not_printed(db, pg_server):
+    db.sql("CREATE ROLE pw_user LOGIN PASSWORD 'right-one'")
+    try:
+        db.sql("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+        dsn = f"host={pg_server.socket_dir} port={pg_server.port} dbname={db.name} user=pw_user password=wrong-s3cret"
+        result = Cli(dsn)("status")
+        # The embedded server trusts local sockets, so the password is not even checked; the point is it never shows.
+        assert "wrong-s3cret" not in result.stderr + result.stdout
+    finally:
+        db.sql("ALTER SYSTEM RESET password_encryption")
+        db.sql("DROP ROLE pw_user")
+
+
+def test_unknown_job_exits_5(cli, db):
+    for ref in ("999", "NoSuchJob"):
+        result = cli("status", ref)
+        assert (result.exit_code, result.stderr) == (5, f"etlctl: no job {ref}\n")
+
+
+def test_job_names_resolve_case_insensitively_and_ambiguity_lists_candidates(cli, db):
+    acme, beta = db.tenant("acme"), db.tenant("beta")
+    a = db.job("Jira", acme)
+    b = db.job("Jira", beta)
+    result = cli("status", "jira")
+    assert result.exit_code == 2
+    assert result.stderr == (f"etlctl: job name 'jira' matches 2 jobs; give a job id or --tenant: "
+                             f"{a} (Jira, tenant acme), {b} (Jira, tenant beta)\n")
+    assert cli("status", "jira", "--tenant", "beta", "--json").json()["id"] == b
+    assert cli("status", "Jira", "--tenant", str(acme), "--json").json()["id"] == a
+    assert cli("status", "Jira", "--tenant", "nobody").exit_code == 5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["check", "1", "--retry", "--backoff", "30,,x"], "invalid --backoff '30,,x': expected comma-separated seconds such as 30,60,180,300"),
+    (["check", "1", "--retry", "--backoff", ""], "invalid --backoff '': expected comma-separated seconds"),
+    (["wait-and-reset", "1", "--delay", "-5"], "invalid --delay '-5': expected seconds such as 30, 1.5, 500ms, 2m or 1h"),
+    (["wait-and-reset", "1", "--cooldown", "soon"], "invalid --cooldown 'soon'"),
+    (["sweep", "--backoff", "10,-1"], "invalid --backoff '-1'"),
+    (["--lock-timeout", "-1", "status"], "Invalid value for '--lock-timeout'"),
+    (["status", "--db-timezone", "Mars/Olympus"], "invalid --db-timezone 'Mars/Olympus'"),
+    (["complete", "1", "--sync-date", "yesterday"], "invalid --sync-date 'yesterday'"),
+])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, db, args, message):
+    job = db.job("Jira", status=finished())
+    assert job == 1
+    before = db.row(job)
+    result = cli(*args)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.row(job) == before
+
+
+def test_env_timings_are_validated_like_flags(cli, db):
+    db.job("Jira", status=finished())
+    result = cli("sweep", env={"ETLCTL_BACKOFF": "30,,x"})
+    assert (result.exit_code, result.stderr) == (
+        2, "etlctl: invalid --backoff '30,,x': expected comma-separated seconds such as 30,60,180,300\n")
+
+
+def test_connection_options_work_before_and_after_the_command(db):
+    flag_first = Cli(None)("--dsn", db.dsn, "status", "--json")
+    flag_after = Cli(None)("status", "--dsn", db.dsn, "--json")
+    assert flag_first.exit_code == flag_after.exit_code == 0
+    assert flag_first.json() == flag_after.json() == []
+    # A flag wins over the environment, wherever it is given.
+    assert Cli("host=/nonexistent dbname=x")("status", "--dsn", db.dsn).exit_code == 0
+
+
+def test_pg_variables_are_used_when_no_dsn_is_given(db, pg_server):
+    env = {"PGHOST": pg_server.socket_dir, "PGPORT": str(pg_server.port), "PGDATABASE": db.name, "PGUSER": "postgres"}
+    result = Cli(None)("status", "--json", env=env)
+    assert (result.exit_code, result.json()) == (0, [])
+
+
+def test_sessions_carry_application_name_and_timeouts(db):
+    """Every session announces itself and carries its limits, with no extra round trip."""
+    from etlctl import config, db as etl_db
+
+    settings = config.ConnectionSettings(dsn=db.dsn, statement_timeout=12, lock_timeout=3, idle_timeout=45,
+                                         db_timezone="America/New_York")
+    with etl_db.connect(settings, "test") as session:
+        row = session.conn.execute(
+            "SELECT current_setting('application_name') AS app, current_setting('statement_timeout') AS st, "
+            "current_setting('lock_timeout') AS lt, current_setting('idle_in_transaction_session_timeout') AS it, "
+            "current_setting('TimeZone') AS tz").fetchone()
+    assert row == {"app": "etlctl", "st": "12s", "lt": "3s", "it": "45s", "tz": "America/New_York"}
+
+
+def test_a_held_row_lock_exits_7_within_the_lock_timeout(db):
+    job = db.job("Jira", status=finished())
+    before = db.row(job)
+    with psycopg.connect(db.dsn) as holder:
+        holder.execute("SELECT 1 FROM etl_jobs WHERE id = %s FOR UPDATE", (job,))
+        started = time.monotonic()
+        result = run_process(["reset", job, "--lock-timeout", "1"], db.dsn)
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    assert result.exit_code == 7, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "etlctl: the database is busy: lock timeout: another session holds a lock on the rows; nothing was changed, try again")
+    assert elapsed < 1 + 1 + 1.5  # lock_timeout + 1 s, plus the interpreter's start-up
+    assert db.row(job) == before and db.audit(job) == []
+
+
+def test_an_unexpected_database_error_is_exit_1_with_one_line(db, cli):
+    db.job("Jira")
+    db.sql("ALTER TABLE etl_jobs RENAME COLUMN retry_count TO retries")  # a database etlctl does not expect
+    result = cli("status", "1")
+    assert result.exit_code == 1
+    assert result.stderr == 'etlctl: database error: column j.retry_count does not exist\n'
+
+
+def test_status_table_and_json(db, cli):
+    acme = db.tenant("acme")
+    integration = db.integration(acme, "Jira", active=False)
+    job = db.job("Jira", acme, integration, status=finished(), error_message="x" * 80)
+    db.sql("UPDATE etl_jobs SET next_run = now()::timestamp + interval '3 hours 12 minutes 30 seconds'")
+    table = cli("status")
+    assert table.exit_code == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "TENANT", "JOB", "KIND", "OVERALL", "NEXT", "RUN", "ACTIVE", "LAST", "FINISHED", "ERROR"]
+    assert re.match(rf"{job}\s+acme\s+Jira\s+jira\s+FINISHED\s+\S+ \S+ \(in 3h12m\)\s+no: integration\s+-\s+x{{49}}…$", lines[2]), lines[2]
+    data = cli("status", "--json").json()
+    assert data[0]["id"] == job and data[0]["integration_active"] is False and data[0]["kind"] == "jira"
+    assert 3 * 3600 < data[0]["next_run_in_seconds"] <= 3 * 3600 + 13 * 60
+    detail = cli("status", job, "--json").json()
+    assert detail["all_finished"] is True
+    assert [s["step"] for s in detail["steps"]] == ["jira_projects_and_issue_types", "jira_statuses_and_relationships",
+                                                   "jira_issues_with_changelogs", "jira_dev_status"]
+
+
+def test_status_of_one_job_shows_the_grid_in_step_order(db, cli):
+    tenant = db.tenant("acme")
+    job = db.job("Jira", tenant, status={"overall": "RUNNING", "token": "t9", "steps": {
+        "jira_dev_status": {"extraction": "running", "transform": "idle", "embedding": "idle"},
+        "jira_projects_and_issue_types": {"extraction": "finished", "transform": "finished", "embedding": "finished"},
+    }})
+    out = cli("status", job).stdout
+    grid = out.split("\n\n", 1)[1].splitlines()
+    assert [line.split()[:2] for line in grid[2:]] == [
+        ["1", "jira_projects_and_issue_types"], ["2", "jira_statuses_and_relationships"],
+        ["3", "jira_issues_with_changelogs"], ["4", "jira_dev_status"]]
+    assert grid[5].split()[2:] == ["running", "idle", "idle", "running"]
+    assert "overall        RUNNING\n" in out and "token          t9\n" in out
+
+
+def test_naive_timestamps_are_read_in_the_configured_zone(db, cli):
+    job = db.job("Jira", status=finished())
+    db.sql("UPDATE etl_jobs SET next_run = '2026-11-28 10:00:00' WHERE id = %s", job)
+    utc = cli("status", job, "--json").json()["next_run"]
+    ny = cli("status", job, "--json", "--db-timezone", "America/New_York").json()["next_run"]
+    assert utc == "2026-11-28T10:00:00+00:00"
+    assert ny == "2026-11-28T10:00:00-05:00"

