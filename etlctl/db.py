@@ -141,6 +141,21 @@ class Session:
                 raise psycopg.Rollback(tx)
 
     @contextlib.contextmanager
+    def tick_lock(self, name: str) -> Iterator[bool]:
+        """Try the per-database lock of a cron tick (sweep, schedule-next); yields whether it was taken.
+
+        Correctness never depends on it (every write is guarded); it only spares a
+        second tick on the same database from repeating the first one's work.
+        """
+        taken = self.one("try_tick_lock", name=name)["locked"]
+        try:
+            yield taken
+        finally:
+            if taken:
+                with contextlib.suppress(EtlctlError):
+                    self.one("release_tick_lock", name=name)
+
+    @contextlib.contextmanager
     def translating(self) -> Iterator[None]:
         try:
             yield

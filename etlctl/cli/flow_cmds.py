@@ -298,14 +298,11 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
 
     timings = config.timings_from(delay, backoff, cooldown)
     printer = SweepPrinter(as_json=as_json, dry_run=dry_run)
-    with app().session(command_name()) as session:
-        if not session.one("try_tick_lock", name="sweep")["locked"]:
+    with app().session(command_name()) as session, session.tick_lock("sweep") as taken:
+        if not taken:
             printer.busy()
             return
-        if dry_run:
-            with session.transaction(rollback=True):
-                flow.sweep(session, timings, batch=batch, on_batch=printer.batch)
-        else:
+        with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
             flow.sweep(session, timings, batch=batch, on_batch=printer.batch)
     printer.close()
 

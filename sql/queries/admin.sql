@@ -40,3 +40,6 @@ ORDER BY integration_id;
 -- At most one sweep (or schedule-next) tick per database at a time; a second one
 -- returns false at once and exits quietly. Released when the session ends.
 SELECT pg_try_advisory_lock(hashtext('etlctl.tick.' || %(name)s)) AS locked;
+
+-- name: release_tick_lock
+SELECT pg_advisory_unlock(hashtext('etlctl.tick.' || %(name)s)) AS released;

@@ -1,0 +1,94 @@
+"""The crontab block for schedule-next and sweep, and installing it idempotently."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from etlctl.errors import EtlctlError, UsageError
+
+BEGIN = "# BEGIN etlctl"
+END = "# END etlctl"
+
+
+def schedule(every: str) -> str:
+    """The five cron fields for '1m'..'59m' or '1h'..'23h'."""
+    match = re.fullmatch(r"\s*(\d+)\s*(m|h)\s*", every or "")
+    if match:
+        n, unit = int(match.group(1)), match.group(2)
+        if unit == "m" and 1 <= n <= 59:
+            return "* * * * *" if n == 1 else f"*/{n} * * * *"
+        if unit == "h" and 1 <= n <= 23:
+            return "0 * * * *" if n == 1 else f"0 */{n} * * *"
+    raise UsageError(message=f"invalid --every {every!r}: expected 1m to 59m or 1h to 23h")
+
+
+def dsn_without_password(dsn: str) -> str:
+    from psycopg import conninfo
+
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except Exception:
+        raise UsageError(message="invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI") from None
+    params.pop("password", None)
+    return conninfo.make_conninfo(**params)
+
+
+def block(every: str, settings, log_path: str | None = None) -> str:
+    fields = schedule(every)
+    bin_dir = Path(sys.executable).parent
+    etlctl = bin_dir / "etlctl"
+    command = str(etlctl) if etlctl.exists() else "etlctl"
+    log = log_path or str(Path(settings.home) / "cron.log")
+    lines = [
+        f"{BEGIN}: schedule-next and sweep every {every} (managed by `etlctl cron --install`)",
+        "SHELL=/bin/sh",
+        f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
+    ]
+    if settings.dsn:
+        lines.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
+        lines.append(f'ETLCTL_DSN="{dsn_without_password(settings.dsn)}"')
+    else:
+        lines.append("# No DSN given: the embedded server in ETLCTL_HOME (set ETLCTL_DSN for another).")
+        lines.append(f'ETLCTL_HOME="{settings.home}"')
+    if settings.db_timezone != "UTC":
+        lines.append(f"ETLCTL_DB_TIMEZONE={settings.db_timezone}")
+    lines += [
+        f"{fields} {command} schedule-next >> {log} 2>&1",
+        f"{fields} {command} sweep >> {log} 2>&1",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def without_block(crontab: str) -> str:
+    """The crontab with any earlier etlctl block removed."""
+    out, inside = [], False
+    for line in crontab.splitlines():
+        if line.startswith(BEGIN):
+            inside = True
+        elif inside and line.strip() == END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out).strip("\n")
+
+
+def install(new_block: str) -> None:
+    binary = shutil.which("crontab")
+    if binary is None:
+        raise EtlctlError(message="crontab not found: install cron, or put the block `etlctl cron` prints into your scheduler")
+    listed = subprocess.run([binary, "-l"], capture_output=True, text=True)
+    if listed.returncode != 0 and "no crontab" not in listed.stderr.lower():
+        raise EtlctlError(message=f"crontab -l failed: {listed.stderr.strip() or listed.returncode}")
+    current = without_block(listed.stdout if listed.returncode == 0 else "")
+    log = re.search(r">> (.+) 2>&1$", new_block, re.MULTILINE)
+    if log:
+        Path(log.group(1)).parent.mkdir(parents=True, exist_ok=True)
+    text = (current + "\n\n" if current else "") + new_block
+    written = subprocess.run([binary, "-"], input=text, capture_output=True, text=True)
+    if written.returncode != 0:
+        raise EtlctlError(message=f"crontab - failed: {written.stderr.strip() or written.returncode}")

@@ -1,0 +1,55 @@
+"""Why a job does not start: the scheduler's rules in plain words.
+
+Pure: given one row of `schedule_plan` (the facts) and the time, say what
+keeps the job from starting, or None when it is due. The SQL due rule
+(etlctl.due_at) decides; this module only explains its verdict, and a test
+checks that both agree on every job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from etlctl.render import clock_time, duration, relative
+
+STARTABLE = ("READY", "FAILED", "RATE_LIMIT_REACHED")
+
+
+def why_not(row: Mapping, now: datetime) -> str | None:
+    """The first thing that keeps this job from starting now, or None if it is due."""
+    overall = row["overall"]
+    if overall == "RUNNING":
+        since = row.get("last_run_started_at")
+        return "RUNNING" + (f" for {duration((now - since).total_seconds())}" if since else "") + " (in flight)"
+    if overall == "FINISHED":
+        return "FINISHED, waiting for its reset (in flight)"
+    if overall not in STARTABLE:
+        return f"overall {overall!r} is not a state the scheduler starts"
+
+    inactive = []
+    if row["active"] is not True:
+        inactive.append("job")
+    if row["integration_id"] is not None and row["integration_active"] is not True:
+        inactive.append(f"integration {row['integration_id']}")
+    if row["tenant_active"] is not True:
+        inactive.append(f"tenant {row.get('tenant_name') or row['tenant_id']}")
+    if inactive:
+        return " and ".join(inactive) + (" inactive" if len(inactive) == 1 else " are inactive")
+
+    due_at = row["due_at"]
+    if due_at is not None and due_at > now:
+        if overall == "FAILED":
+            return f"FAILED, retry at {clock_time(due_at)} ({relative(due_at, now)})"
+        return f"next_run {relative(due_at, now)} ({clock_time(due_at)})"
+
+    if row.get("busy_job_id") is not None:
+        since = row.get("busy_since")
+        held = f" for {duration((now - since).total_seconds())}" if since else ""
+        return f"integration {row['integration_id']} busy with job {row['busy_job_id']} ({row['busy_overall']}{held})"
+
+    if row.get("first_step") is None:
+        if row.get("kind"):
+            return f"kind {row['kind']} has no steps to queue"
+        return "unknown kind and no steps in its status document: nothing to queue"
+    return None

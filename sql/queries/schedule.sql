@@ -1,0 +1,178 @@
+-- schedule-next: one tick starts, per idle integration, its due job.
+--
+-- A tick is: claim (lock the integrations that have a due job and no job in
+-- flight, skipping those another scheduler holds), then start (with a fresh
+-- snapshot taken after the locks), both in one transaction, then chain.
+-- Starting a job on an integration needs that integration's lock, so no two
+-- etlctl schedulers can race on one integration; the partial unique index on
+-- RUNNING jobs is the backstop against any other writer.
+--
+-- Due rule: etlctl.due_at() (migration 0003); a job is due when due_at <= now
+-- and the job, its tenant and (if it has one) its integration are active. A
+-- job without an integration is its own group: nothing else keeps it busy.
+
+-- name: schedule_claim
+-- Lock integrations that have a due job and nothing in flight, earliest due first.
+SELECT i.id AS integration_id
+FROM integrations i
+JOIN (
+    SELECT j.integration_id, min(etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at,
+                                               j.last_run_finished_at, j.last_updated_at, j.retry_interval_minutes)) AS first_due
+    FROM etl_jobs j
+    JOIN tenants t ON t.id = j.tenant_id
+    WHERE (j.status ->> 'overall') IN ('READY', 'FAILED', 'RATE_LIMIT_REACHED')
+      AND etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                        j.last_updated_at, j.retry_interval_minutes) <= coalesce(%(now)s::timestamptz, now())::timestamp
+      AND j.active AND t.active AND j.integration_id IS NOT NULL
+      AND (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
+    GROUP BY j.integration_id
+) due ON due.integration_id = i.id
+WHERE i.active
+  AND NOT EXISTS (SELECT 1 FROM etl_jobs o WHERE o.integration_id = i.id
+                  AND (o.status ->> 'overall') IN ('RUNNING', 'FINISHED'))
+ORDER BY due.first_due, i.id
+LIMIT %(limit)s
+FOR NO KEY UPDATE OF i SKIP LOCKED;
+
+-- name: schedule_start
+-- Start, per claimed integration (and per due job without one), the earliest due
+-- job: RUNNING with a new token and idle phases, its first extraction queued,
+-- audited and notified, all in this one statement.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+candidates AS (
+    SELECT DISTINCT ON (coalesce(j.integration_id, -j.id))
+           j.id, j.tenant_id, j.integration_id, i.provider, j.status ->> 'overall' AS from_state,
+           k.kind, first.step AS first_step,
+           etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                         j.last_updated_at, j.retry_interval_minutes) AS due
+    FROM etl_jobs j
+    JOIN tenants t ON t.id = j.tenant_id
+    LEFT JOIN integrations i ON i.id = j.integration_id
+    CROSS JOIN clock
+    CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+    CROSS JOIN LATERAL (SELECT etlctl.first_step(j.status -> 'steps', k.kind) AS step) first
+    WHERE (j.status ->> 'overall') IN ('READY', 'FAILED', 'RATE_LIMIT_REACHED')
+      AND etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                        j.last_updated_at, j.retry_interval_minutes) <= clock.now::timestamp
+      AND j.active AND t.active
+      AND (j.integration_id = ANY (%(integrations)s::int[])
+           OR (j.integration_id IS NULL AND %(unbound)s))
+      AND (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
+      AND (j.integration_id IS NULL OR NOT EXISTS (
+            SELECT 1 FROM etl_jobs o WHERE o.integration_id = j.integration_id
+            AND (o.status ->> 'overall') IN ('RUNNING', 'FINISHED')))
+      AND first.step IS NOT NULL
+    ORDER BY coalesce(j.integration_id, -j.id), due, j.id
+),
+chosen AS (
+    SELECT * FROM candidates ORDER BY due, id LIMIT %(limit)s
+),
+started AS (
+    UPDATE etl_jobs j SET
+        status = j.status || jsonb_build_object(
+            'overall', 'RUNNING', 'token', gen_random_uuid()::text,
+            'steps', etlctl.run_steps(j.status -> 'steps', c.kind),
+            'reset_stage', NULL, 'reset_deadline', NULL, 'reset_attempt', NULL, 'reset_gave_up_at', NULL),
+        last_run_started_at = clock.now::timestamp,
+        retry_count = CASE WHEN c.from_state = 'FAILED' THEN coalesce(j.retry_count, 0) + 1 ELSE j.retry_count END,
+        last_updated_at = clock.now::timestamp
+    FROM chosen c, clock
+    -- Guard on the newest row version: still in the state, and still due.
+    WHERE j.id = c.id
+      AND (j.status ->> 'overall') = c.from_state
+      AND etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                        j.last_updated_at, j.retry_interval_minutes) <= clock.now::timestamp
+    RETURNING j.id, j.job_name, j.tenant_id, j.integration_id, c.provider, c.from_state,
+              j.status ->> 'token' AS token, c.first_step, j.retry_count
+),
+queued AS (
+    INSERT INTO etlctl.queue (created_at, job_id, tenant_id, integration_id, token, step, phase, message)
+    SELECT clock.now, s.id, s.tenant_id, s.integration_id, s.token, s.first_step, 'extraction',
+           jsonb_build_object('tenant_id', s.tenant_id, 'integration_id', s.integration_id, 'job_id', s.id,
+                              'type', s.first_step, 'provider', s.provider, 'token', s.token, 'first_item', true)
+    FROM started s, clock
+    RETURNING id, job_id
+),
+audit AS (
+    INSERT INTO etlctl.audit (at, job_id, tenant_id, from_state, to_state, token, command, host, pid, details)
+    SELECT clock.now, s.id, s.tenant_id, s.from_state, 'RUNNING', s.token,
+           %(actor_command)s, %(actor_host)s, %(actor_pid)s,
+           jsonb_build_object('first_step', s.first_step, 'retry_count', s.retry_count, 'integration_id', s.integration_id)
+    FROM started s, clock
+    RETURNING 1
+),
+notified AS (
+    SELECT pg_notify('etl_job_status', json_build_object('job_id', s.id, 'tenant_id', s.tenant_id, 'overall', 'RUNNING')::text)
+    FROM started s
+)
+SELECT s.*, q.id AS queue_id, (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified
+FROM started s
+LEFT JOIN queued q ON q.job_id = s.id
+ORDER BY s.id;
+
+-- name: schedule_chain
+-- For RUNNING jobs of a known kind whose steps so far are finished and whose
+-- next step is still idle, queue that step's extraction, unless something
+-- touched the job in the last %(grace)s seconds (workers that chain steps
+-- themselves do so at once, and are left alone). Idempotent on (token, step, phase).
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+running AS (
+    SELECT j.id, j.tenant_id, j.integration_id, i.provider, j.status ->> 'token' AS token,
+           j.status -> 'steps' AS steps, k.kind
+    FROM etl_jobs j
+    LEFT JOIN integrations i ON i.id = j.integration_id
+    CROSS JOIN clock
+    CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+    WHERE (j.status ->> 'overall') = 'RUNNING'
+      AND k.kind IS NOT NULL
+      AND j.status ->> 'token' IS NOT NULL
+      AND jsonb_typeof(j.status -> 'steps') = 'object'
+      AND coalesce(j.last_updated_at, '-infinity') <= (clock.now - make_interval(secs => %(grace)s))::timestamp
+      AND (%(tenant)s::text IS NULL OR j.tenant_id IN (
+            SELECT t.id FROM tenants t WHERE t.id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s)))
+),
+next_step AS (
+    SELECT r.*, n.step
+    FROM running r
+    CROSS JOIN LATERAL (
+        SELECT s.step, s.position FROM etlctl.kind_steps s
+        WHERE s.kind = r.kind AND NOT etlctl.phases_are(r.steps -> s.step, 'finished')
+        ORDER BY s.position LIMIT 1
+    ) n
+    WHERE n.position > 1
+      AND (r.steps -> n.step IS NULL OR etlctl.phases_are(r.steps -> n.step, 'idle'))
+)
+INSERT INTO etlctl.queue (created_at, job_id, tenant_id, integration_id, token, step, phase, message)
+SELECT clock.now, n.id, n.tenant_id, n.integration_id, n.token, n.step, 'extraction',
+       jsonb_build_object('tenant_id', n.tenant_id, 'integration_id', n.integration_id, 'job_id', n.id,
+                          'type', n.step, 'provider', n.provider, 'token', n.token, 'first_item', false)
+FROM next_step n, clock
+ON CONFLICT (token, step, phase) DO NOTHING
+RETURNING id AS queue_id, job_id, step;
+
+-- name: schedule_plan
+-- Every job with the facts that decide whether a tick starts it (for --explain).
+SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
+       j.status ->> 'overall' AS overall, k.kind,
+       j.active, i.active AS integration_active, t.active AS tenant_active,
+       -- NULL: due whenever (-infinity has no Python value); never due states give NULL too, and why_not looks at the state first.
+       nullif(etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                            j.last_updated_at, j.retry_interval_minutes), '-infinity')::timestamptz AS due_at,
+       j.last_run_started_at::timestamptz AS last_run_started_at,
+       etlctl.first_step(j.status -> 'steps', k.kind) AS first_step,
+       busy.id AS busy_job_id, busy.overall AS busy_overall, busy.since AS busy_since,
+       coalesce(%(now)s::timestamptz, now()) AS now
+FROM etl_jobs j
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+LEFT JOIN LATERAL (
+    SELECT o.id, o.status ->> 'overall' AS overall, o.last_run_started_at::timestamptz AS since
+    FROM etl_jobs o
+    WHERE o.integration_id = j.integration_id AND o.id <> j.id
+      AND (o.status ->> 'overall') IN ('RUNNING', 'FINISHED')
+    ORDER BY o.id LIMIT 1
+) busy ON j.integration_id IS NOT NULL
+WHERE (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
+ORDER BY j.tenant_id, j.id
+LIMIT %(limit)s;

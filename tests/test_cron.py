@@ -1,0 +1,97 @@
+"""etlctl cron: a valid crontab block, installed idempotently."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+
+from tests.helpers import Cli
+
+FIELD = r"(\*|\*/\d{1,2}|\d{1,2})"
+SCHEDULE_LINE = re.compile(rf"^{FIELD} {FIELD} {FIELD} {FIELD} {FIELD} \S.*$")
+ENV_LINE = re.compile(r'^[A-Z_][A-Z0-9_]*=("[^"]*"|\S*)$')
+
+
+def assert_valid_crontab(text: str) -> list[str]:
+    """Every line is a comment, blank, NAME=value, or five fields and a command without a bare %."""
+    commands = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if ENV_LINE.match(line):
+            continue
+        assert SCHEDULE_LINE.match(line), f"not a crontab line: {line!r}"
+        assert "%" not in line, f"% starts a new line in crontab: {line!r}"
+        commands.append(line)
+    return commands
+
+
+@pytest.fixture
+def fake_crontab(tmp_path, monkeypatch):
+    """A stand-in for crontab(1) that keeps the table in a file (CI machines may have no cron)."""
+    table = tmp_path / "table"
+    script = tmp_path / "bin" / "crontab"
+    script.parent.mkdir()
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "-l" ]; then
+  [ -f {table} ] && exec cat {table}
+  echo "no crontab for $(id -un)" >&2; exit 1
+fi
+cat > {table}
+""")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{script.parent}:{__import__('os').environ['PATH']}")
+    return table
+
+
+def test_the_block_is_valid_crontab_with_dsn_path_and_log(tmp_path):
+    cli = Cli("postgresql://etl:s3cret@db.internal:5433/etl")
+    result = cli("cron", "--every", "5m", "--log", str(tmp_path / "etl.log"))
+    assert result.exit_code == 0
+    text = result.stdout
+    commands = assert_valid_crontab(text)
+    assert [c.split()[:5] for c in commands] == [["*/5", "*", "*", "*", "*"]] * 2
+    assert commands[0].endswith(f"schedule-next >> {tmp_path / 'etl.log'} 2>&1")
+    assert commands[1].endswith(f"sweep >> {tmp_path / 'etl.log'} 2>&1")
+    assert "s3cret" not in text
+    assert 'ETLCTL_DSN="' in text and "host=db.internal" in text and "port=5433" in text
+    assert re.search(r"^PATH=\S+/bin:/usr/local/bin:/usr/bin:/bin$", text, re.MULTILINE)
+    assert text.splitlines()[0].startswith("# BEGIN etlctl") and text.splitlines()[-1] == "# END etlctl"
+
+
+@pytest.mark.parametrize(("every", "fields"), [("1m", "* * * * *"), ("15m", "*/15 * * * *"), ("1h", "0 * * * *"),
+                                               ("6h", "0 */6 * * *")])
+def test_every(every, fields):
+    text = Cli("dbname=etl")("cron", "--every", every).stdout
+    assert [" ".join(c.split()[:5]) for c in assert_valid_crontab(text)] == [fields, fields]
+
+
+@pytest.mark.parametrize("every", ["0m", "60m", "24h", "5s", "often", ""])
+def test_bad_every_is_a_usage_error(every):
+    result = Cli("dbname=etl")("cron", "--every", every)
+    assert (result.exit_code, result.stderr) == (
+        2, f"etlctl: invalid --every {every!r}: expected 1m to 59m or 1h to 23h\n")
+
+
+def test_install_twice_leaves_one_block_and_keeps_other_entries(fake_crontab, tmp_path):
+    fake_crontab.write_text("MAILTO=ops@example.com\n0 3 * * * /usr/bin/backup\n")
+    cli = Cli("dbname=etl host=db")
+    log = tmp_path / "logs" / "cron.log"
+    first = cli("cron", "--install", "--log", str(log))
+    assert (first.exit_code, first.stdout) == (0, "installed the etlctl block into your crontab (runs every 1m)\n")
+    assert cli("cron", "--install", "--every", "2m", "--log", str(log)).exit_code == 0
+    table = fake_crontab.read_text()
+    assert table.count("# BEGIN etlctl") == 1 and table.count("# END etlctl") == 1
+    assert table.startswith("MAILTO=ops@example.com\n0 3 * * * /usr/bin/backup\n\n# BEGIN etlctl")
+    assert "*/2 * * * *" in table and "* * * * * " not in table
+    assert_valid_crontab(table)
+    assert log.parent.is_dir()
+
+
+def test_install_without_crontab_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = Cli("dbname=etl")("cron", "--install")
+    assert result.exit_code == 1
+    assert result.stderr == "etlctl: crontab not found: install cron, or put the block `etlctl cron` prints into your scheduler\n"
