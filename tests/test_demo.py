@@ -1,0 +1,35 @@
+"""`etlctl demo` (what `make demo` runs), end to end on its own embedded server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers import run_process
+
+
+@pytest.mark.slow
+def test_demo_runs_two_full_cycles(tmp_path):
+    env = {"ETLCTL_HOME": str(tmp_path / "home")}
+    try:
+        result = run_process(["demo"], None, env=env, timeout=400)
+        assert result.exit_code == 0, result.stdout[-3000:] + result.stderr
+        out = result.stdout
+        assert result.stderr == ""
+        for cycle in (1, 2):
+            section = out.split(f"== Cycle {cycle}: schedule-next")[1].split("== Between cycles")[0]
+            assert re.search(r"started job 1 \(Jira\): READY -> RUNNING, run [0-9a-f-]{36}, queued jira_projects_and_issue_types", section)
+            assert re.search(r"started job 2 \(GitHub\): READY -> RUNNING, run [0-9a-f-]{36}, queued github_repositories", section)
+            for step in ("jira_statuses_and_relationships", "jira_issues_with_changelogs", "jira_dev_status"):
+                assert f"queued job 1: {step} extraction (next step)" in section
+            assert "marked job 1 FINISHED" in section and "marked job 2 FINISHED" in section
+        assert "Job completed. Resetting in 3 seconds..." in out
+        assert re.search(r"reset job 1 \(Jira, tenant demo\) to READY; next run at .* \(in 1m\)", out)
+        assert re.search(r"\s2\s+GitHub\s+reset\s+READY; next run at", out)
+        assert "not starting job 1 (Jira, tenant demo): next_run in" in out
+        final = out.split("== Cycle 2: `sweep`")[1]
+        assert re.search(r"^  1\s+demo\s+Jira\s+jira\s+READY\s", final, re.MULTILINE)
+        assert re.search(r"^  2\s+demo\s+GitHub\s+github\s+READY\s", final, re.MULTILINE)
+    finally:
+        run_process(["db", "stop"], None, env=env)
