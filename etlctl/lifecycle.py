@@ -100,8 +100,26 @@ def parse_time(value: object) -> datetime | None:
     return parsed
 
 
-def reset_state(status: object) -> ResetState:
-    """Where the reset flow of a FINISHED job stands, read from its document."""
+def reset_state(status: object, finished_at: datetime | None = None) -> ResetState:
+    """Where the reset flow of a FINISHED job stands, read from its document.
+
+    State left over from an earlier run is no state at all: a deadline (or a
+    give-up) can never come before the finish it belongs to, so one older than
+    ``finished_at`` was written for a previous run (the existing system's own
+    reset and completion keep keys they do not know). Likewise a stage without a
+    deadline means the existing system cleared its reset_deadline: nothing is
+    pending.
+    """
+    state = _read_reset_state(status)
+    if state.problem is None and finished_at is not None:
+        if state.stage in (CHECK, COOLDOWN) and state.deadline is not None and state.deadline < finished_at:
+            return ResetState(NOT_STARTED, None, 0)
+        if state.stage == GAVE_UP and state.gave_up_at is not None and state.gave_up_at < finished_at:
+            return ResetState(NOT_STARTED, None, 0)
+    return state
+
+
+def _read_reset_state(status: object) -> ResetState:
     doc = status if isinstance(status, Mapping) else {}
     stage = doc.get("reset_stage")
     raw_deadline = doc.get("reset_deadline")
@@ -124,9 +142,7 @@ def reset_state(status: object) -> ResetState:
         return ResetState(NOT_STARTED, None, attempt, problem=f"reset_stage is {stage!r}")
 
     if raw_deadline is None:
-        if stage is not None:
-            return ResetState(NOT_STARTED, None, attempt, problem=f"reset_stage is {stage!r} but reset_deadline is null")
-        return ResetState(NOT_STARTED, None, attempt)
+        return ResetState(NOT_STARTED, None, 0)
     try:
         deadline = parse_time(raw_deadline)
     except ValueError:
@@ -144,7 +160,7 @@ def decide(
 ) -> Decision:
     """The next step of the reset flow for one job at time ``now``."""
     doc = status if isinstance(status, Mapping) else {}
-    state = reset_state(status)
+    state = reset_state(status, finished_at)
     overall = doc.get("overall")
     if overall != "FINISHED":
         return Decision(SKIP, state, f"overall is {overall!r}, not FINISHED")

@@ -86,7 +86,7 @@ def step_rows(job: Job) -> list[dict]:
 
 
 def job_record(job: Job) -> dict:
-    state = lifecycle.reset_state(job.status)
+    state = lifecycle.reset_state(job.status, job.finished_at)
     completion = job.completion()
     return {
         "id": job.id,

@@ -311,3 +311,65 @@ def test_unknown_keys_survive_every_command(db, cli):
     assert db.status(job)["overall"] == "READY"
     assert cli("reset", job, "--force").exit_code == 0
     survived()
+
+
+def _interleave_before_the_write(monkeypatch, action):
+    """Run `action` after `reset` has read and judged the job, just before its guarded write."""
+    from etlctl import flow
+
+    real_apply = flow.apply
+
+    def apply_after(session, transitions):
+        action()
+        return real_apply(session, transitions)
+
+    monkeypatch.setattr(flow, "apply", apply_after)
+
+
+def test_reset_racing_a_restart_exits_4_and_changes_nothing(db, cli, monkeypatch):
+    job = db.job("Jira", db.tenant("acme"), status=finished())
+    _interleave_before_the_write(monkeypatch, lambda: db.set_status(job, running(value="idle", token="tok-2")))
+    result = cli("reset", job)
+    assert result.exit_code == 4
+    assert result.stderr == (f"etlctl: job {job} (Jira, tenant acme) changed while resetting it (a worker or another "
+                             "etlctl); nothing changed, look again\n")
+    assert db.status(job) == running(value="idle", token="tok-2") and db.audit(job) == []
+
+
+def test_reset_racing_a_failed_phase_never_makes_the_job_ready(db, cli, monkeypatch):
+    job = db.job("Jira", db.tenant("acme"), status=finished())
+    _interleave_before_the_write(monkeypatch, lambda: db.sql(
+        "UPDATE etl_jobs SET status = jsonb_set(status, '{steps,jira_dev_status,embedding}', '\"failed\"') WHERE id = %s", job))
+    result = cli("reset", job)
+    assert result.exit_code == 4
+    status = db.status(job)
+    assert status["overall"] == "FINISHED" and status["steps"]["jira_dev_status"]["embedding"] == "failed"
+
+
+def test_sweep_picks_up_a_job_whose_give_up_belongs_to_an_earlier_run(db, cli):
+    """The existing system reset and re-ran the job without clearing etlctl's keys: the old give-up is stale."""
+    status = {**finished(), "reset_stage": "gave_up", "reset_deadline": None, "reset_gave_up_at": "2026-01-01T00:00:00+00:00"}
+    job = db.job("Jira", db.tenant("acme"), status=status, last_run_finished_at="2026-11-01 00:00:00")
+    result = cli("sweep", "--json", "--delay", "0", "--cooldown", "0")
+    assert [(r["job_id"], r["action"]) for r in result.json()] == [(job, "reset")]
+    assert db.status(job)["overall"] == "READY"
+
+
+@pytest.mark.parametrize("name", ["O'Brien \"quoted\"", "x'; DROP TABLE etl_jobs; --", "Jira; SELECT 1"])
+def test_names_with_quotes_or_sql_are_just_names(db, cli, name):
+    job = db.job(name, db.tenant("acme"), status=finished())
+    assert cli("status", name, "--json").json()["id"] == job
+    missing = cli("reset", name + "x")
+    assert (missing.exit_code, missing.stderr) == (5, f"etlctl: no job {name}x\n")
+    assert cli("reset", name).exit_code == 0
+    assert db.value("SELECT count(*) FROM etl_jobs") == 1
+
+
+def test_a_second_sweep_at_the_same_time_exits_quietly(db, cli):
+    job = db.job("Jira", db.tenant("acme"), status=finished(), last_run_finished_at="2026-01-01 00:00:00")
+    with psycopg.connect(db.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('etlctl.tick.sweep'))")
+        busy = cli("sweep")
+        assert (busy.exit_code, busy.stdout, busy.stderr) == (0, "", "")
+        assert db.audit(job) == []
+    assert cli("sweep").stdout != ""

@@ -90,8 +90,7 @@ def test_not_finished_gave_up_and_malformed_are_skipped():
     gave_up = {**finished(), "reset_stage": "gave_up", "reset_deadline": None}
     assert decide(gave_up, JIRA, now=T0, timings=TIMINGS).action == lifecycle.SKIP
     for bad in ({"reset_deadline": "tomorrow"}, {"reset_deadline": "2026-11-28T10:00:00"},  # no offset
-                {"reset_attempt": "2", "reset_deadline": at(0).isoformat()}, {"reset_stage": "later"},
-                {"reset_stage": "check", "reset_deadline": None}):
+                {"reset_attempt": "2", "reset_deadline": at(0).isoformat()}, {"reset_stage": "later"}):
         d = decide({**finished(), **bad}, JIRA, now=T0, timings=TIMINGS)
         assert d.action == lifecycle.SKIP and "malformed" in d.reason, bad
 
@@ -116,3 +115,22 @@ def test_whole_schedule_adds_up_to_the_flow_documents_timings():
             now = d.deadline
     assert d.action == lifecycle.GIVE_UP
     assert waits == [30, 30, 60, 180, 300]
+
+
+def test_a_stage_without_a_deadline_means_nothing_is_pending():
+    """The existing system's reset clears reset_deadline but not etlctl's reset_stage."""
+    status = {**finished(), "reset_stage": "cooldown", "reset_deadline": None}
+    d = decide(status, JIRA, now=at(5), timings=TIMINGS, finished_at=T0)
+    assert (d.action, d.deadline) == (lifecycle.SCHEDULE, at(30))
+
+
+def test_reset_state_from_an_earlier_run_is_ignored():
+    old_give_up = {**finished(), "reset_stage": "gave_up", "reset_gave_up_at": at(-3600).isoformat()}
+    d = decide(old_give_up, JIRA, now=at(5), timings=TIMINGS, finished_at=T0)
+    assert d.action == lifecycle.SCHEDULE
+    old_deadline = pending(stage="check", deadline=-600, attempt=4, jira_dev_status__embedding="running")
+    d = decide(old_deadline, JIRA, now=at(5), timings=TIMINGS, finished_at=T0)
+    assert (d.action, d.attempt) == (lifecycle.SCHEDULE, 0)
+    # The same give-up, made after this run finished, stands.
+    current = {**finished(), "reset_stage": "gave_up", "reset_gave_up_at": at(100).isoformat()}
+    assert decide(current, JIRA, now=at(200), timings=TIMINGS, finished_at=T0).action == lifecycle.SKIP

@@ -265,3 +265,24 @@ def test_queue_claim_ls_and_done(db, cli, frozen, acme):
     assert cli("queue", "ls", "--pending", "--json").json() == []
     missing = cli("queue", "done", 999)
     assert (missing.exit_code, missing.stderr) == (5, "etlctl: no queue message 999\n")
+
+
+def test_a_second_tick_at_the_same_time_exits_quietly(db, cli, frozen, acme):
+    job = db.job("Jira", acme, db.integration(acme))
+    with psycopg.connect(db.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('etlctl.tick.schedule'))")
+        busy = cli("schedule-next")
+        assert (busy.exit_code, busy.stdout, busy.stderr) == (0, "", "")
+        assert cli("schedule-next", "--json").json()["locked_out"] is True
+        assert db.status(job)["overall"] == "READY"
+    assert started_ids(cli("schedule-next", "--json")) == [job]
+
+
+def test_unknown_keys_survive_a_start(db, cli, frozen, acme):
+    status = {"overall": "READY", "ui": {"x": [1]}, "steps": {"jira_dev_status": {"worker": "w-1", "order": 9}}}
+    job = db.job("Jira", acme, db.integration(acme), status=status)
+    assert started_ids(cli("schedule-next", "--json")) == [job]
+    after = db.status(job)
+    assert after["ui"] == {"x": [1]}
+    assert after["steps"]["jira_dev_status"] == {"worker": "w-1", "order": 9, "display_name": "Dev Status",
+                                                 **{p: "idle" for p in PHASES}}

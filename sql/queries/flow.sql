@@ -176,7 +176,7 @@ FROM changed c;
 -- FINISHED jobs whose reset flow may have something to do now, in id order
 -- after %(after_id)s: no pending reset yet, a deadline that has passed, or
 -- reset keys that cannot be read (reported, never repaired). Gave-up jobs wait
--- for a person.
+-- for a person, unless the give-up belongs to an earlier run (lifecycle.reset_state).
 SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
        k.kind,
        CASE WHEN k.kind IS NOT NULL THEN coalesce((
@@ -200,7 +200,8 @@ LEFT JOIN integrations i ON i.id = j.integration_id
 CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
-  AND (j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
+  AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
+       OR etlctl.try_timestamptz(j.status ->> 'reset_gave_up_at') < j.last_run_finished_at::timestamptz)
   AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= clock.now, true)
 ORDER BY j.id
 LIMIT %(batch)s;
