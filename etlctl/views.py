@@ -36,7 +36,9 @@ def overview_record(row: dict) -> dict:
     }
 
 
-def show_overview(rows: list[dict], as_json: bool) -> None:
+def show_overview(rows: list[dict], as_json: bool, limit: int) -> None:
+    more = len(rows) > limit
+    rows = rows[:limit]
     records = [overview_record(r) for r in rows]
     if as_json:
         render.emit_json(records)
@@ -56,9 +58,8 @@ def show_overview(rows: list[dict], as_json: bool) -> None:
             render.emit_table(table, ["ID", "TENANT", "JOB", "KIND", "OVERALL", "NEXT RUN", "ACTIVE", "LAST FINISHED", "ERROR"])
         else:
             render.note("no jobs")
-    total = rows[0]["total"] if rows else 0
-    if total > len(rows):
-        render.note(f"showing {len(rows)} of {total} jobs (use --limit or --tenant)")
+    if more:
+        render.note(f"showing the first {limit} jobs; there are more (use --limit or --tenant)")
 
 
 def step_rows(job: Job) -> list[dict]:

@@ -226,3 +226,13 @@ def test_naive_timestamps_are_read_in_the_configured_zone(db, cli):
     ny = cli("status", job, "--json", "--db-timezone", "America/New_York").json()["next_run"]
     assert utc == "2026-11-28T10:00:00+00:00"
     assert ny == "2026-11-28T10:00:00-05:00"
+
+
+def test_status_lists_at_most_limit_jobs_and_says_there_are_more(db, cli):
+    tenant = db.tenant("acme")
+    ids = [db.job(f"Job {n}", tenant) for n in range(3)]
+    two = cli("status", "--limit", "2", "--json")
+    assert [r["id"] for r in two.json()] == ids[:2]
+    assert two.stderr == "showing the first 2 jobs; there are more (use --limit or --tenant)\n"
+    three = cli("status", "--limit", "3", "--json")
+    assert [r["id"] for r in three.json()] == ids and three.stderr == ""

@@ -36,7 +36,7 @@ CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
 WHERE j.id = %(job_id)s;
 
 -- name: jobs_overview
--- Every job (or one tenant's), for `etlctl status`, at most %(limit)s rows, plus the total.
+-- Every job (or one tenant's), for `etlctl status`, at most %(limit)s rows (ask one more to know there are more).
 SELECT j.id, j.tenant_id, t.name AS tenant_name, j.job_name, j.integration_id,
        etlctl.job_kind(j.job_name, i.provider) AS kind,
        j.status ->> 'overall' AS overall,
@@ -45,8 +45,7 @@ SELECT j.id, j.tenant_id, t.name AS tenant_name, j.job_name, j.integration_id,
        j.active, i.active AS integration_active, t.active AS tenant_active,
        j.last_run_finished_at::timestamptz AS last_run_finished_at,
        j.error_message,
-       coalesce(%(now)s::timestamptz, now()) AS now,
-       count(*) OVER () AS total
+       coalesce(%(now)s::timestamptz, now()) AS now
 FROM etl_jobs j
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
