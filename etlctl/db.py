@@ -125,6 +125,12 @@ class Session:
         with self.translating():
             return self.conn.execute(queries.get(query), self._params(params)).rowcount
 
+    def notifications(self, timeout: float) -> Iterator:
+        """NOTIFY messages on the channels this session LISTENs to, as they arrive,
+        for at most ``timeout`` seconds. A lost connection raises DatabaseUnavailable."""
+        with self.translating():
+            yield from self.conn.notifies(timeout=timeout)
+
     def script(self, sql: str) -> None:
         """Run a whole file of SQL (schema and migrations), with no parameters."""
         with self.translating():
@@ -174,13 +180,17 @@ class Session:
 
 @contextlib.contextmanager
 def connect(settings: ConnectionSettings, command: str = "", autocommit: bool = True) -> Iterator[Session]:
-    target = resolve_target(settings)
-    conn = _open(target, settings, autocommit)
-    session = Session(conn, target, command)
+    session = open_session(settings, command, autocommit)
     try:
         yield session
     finally:
         session.close()
+
+
+def open_session(settings: ConnectionSettings, command: str = "", autocommit: bool = True) -> Session:
+    """A session that the caller closes (``watch`` holds and replaces its own)."""
+    target = resolve_target(settings)
+    return Session(_open(target, settings, autocommit), target, command)
 
 
 def _open(target: Target, settings: ConnectionSettings, autocommit: bool):

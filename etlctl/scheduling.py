@@ -9,6 +9,7 @@ checks that both agree on every job.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from etlctl.render import clock_time, duration, relative
@@ -16,16 +17,37 @@ from etlctl.render import clock_time, duration, relative
 STARTABLE = ("READY", "FAILED", "RATE_LIMIT_REACHED")
 
 
+@dataclass(frozen=True)
+class Blocker:
+    """What keeps a job from starting: a code for programs, the sentence for people."""
+
+    code: str  # one of BLOCKER_CODES
+    text: str
+
+
+# running, finished: in flight; state: an overall value the scheduler never starts;
+# inactive: the job, its integration or its tenant; next_run: not due yet; retry:
+# FAILED, waiting for its retry interval; busy: another job of its integration is
+# in flight; no_steps: nothing to queue.
+BLOCKER_CODES = ("running", "finished", "state", "inactive", "next_run", "retry", "busy", "no_steps")
+
+
 def why_not(row: Mapping, now: datetime) -> str | None:
     """The first thing that keeps this job from starting now, or None if it is due."""
+    found = blocker(row, now)
+    return None if found is None else found.text
+
+
+def blocker(row: Mapping, now: datetime) -> Blocker | None:
+    """Like :func:`why_not`, with the kind of reason as a code."""
     overall = row["overall"]
     if overall == "RUNNING":
         since = row.get("last_run_started_at")
-        return "RUNNING" + (f" for {duration((now - since).total_seconds())}" if since else "") + " (in flight)"
+        return Blocker("running", "RUNNING" + (f" for {duration((now - since).total_seconds())}" if since else "") + " (in flight)")
     if overall == "FINISHED":
-        return "FINISHED, waiting for its reset (in flight)"
+        return Blocker("finished", "FINISHED, waiting for its reset (in flight)")
     if overall not in STARTABLE:
-        return f"overall {overall!r} is not a state the scheduler starts"
+        return Blocker("state", f"overall {overall!r} is not a state the scheduler starts")
 
     inactive = []
     if row["active"] is not True:
@@ -35,21 +57,21 @@ def why_not(row: Mapping, now: datetime) -> str | None:
     if row["tenant_active"] is not True:
         inactive.append(f"tenant {row.get('tenant_name') or row['tenant_id']}")
     if inactive:
-        return " and ".join(inactive) + (" inactive" if len(inactive) == 1 else " are inactive")
+        return Blocker("inactive", " and ".join(inactive) + (" inactive" if len(inactive) == 1 else " are inactive"))
 
     due_at = row["due_at"]
     if due_at is not None and due_at > now:
         if overall == "FAILED":
-            return f"FAILED, retry at {clock_time(due_at)} ({relative(due_at, now)})"
-        return f"next_run {relative(due_at, now)} ({clock_time(due_at)})"
+            return Blocker("retry", f"FAILED, retry at {clock_time(due_at)} ({relative(due_at, now)})")
+        return Blocker("next_run", f"next_run {relative(due_at, now)} ({clock_time(due_at)})")
 
     if row.get("busy_job_id") is not None:
         since = row.get("busy_since")
         held = f" for {duration((now - since).total_seconds())}" if since else ""
-        return f"integration {row['integration_id']} busy with job {row['busy_job_id']} ({row['busy_overall']}{held})"
+        return Blocker("busy", f"integration {row['integration_id']} busy with job {row['busy_job_id']} ({row['busy_overall']}{held})")
 
     if row.get("first_step") is None:
         if row.get("kind"):
-            return f"kind {row['kind']} has no steps to queue"
-        return "unknown kind and no steps in its status document: nothing to queue"
+            return Blocker("no_steps", f"kind {row['kind']} has no steps to queue")
+        return Blocker("no_steps", "unknown kind and no steps in its status document: nothing to queue")
     return None

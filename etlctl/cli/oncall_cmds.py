@@ -1,0 +1,206 @@
+"""On-call tooling: doctor, why, history, watch and metrics. All read-only."""
+
+from __future__ import annotations
+
+import click
+
+from etlctl.cli.options import (
+    app,
+    command_name,
+    connection_options,
+    example,
+    job_argument,
+    output_options,
+    timing_options,
+)
+
+
+@click.command()
+@timing_options
+@connection_options
+@output_options
+@example("""
+etlctl doctor
+etlctl doctor --json | jq '.findings[] | select(.severity == "problem") | .fix[0].command'
+""")
+def doctor(delay, backoff, cooldown, as_json) -> int:
+    """Check the whole database for the flow document's common issues and
+    say, for each, its cause and the exact command that fixes it.
+
+    \b
+    - Timer keeps retrying: a FINISHED job whose check fails (which step and
+      phase, since when)
+    - Stuck on FINISHED: longer than delay + backoff + cool-down with no reset
+      pending, or the reset gave up
+    - Next job not starting: due but not started, blocked, or next_run too far
+    - Multiple jobs running on one integration
+    Also: schema not initialised or migrations pending, the partial index
+    missing, clock skew over 5s between this host and the database, malformed
+    status documents, queue messages pending for over 15 minutes, and RUNNING
+    jobs far longer than their own history (3x their median run, at least 30
+    minutes; 24 hours when they have none).
+
+    Exit 0 when it found no problem (notes, such as an inactive tenant, do not
+    count), 3 when it found problems, 6 when the database cannot be reached.
+    --delay/--backoff/--cooldown must match what sweep uses.
+    """
+    from etlctl import config, render
+    from etlctl import doctor as checks
+    from etlctl.errors import NOT_FINISHED, OK
+
+    timings = config.timings_from(delay, backoff, cooldown)
+    with app().session(command_name()) as session:
+        report = checks.run(session, timings)
+    if as_json:
+        render.emit_json(report.record())
+    else:
+        render.lines(checks.text_lines(report))
+    return OK if report.healthy else NOT_FINISHED
+
+
+@click.command()
+@job_argument
+@timing_options
+@connection_options
+@output_options
+@example("""
+etlctl why 7
+etlctl why Jira --tenant acme --json
+""")
+def why(job, tenant, delay, backoff, cooldown, as_json) -> None:
+    """Explain one job in plain words: its state, what it waits for, and what
+    happens next and when.
+
+    \b
+    For example:
+      reset pending: attempt 2 of 5, next check at 10:42:10 (in 1m10s)
+      READY; next_run in 4h12m
+      blocked: integration 7 busy with job 12 (RUNNING for 3h)
+      gave up at 10:51: jira_dev_status.embedding still running
+
+    It reads only. The times are the database's, in --db-timezone.
+    """
+    from etlctl import config, explain, jobs, render
+    from etlctl.errors import JobNotFound
+
+    timings = config.timings_from(delay, backoff, cooldown)
+    with app().session(command_name()) as session:
+        job_id = jobs.resolve(session, jobs.parse_ref(job, tenant))
+        facts = explain.load(session, [job_id])
+    if not facts:
+        raise JobNotFound(ref=job)
+    result = explain.explain(facts[0], timings)
+    if as_json:
+        render.emit_json(result.record())
+        return
+    lines = [result.label]
+    for label, items in (("state", result.state), ("waiting", result.waiting), ("next", result.next)):
+        for n, item in enumerate(items):
+            lines.append(f"  {label if n == 0 else '':<8} {item}")
+    render.lines(lines)
+
+
+@click.command()
+@job_argument
+@click.option("--since", metavar="T", help="Only changes since T: an ISO time (naive: in --db-timezone) or a duration "
+                                           "ago such as 30m or 2h.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most rows (the newest).")
+@connection_options
+@output_options
+@example("""
+etlctl history 7
+etlctl history 7 --since 2h --json
+""")
+def history(job, tenant, since, limit, as_json) -> None:
+    """Show a job's audited state changes, oldest first: time, from → to,
+    run token, command, host:pid and database user, and what changed.
+
+    Every change etlctl makes is audited in the same statement. Workers that
+    write the table directly leave no rows here. The history of a deleted job
+    stays readable by its id.
+    """
+    from etlctl import history as audit
+    from etlctl import jobs, render
+    from etlctl.errors import JobNotFound
+
+    audit.parse_since(since)  # a bad --since is a usage error before connecting
+    with app().session(command_name()) as session:
+        job_id = jobs.resolve(session, jobs.parse_ref(job, tenant))
+        rows = audit.read(session, job_id, since, limit)
+        if not rows and not session.one("job_exists", job_id=job_id)["found"]:
+            raise JobNotFound(ref=job)
+    if as_json:
+        render.emit_json([audit.record(r) for r in rows])
+        return
+    if not rows:
+        render.note(f"job {job_id}: no audited changes" + (f" since {since}" if since else ""))
+        return
+    render.emit_table([audit.table_row(r) for r in rows], audit.HEADERS)
+    total = rows[0]["total"]
+    if total > len(rows):
+        render.note(f"showing the newest {len(rows)} of {total} changes (use --limit or --since)")
+
+
+@click.command()
+@click.argument("jobs", metavar="[JOB]...", nargs=-1)
+@click.option("--tenant", metavar="TENANT", help="Tenant id or name, when a job name is in several tenants.")
+@connection_options
+@output_options
+@example("""
+etlctl watch
+etlctl watch 7 12 --json
+""")
+def watch(jobs, tenant, as_json) -> None:
+    """Print job status changes as they happen: the command-line form of the
+    UI's WebSocket messages.
+
+    It LISTENs on etl_job_status and, for each change of a watched job (every
+    job when none is given), prints a table row, or with --json one object per
+    line: {"job_id": 7, "overall": ..., "steps": {...}, "resync": false}. With
+    JOBs it first prints their current state.
+
+    When the connection drops it reconnects (with backoff), re-reads the
+    watched jobs and prints what changed meanwhile ("resync": true), since
+    NOTIFY is not replayed. Ctrl-C stops it (exit 130).
+    """
+    from etlctl import db, jobs as found
+    from etlctl import watch as watching
+
+    settings = app().settings
+    command = command_name()
+    ids = None
+    if jobs:
+        with db.connect(settings, command) as session:
+            ids = sorted({found.resolve(session, found.parse_ref(j, tenant)) for j in jobs})
+
+    watcher = watching.Watcher(lambda: db.open_session(settings, command), ids, watching.Printer(as_json))
+    watcher.run(show_current=ids is not None)
+
+
+@click.command()
+@click.option("--textfile", metavar="PATH",
+              help="Write to PATH atomically (temp file + rename) for node_exporter's textfile collector; print nothing.")
+@connection_options
+@example("""
+etlctl metrics
+etlctl metrics --textfile /var/lib/node_exporter/textfile/etlctl.prom
+""")
+def metrics(textfile) -> None:
+    """Print Prometheus metrics (text format): jobs by overall state, tenant
+    and kind; seconds since each job's last successful finish; pending resets;
+    resets that gave up; queue depth; the age of the oldest FINISHED job.
+
+    Every metric is a gauge named etlctl_*. Run it from cron with --textfile
+    (see RUNBOOK.md); exit 6 when the database cannot be reached, and the file
+    then keeps its last content (alert on node_textfile_mtime_seconds).
+    """
+    import sys
+
+    from etlctl import metrics as prometheus
+
+    with app().session(command_name()) as session:
+        text = prometheus.exposition(prometheus.collect(session))
+    if textfile:
+        prometheus.write_textfile(textfile, text)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,147 @@
+"""`etlctl metrics`: Prometheus text exposition format (version 0.0.4).
+
+Every metric is a gauge named ``etlctl_*``, computed from the database at one
+instant (the clock seam's now):
+
+    etlctl_jobs{state,tenant,kind}                        jobs by overall state (every known state, 0 included)
+    etlctl_job_last_success_age_seconds{job_id,job,tenant,kind}
+                                                          seconds since the job's last run finished (jobs that have one)
+    etlctl_resets_pending{tenant}                         FINISHED jobs whose reset has not given up
+    etlctl_resets_gave_up{tenant}                         FINISHED jobs whose reset gave up (they wait for a person)
+    etlctl_queue_depth{phase,state}                       queued messages not done, by phase, claimed or not
+    etlctl_queue_oldest_pending_age_seconds{phase}        age of the oldest message not done (0: none)
+    etlctl_oldest_finished_job_age_seconds                age of the oldest FINISHED job (0: none)
+
+``--textfile PATH`` writes the same text for node_exporter's textfile
+collector atomically: a temporary file in the same directory, then a rename.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from etlctl.errors import EtlctlError
+from etlctl.rules import OVERALL_STATES, PHASES
+
+QUEUE_STATES = ("unclaimed", "claimed")
+
+
+@dataclass
+class Family:
+    name: str
+    help: str
+    samples: list[tuple[dict, float]] = field(default_factory=list)
+    type: str = "gauge"
+
+    def add(self, value: float, **labels: object) -> None:
+        self.samples.append(({k: str(v) for k, v in labels.items()}, value))
+
+
+def collect(session) -> list[Family]:
+    jobs = session.all("metrics_jobs")
+    queue = session.all("metrics_queue")
+    return families(jobs, queue)
+
+
+def families(jobs: list[dict], queue: list[dict]) -> list[Family]:
+    by_state = Family("etlctl_jobs", "Jobs by overall state, tenant and kind.")
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in jobs:
+        counts.setdefault((row["tenant"], row["kind"]), {}).setdefault(row["overall"], 0)
+        counts[(row["tenant"], row["kind"])][row["overall"]] += 1
+    for (tenant, kind), states in sorted(counts.items()):
+        for state in list(OVERALL_STATES) + sorted(s for s in states if s not in OVERALL_STATES):
+            by_state.add(states.get(state, 0), state=state, tenant=tenant, kind=kind)
+
+    success = Family("etlctl_job_last_success_age_seconds",
+                     "Seconds since the job's last run finished successfully (last_run_finished_at).")
+    for row in jobs:
+        if row["since_finished"] is not None:
+            success.add(row["since_finished"], job_id=row["id"], job=row["job_name"], tenant=row["tenant"], kind=row["kind"])
+
+    pending = Family("etlctl_resets_pending", "FINISHED jobs whose reset to READY is pending (not given up).")
+    gave_up = Family("etlctl_resets_gave_up", "FINISHED jobs whose reset gave up: each waits for a person (etlctl doctor).")
+    tenants = sorted({row["tenant"] for row in jobs})
+    finished = [row for row in jobs if row["overall"] == "FINISHED"]
+    for tenant in tenants:
+        mine = [row for row in finished if row["tenant"] == tenant]
+        gave_up.add(sum(1 for row in mine if row["reset_stage"] == "gave_up"), tenant=tenant)
+        pending.add(sum(1 for row in mine if row["reset_stage"] != "gave_up"), tenant=tenant)
+
+    depth = Family("etlctl_queue_depth", "Queued messages not done yet, by phase and whether a worker claimed them.")
+    oldest_message = Family("etlctl_queue_oldest_pending_age_seconds", "Age of the oldest queued message not done yet.")
+    queued = {(row["phase"], "claimed" if row["claimed"] else "unclaimed"): row for row in queue}
+    phases = list(PHASES) + sorted({row["phase"] for row in queue} - set(PHASES))
+    for phase in phases:
+        for state in QUEUE_STATES:
+            row = queued.get((phase, state))
+            depth.add(row["messages"] if row else 0, phase=phase, state=state)
+        ages = [row["oldest_seconds"] for (p, _), row in queued.items() if p == phase]
+        oldest_message.add(max(ages) if ages else 0, phase=phase)
+
+    oldest = Family("etlctl_oldest_finished_job_age_seconds", "Age of the oldest FINISHED job (0 when there is none).")
+    ages = [row["finished_age"] for row in finished if row["finished_age"] is not None]
+    oldest.add(max(ages) if ages else 0)
+
+    return [by_state, success, pending, gave_up, depth, oldest_message, oldest]
+
+
+def exposition(fams: Iterable[Family]) -> str:
+    out = []
+    for fam in fams:
+        out.append(f"# HELP {fam.name} {_escape_help(fam.help)}")
+        out.append(f"# TYPE {fam.name} {fam.type}")
+        for labels, value in fam.samples:
+            text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+            out.append(f"{fam.name}{{{text}}} {_number(value)}" if text else f"{fam.name} {_number(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def write_textfile(path: str, text: str) -> None:
+    """Write atomically: node_exporter never reads a half-written file."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    fd, temporary = None, None
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            fd = None
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # node_exporter usually runs as another user
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as exc:
+        raise EtlctlError(message=f"cannot write --textfile {path}: {exc.strerror or exc}") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass

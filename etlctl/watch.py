@@ -1,0 +1,253 @@
+"""`etlctl watch`: the command-line form of the flow document's WebSocket
+messages.
+
+Two connections: one LISTENs on ``etl_job_status`` and does nothing else (so
+it is easy to find in pg_stat_activity: its query is the LISTEN), the other
+re-reads a job when a notification names it. A change is printed when the
+job's overall state or any phase differs from what was last printed.
+
+NOTIFY is not replayed: when a connection is lost (server restart,
+pg_terminate_backend, network), watch reconnects with backoff, LISTENs again,
+then re-reads every watched job and prints what changed meanwhile (marked
+``resync``). Writes that send no notification at all (a worker updating the
+table directly) also show up then, and at the next notification of that job.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from etlctl import clock, render
+from etlctl.errors import DatabaseUnavailable, JobNotFound
+from etlctl.jobs import Job
+
+CHANNEL = "etl_job_status"
+POLL = 1.0  # seconds between looks at Ctrl-C and the keep-alive
+KEEPALIVE = 30.0  # seconds of silence after which the listening connection is probed
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A job as last printed: the flow document's message, and who it is."""
+
+    job_id: int
+    name: str
+    tenant: str
+    overall: object
+    steps: object
+
+    def message(self) -> dict:
+        return {"overall": self.overall, "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class Change:
+    at: object  # the database's time when it was read
+    before: Seen | None  # None: first sight
+    after: Seen | None  # None: the job was deleted
+    resync: bool = False
+
+    @property
+    def job_id(self) -> int:
+        return (self.after or self.before).job_id
+
+
+def seen(job: Job) -> Seen:
+    return Seen(job.id, job.job_name, str(job.tenant_name or job.tenant_id), job.overall,
+                job.completion().steps_status if isinstance(job.status, dict) else None)
+
+
+def describe(change: Change) -> str:
+    """'RUNNING → FINISHED', 'jira_dev_status.embedding running → finished', ..."""
+    before, after = change.before, change.after
+    suffix = " (while disconnected)" if change.resync else ""
+    if after is None:
+        return "deleted" + suffix
+    if before is None:
+        return "current state" + suffix
+    parts = []
+    if before.overall != after.overall:
+        parts.append(f"{before.overall} → {after.overall}")
+    phases = phase_changes(before.steps, after.steps)
+    if phases and (not parts or len(phases) <= 2):
+        parts.extend(phases[:3] + ([f"and {len(phases) - 3} more"] if len(phases) > 3 else []))
+    elif phases:
+        parts.append(f"{len(phases)} phases changed")
+    return "; ".join(parts or ["changed"]) + suffix
+
+
+def phase_changes(before: object, after: object) -> list[str]:
+    b = before if isinstance(before, dict) else {}
+    a = after if isinstance(after, dict) else {}
+    out = []
+    for step in list(a) + [s for s in b if s not in a]:
+        old, new = b.get(step), a.get(step)
+        if old == new:
+            continue
+        if isinstance(old, (dict, type(None))) and isinstance(new, (dict, type(None))):
+            old, new = old or {}, new or {}
+            for phase in list(new) + [p for p in old if p not in new]:
+                if old.get(phase) != new.get(phase):
+                    out.append(f"{step}.{phase} {old.get(phase) or 'unset'} → {new.get(phase) or 'unset'}")
+        else:
+            out.append(f"{step} {json.dumps(old)} → {json.dumps(new)}")
+    return out
+
+
+class Printer:
+    """Table rows on stdout, or one JSON object per line; flushed at once."""
+
+    def __init__(self, as_json: bool, stream=None) -> None:
+        self.as_json = as_json
+        self.stream = stream or sys.stdout
+        self.header_done = False
+
+    def change(self, change: Change) -> None:
+        if self.as_json:
+            after = change.after
+            record = {"job_id": change.job_id, "overall": after.overall if after else None,
+                      "steps": after.steps if after else None, "resync": change.resync}
+            if after is None:
+                record["deleted"] = True
+            self.stream.write(render.to_json(record, indent=None) + "\n")
+        else:
+            if not self.header_done:
+                self.stream.write(f"{'TIME':<8}  {'JOB':>6}  {'NAME':<16}  {'TENANT':<12}  {'OVERALL':<18}  CHANGE\n")
+                self.header_done = True
+            who = change.after or change.before
+            overall = str(change.after.overall) if change.after else "-"
+            self.stream.write(f"{render.clock_time(change.at):<8}  {who.job_id:>6}  {_fit(who.name, 16)}  "
+                              f"{_fit(who.tenant, 12)}  {overall:<18}  {describe(change)}\n")
+        self.stream.flush()
+
+
+def _fit(text: str, width: int) -> str:
+    return (render.truncate(text, width) or "").ljust(width)
+
+
+class Watcher:
+    """LISTEN, print changes, reconnect; runs until interrupted."""
+
+    def __init__(self, connect: Callable[[], object], job_ids: Sequence[int] | None, printer: Printer,
+                 note: Callable[[str], None] = render.note) -> None:
+        self.connect = connect  # returns an open etlctl.db.Session
+        self.job_ids = list(job_ids) if job_ids else None
+        self.printer = printer
+        self.note = note
+        self.known: dict[int, Seen] = {}
+        self.listener = None
+        self.reader = None
+
+    # --- connections ------------------------------------------------------------
+
+    def open(self) -> None:
+        self.close()
+        self.listener = self.connect()
+        self.listener.run("watch_listen")  # listen first: nothing committed after the read below is missed
+        self.reader = self.connect()
+
+    def close(self) -> None:
+        for session in (self.listener, self.reader):
+            if session is not None:
+                session.close()
+        self.listener = self.reader = None
+
+    # --- reading --------------------------------------------------------------------
+
+    def read(self, ids: Sequence[int] | None) -> tuple[object, dict[int, Seen]]:
+        rows = self.reader.all("oncall_jobs", job_ids=list(ids) if ids is not None else None)
+        now = rows[0]["now"] if rows else None
+        if now is None:
+            now = self.reader.one("oncall_clock")["db_clock"]
+        return now, {row["id"]: seen(Job(row)) for row in rows}
+
+    def refresh(self, ids: Sequence[int] | None, resync: bool = False) -> int:
+        """Re-read jobs (None: every watched job) and print what differs from what was printed."""
+        wanted = ids if ids is not None else self.job_ids
+        now, current = self.read(wanted)
+        gone = [i for i in (wanted if wanted is not None else list(self.known)) if i in self.known and i not in current]
+        printed = 0
+        for job_id, state in current.items():
+            before = self.known.get(job_id)
+            if before is not None and (before.overall, before.steps) == (state.overall, state.steps):
+                continue
+            self.known[job_id] = state
+            if before is None and not resync and ids is None:
+                continue  # the first snapshot of every job: remembered, not printed
+            self.printer.change(Change(now, before, state, resync))
+            printed += 1
+        for job_id in gone:
+            self.printer.change(Change(now, self.known.pop(job_id), None, resync))
+            printed += 1
+        return printed
+
+    # --- the loop -------------------------------------------------------------------
+
+    def start(self, show_current: bool) -> None:
+        self.open()
+        now, current = self.read(self.job_ids)
+        missing = [i for i in self.job_ids or () if i not in current]
+        if missing:
+            raise JobNotFound(ref=", ".join(str(i) for i in missing))
+        self.known = current
+        if show_current:
+            for state in current.values():
+                self.printer.change(Change(now, None, state))
+        what = (f"job{'s' if len(self.job_ids) > 1 else ''} {', '.join(str(i) for i in self.job_ids)}"
+                if self.job_ids else "every job")
+        self.note(f"etlctl: watching {what} on {CHANNEL} (Ctrl-C to stop)")
+
+    def run(self, show_current: bool = False) -> None:
+        try:
+            self.start(show_current)
+            while True:
+                try:
+                    self.listen()
+                except DatabaseUnavailable as exc:
+                    self.note(f"etlctl: connection lost ({exc.context.get('reason') or exc.message}); reconnecting")
+                    self.reconnect()
+        finally:
+            self.close()
+
+    def listen(self) -> None:
+        quiet = 0.0
+        while True:
+            got = False
+            for notification in self.listener.notifications(timeout=POLL):
+                got = True
+                self.on_notify(notification.payload)
+            quiet = 0.0 if got else quiet + POLL
+            if quiet >= KEEPALIVE:
+                self.listener.run("watch_listen")  # a round trip: raises when the connection is gone
+                quiet = 0.0
+
+    def on_notify(self, payload: str) -> None:
+        try:
+            job_id = int(json.loads(payload)["job_id"])
+        except (ValueError, TypeError, KeyError):
+            self.refresh(None)  # a message etlctl did not write: look at everything watched
+            return
+        if self.job_ids is not None and job_id not in self.job_ids:
+            return
+        self.refresh([job_id])
+
+    def reconnect(self) -> None:
+        attempt = 0
+        while True:
+            self.close()
+            clock.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+            attempt += 1
+            try:
+                self.open()
+                missed = self.refresh(None, resync=True)
+            except DatabaseUnavailable as exc:
+                if attempt in (1, 5) or attempt % 20 == 0:
+                    self.note(f"etlctl: still cannot reach the database ({exc.context.get('reason') or exc.message}); "
+                              "retrying")
+                continue
+            self.note(f"etlctl: reconnected; {missed} change{'s' if missed != 1 else ''} while disconnected")
+            return

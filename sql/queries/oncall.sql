@@ -1,0 +1,195 @@
+-- On-call tooling: doctor, why, history, watch and metrics. Read-only: none of
+-- these queries changes a row. Naive timestamp columns are cast to timestamptz,
+-- which reads them in the session TimeZone (the configured --db-timezone).
+-- %(job_ids)s is an int[] or NULL (every job).
+
+-- name: oncall_jobs
+-- Jobs with the columns of `job_detail` (so that etlctl.jobs.Job reads them),
+-- every job or those in %(job_ids)s, in id order.
+SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
+       k.kind,
+       CASE WHEN k.kind IS NOT NULL THEN coalesce((
+           SELECT jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
+                                               'display_name', s.display_name, 'rule', s.rule)
+                            ORDER BY s.position)
+           FROM etlctl.kind_steps s WHERE s.kind = k.kind), '[]') END AS kind_steps,
+       j.status,
+       j.next_run::timestamptz AS next_run,
+       j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
+       j.last_sync_date::timestamptz AS last_sync_date,
+       j.last_run_started_at::timestamptz AS last_run_started_at,
+       j.last_run_finished_at::timestamptz AS last_run_finished_at,
+       j.last_updated_at::timestamptz AS last_updated_at,
+       j.error_message, j.active, i.active AS integration_active, t.active AS tenant_active,
+       -- etlctl's latest write to the job: when it is as new as last_updated_at, the last update was etlctl's.
+       (SELECT max(a.at) FROM etlctl.audit a WHERE a.job_id = j.id) AS last_audit_at,
+       coalesce(%(now)s::timestamptz, now()) AS now
+FROM etl_jobs j
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+WHERE %(job_ids)s::int[] IS NULL OR j.id = ANY (%(job_ids)s::int[])
+ORDER BY j.id;
+
+-- name: oncall_plan
+-- What decides whether schedule-next starts each job (the columns of
+-- `schedule_plan`, which etlctl.scheduling explains), for every job or those in
+-- %(job_ids)s. The due rule itself is etlctl.due_at().
+SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
+       j.status ->> 'overall' AS overall, k.kind,
+       j.active, i.active AS integration_active, t.active AS tenant_active,
+       nullif(etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                            j.last_updated_at, j.retry_interval_minutes), '-infinity')::timestamptz AS due_at,
+       j.next_run::timestamptz AS next_run, j.schedule_interval_minutes, j.retry_interval_minutes,
+       j.last_run_started_at::timestamptz AS last_run_started_at,
+       etlctl.first_step(j.status -> 'steps', k.kind) AS first_step,
+       busy.id AS busy_job_id, busy.overall AS busy_overall, busy.since AS busy_since,
+       coalesce(%(now)s::timestamptz, now()) AS now
+FROM etl_jobs j
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+LEFT JOIN LATERAL (
+    -- Since when it is in that state: started (RUNNING), or finished (FINISHED).
+    SELECT o.id, o.status ->> 'overall' AS overall,
+           CASE WHEN o.status ->> 'overall' = 'FINISHED'
+                THEN coalesce(o.last_run_finished_at, o.last_updated_at)
+                ELSE o.last_run_started_at END::timestamptz AS since
+    FROM etl_jobs o
+    WHERE o.integration_id = j.integration_id AND o.id <> j.id
+      AND (o.status ->> 'overall') IN ('RUNNING', 'FINISHED')
+    ORDER BY o.id LIMIT 1
+) busy ON j.integration_id IS NOT NULL
+WHERE %(job_ids)s::int[] IS NULL OR j.id = ANY (%(job_ids)s::int[])
+ORDER BY j.id;
+
+-- name: oncall_phase_changes
+-- The latest audited change (`etlctl step`) of each step phase of these jobs'
+-- current runs: who set it, and when. Workers that write the table directly
+-- leave no audit row; callers fall back to the job's last_updated_at.
+SELECT DISTINCT ON (a.job_id, a.details ->> 'step', a.details ->> 'phase')
+       a.job_id, a.details ->> 'step' AS step, a.details ->> 'phase' AS phase, a.details ->> 'to' AS value,
+       a.at, a.command, a.host, a.db_user
+FROM etlctl.audit a
+JOIN etl_jobs j ON j.id = a.job_id
+WHERE a.job_id = ANY (%(job_ids)s::int[])
+  AND a.details ? 'step' AND a.details ? 'phase'
+  AND a.token IS NOT DISTINCT FROM (j.status ->> 'token')
+ORDER BY a.job_id, a.details ->> 'step', a.details ->> 'phase', a.at DESC, a.id DESC;
+
+-- name: oncall_run_history
+-- How long each of these jobs' last 20 completed runs took, from the audit:
+-- a run starts where an audit row moves its token to RUNNING and ends where
+-- one moves it from RUNNING to FINISHED. (last_run_started_at/finished_at
+-- cannot say it: a new run overwrites the start.)
+WITH starts AS (
+    SELECT job_id, token, max(at) AS started
+    FROM etlctl.audit
+    WHERE job_id = ANY (%(job_ids)s::int[]) AND token IS NOT NULL
+      AND to_state = 'RUNNING' AND from_state IS DISTINCT FROM 'RUNNING'
+    GROUP BY job_id, token
+),
+finishes AS (
+    SELECT job_id, token, min(at) AS finished
+    FROM etlctl.audit
+    WHERE job_id = ANY (%(job_ids)s::int[]) AND token IS NOT NULL
+      AND from_state = 'RUNNING' AND to_state = 'FINISHED'
+    GROUP BY job_id, token
+),
+runs AS (
+    SELECT s.job_id, extract(epoch FROM f.finished - s.started)::float8 AS seconds,
+           row_number() OVER (PARTITION BY s.job_id ORDER BY f.finished DESC) AS n
+    FROM starts s
+    JOIN finishes f ON f.job_id = s.job_id AND f.token = s.token
+    WHERE f.finished >= s.started
+)
+SELECT job_id, count(*) AS runs,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS median_seconds,
+       max(seconds) AS max_seconds
+FROM runs
+WHERE n <= 20
+GROUP BY job_id
+ORDER BY job_id;
+
+-- name: oncall_index
+-- The partial unique index that allows one RUNNING job per integration: present, and valid.
+SELECT c.oid IS NOT NULL AS present, coalesce(x.indisvalid, false) AS valid
+FROM (SELECT to_regclass('etlctl_one_running_per_integration') AS oid) c
+LEFT JOIN pg_index x ON x.indexrelid = c.oid;
+
+-- name: oncall_clock
+-- The database server's wall clock at this instant (not the transaction's now()),
+-- for the clock skew check.
+SELECT clock_timestamp() AS db_clock;
+
+-- name: oncall_queue_stale
+-- Messages not done %(older_than)s seconds after they were queued, oldest first,
+-- with whether each still belongs to its job's current run.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
+SELECT q.id, q.job_id, q.step, q.phase, q.token, q.created_at, q.claimed_at, q.claimed_by,
+       j.id IS NOT NULL AS job_exists,
+       (j.status ->> 'token') IS NOT DISTINCT FROM q.token AS current_run,
+       count(*) OVER () AS total,
+       clock.now
+FROM etlctl.queue q
+CROSS JOIN clock
+LEFT JOIN etl_jobs j ON j.id = q.job_id
+WHERE q.done_at IS NULL
+  AND q.created_at < clock.now - make_interval(secs => %(older_than)s)
+ORDER BY q.id
+LIMIT 200;
+
+-- name: history
+-- A job's audit rows, the newest %(limit)s of them (since %(since)s, an ISO
+-- time, or %(since_seconds)s ago, when given), oldest first, with how many matched.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+bound AS (
+    SELECT coalesce(%(since)s::timestamptz, clock.now - make_interval(secs => %(since_seconds)s)) AS since
+    FROM clock
+)
+SELECT * FROM (
+    SELECT a.id, a.at, a.job_id, a.tenant_id, a.from_state, a.to_state, a.token, a.command, a.host, a.pid,
+           a.db_user, a.details, count(*) OVER () AS total
+    FROM etlctl.audit a, bound
+    WHERE a.job_id = %(job_id)s
+      AND (bound.since IS NULL OR a.at >= bound.since)
+    ORDER BY a.at DESC, a.id DESC
+    LIMIT %(limit)s
+) newest
+ORDER BY at, id;
+
+-- name: job_exists
+SELECT EXISTS (SELECT 1 FROM etl_jobs WHERE id = %(job_id)s) AS found;
+
+-- name: watch_listen
+-- Subscribe to the channel every etlctl state change notifies (and that the
+-- existing system's UI listens to). Repeating it is harmless: watch also uses
+-- it to find out whether the connection is still alive.
+LISTEN etl_job_status;
+
+-- name: metrics_jobs
+-- One row per job with what the metrics need; ages in seconds from now.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
+SELECT j.id, j.job_name, coalesce(t.name, j.tenant_id::text) AS tenant,
+       coalesce(etlctl.job_kind(j.job_name, i.provider), 'unknown') AS kind,
+       coalesce(j.status ->> 'overall', 'unknown') AS overall,
+       j.status ->> 'reset_stage' AS reset_stage,
+       extract(epoch FROM clock.now - j.last_run_finished_at::timestamptz)::float8 AS since_finished,
+       extract(epoch FROM clock.now - coalesce(j.last_run_finished_at, j.last_updated_at)::timestamptz)::float8
+           AS finished_age
+FROM etl_jobs j
+CROSS JOIN clock
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+ORDER BY j.id;
+
+-- name: metrics_queue
+-- Messages not done yet, by phase and whether a worker claimed them, with the oldest one's age.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
+SELECT q.phase, q.claimed_at IS NOT NULL AS claimed, count(*) AS messages,
+       extract(epoch FROM clock.now - min(q.created_at))::float8 AS oldest_seconds
+FROM etlctl.queue q
+CROSS JOIN clock
+WHERE q.done_at IS NULL
+GROUP BY q.phase, q.claimed_at IS NOT NULL, clock.now
+ORDER BY q.phase, claimed;

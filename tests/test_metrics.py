@@ -1,0 +1,136 @@
+"""etlctl metrics: Prometheus text format, parsed by prometheus_client's own parser; --textfile."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import datetime, timedelta, timezone
+
+import freezegun
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from etlctl import clock
+from tests.helpers import FrozenClock, finished, running
+
+NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+WEIRD = 'ac"me\\north\nside'  # a tenant name that needs every escape of the format
+
+
+@pytest.fixture
+def frozen():
+    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
+        fake = FrozenClock(frozen)
+        previous = clock.use(fake)
+        try:
+            yield fake
+        finally:
+            clock.use(previous)
+
+
+def naive(delta_seconds: float = 0) -> str:
+    return (NOW + timedelta(seconds=delta_seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse(text: str) -> dict[str, dict]:
+    """{family: {"type": ..., "samples": {frozenset(labels): value}}}"""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        out[family.name] = {"type": family.type, "help": family.documentation,
+                            "samples": {frozenset(s.labels.items()): s.value for s in family.samples}}
+    return out
+
+
+@pytest.fixture
+def seeded(db, cli, frozen):
+    acme, weird = db.tenant("acme"), db.tenant(WEIRD)
+    ids = {
+        "ready": db.job("Jira", acme, db.integration(acme), last_run_finished_at=naive(-7200), next_run=naive(3600)),
+        "running": db.job("GitHub", acme, db.integration(acme, "GitHub"), status=running(["github_repositories"]),
+                          last_run_started_at=naive(-60)),
+        "finished": db.job("Jira", weird, db.integration(weird), status=finished(), last_run_finished_at=naive(-300)),
+        "old": db.job("Other", weird, None, status=finished(["only"]), last_run_finished_at=naive(-900)),
+    }
+    gave_up = finished()
+    gave_up.update(reset_stage="gave_up", reset_gave_up_at=NOW.isoformat())
+    ids["gave_up"] = db.job("Jira 2", acme, None, status=gave_up, last_run_finished_at=naive(-600))
+    ids["failed"] = db.job("Jira 3", acme, db.integration(acme, "Jira"), status={"overall": "FAILED", "steps": {}}, last_updated_at=naive(-3600))
+    db.job("Due", acme, db.integration(acme, "Jira"))
+    assert cli("schedule-next").exit_code == 0  # queues two extraction messages (Due and Jira 3)
+    claimed = cli("queue", "claim", "--worker", "w1", "--json").json()
+    frozen.frozen.tick(120)
+    ids["claimed"] = claimed["id"]
+    return ids
+
+
+def test_metrics_parse_with_a_real_prometheus_parser(db, cli, seeded):
+    result = cli("metrics")
+    assert (result.exit_code, result.stderr) == (0, "")
+    metrics = parse(result.stdout)
+    assert set(metrics) == {
+        "etlctl_jobs", "etlctl_job_last_success_age_seconds", "etlctl_resets_pending", "etlctl_resets_gave_up",
+        "etlctl_queue_depth", "etlctl_queue_oldest_pending_age_seconds", "etlctl_oldest_finished_job_age_seconds",
+    }
+    assert all(m["type"] == "gauge" and m["help"] for m in metrics.values())
+
+    jobs = metrics["etlctl_jobs"]["samples"]
+    assert jobs[frozenset({"state": "FINISHED", "tenant": WEIRD, "kind": "jira"}.items())] == 1
+    assert jobs[frozenset({"state": "FINISHED", "tenant": WEIRD, "kind": "unknown"}.items())] == 1
+    assert jobs[frozenset({"state": "RUNNING", "tenant": "acme", "kind": "github"}.items())] == 1
+    assert jobs[frozenset({"state": "FAILED", "tenant": "acme", "kind": "jira"}.items())] == 0  # started by the tick
+    assert jobs[frozenset({"state": "RUNNING", "tenant": "acme", "kind": "jira"}.items())] == 2
+    assert sum(jobs.values()) == 7
+
+    ages = metrics["etlctl_job_last_success_age_seconds"]["samples"]
+    assert ages[frozenset({"job_id": str(seeded["ready"]), "job": "Jira", "tenant": "acme", "kind": "jira"}.items())] == 7320
+    assert ages[frozenset({"job_id": str(seeded["finished"]), "job": "Jira", "tenant": WEIRD, "kind": "jira"}.items())] == 420
+    assert len(ages) == 4  # jobs that never finished a run have no sample
+
+    assert metrics["etlctl_resets_pending"]["samples"] == {
+        frozenset({"tenant": "acme"}.items()): 0, frozenset({"tenant": WEIRD}.items()): 2}
+    assert metrics["etlctl_resets_gave_up"]["samples"] == {
+        frozenset({"tenant": "acme"}.items()): 1, frozenset({"tenant": WEIRD}.items()): 0}
+
+    depth = metrics["etlctl_queue_depth"]["samples"]
+    assert depth[frozenset({"phase": "extraction", "state": "unclaimed"}.items())] == 1
+    assert depth[frozenset({"phase": "extraction", "state": "claimed"}.items())] == 1
+    assert depth[frozenset({"phase": "embedding", "state": "unclaimed"}.items())] == 0
+    assert len(depth) == 6
+    assert metrics["etlctl_queue_oldest_pending_age_seconds"]["samples"][frozenset({"phase": "extraction"}.items())] == 120
+    assert metrics["etlctl_oldest_finished_job_age_seconds"]["samples"] == {frozenset(): 1020}
+
+    assert cli("queue", "done", seeded["claimed"]).exit_code == 0
+    depth = parse(cli("metrics").stdout)["etlctl_queue_depth"]["samples"]
+    assert depth[frozenset({"phase": "extraction", "state": "claimed"}.items())] == 0
+
+
+def test_label_values_are_escaped(db, cli, seeded):
+    text = cli("metrics").stdout
+    assert 'tenant="ac\\"me\\\\north\\nside"' in text
+    assert all(line.startswith(("#", "etlctl_")) for line in text.splitlines())
+
+
+def test_an_empty_database(db, cli):
+    metrics = parse(cli("metrics").stdout)
+    assert metrics["etlctl_jobs"]["samples"] == {}
+    assert metrics["etlctl_oldest_finished_job_age_seconds"]["samples"] == {frozenset(): 0}
+    assert sum(metrics["etlctl_queue_depth"]["samples"].values()) == 0
+
+
+def test_textfile_is_written_atomically(db, cli, seeded, tmp_path):
+    target = tmp_path / "etlctl.prom"
+    target.write_text("old content\n")
+    reader = open(target)  # a node_exporter scrape in progress keeps reading the file it opened
+    result = cli("metrics", "--textfile", target)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert reader.read() == "old content\n"  # replaced by a rename, never rewritten in place
+    reader.close()
+    assert target.read_text() == cli("metrics").stdout
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644  # readable by node_exporter's user
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["etlctl.prom"]  # no temporary file left
+
+
+def test_textfile_in_a_missing_directory_fails_with_one_line(db, cli, tmp_path):
+    result = cli("metrics", "--textfile", tmp_path / "nope" / "etlctl.prom")
+    assert result.exit_code == 1
+    assert result.stderr == f"etlctl: cannot write --textfile {tmp_path / 'nope' / 'etlctl.prom'}: No such file or directory\n"
