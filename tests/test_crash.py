@@ -92,6 +92,7 @@ def test_a_signal_during_a_wait_exits_with_its_code_and_nothing_half_written(db,
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == code, err
     assert err.splitlines()[-1] == f"etlctl: {name}; nothing half-written"
+    assert "" not in err.splitlines()  # no stray blank line before it
     assert db.row(job) == written
 
 

@@ -59,6 +59,14 @@ class EtlctlGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def invoke(self, ctx: click.Context):
+        # Ctrl-C: click would print an empty line before our message; let it pass click as our own exception
+        # (psycopg has already seen the KeyboardInterrupt and cancelled the running query).
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Run the CLI; expected errors become one stderr line and an exit code."""
         options.verbose = False  # per invocation (tests run many in one process)
@@ -77,6 +85,10 @@ def _available(name: str) -> bool:
 
 class Terminated(BaseException):
     """SIGTERM, raised where the process is so that open work unwinds."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, once it has left the command."""
 
 
 def _on_sigterm(signum, frame):
@@ -103,7 +115,7 @@ def run(invoke) -> int:
         if options.verbose and exc.detail:
             click.echo(f"etlctl: detail: {exc.detail}", err=True)
         return _fail(f"{exc.message}", exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, Interrupted, click.Abort):
         return _fail("interrupted (SIGINT); nothing half-written", errors.INTERRUPTED)
     except Terminated:
         return _fail("terminated (SIGTERM); nothing half-written", errors.TERMINATED)

@@ -293,7 +293,7 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     Prints nothing when nothing needed doing; otherwise one row per job it
     acted on. A second sweep running at the same time exits 0 at once.
     """
-    from etlctl import config, flow, render
+    from etlctl import config, flow
     from etlctl.views import SweepPrinter
 
     timings = config.timings_from(delay, backoff, cooldown)
