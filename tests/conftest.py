@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime, timezone
 
+import freezegun
 import pytest
 
-from tests.helpers import Cli, TestDatabase, admin_connect, start_server
+from etlctl import clock
+from tests.helpers import Cli, FrozenClock, TestDatabase, admin_connect, start_server
+
+DEFAULT_FROZEN_AT = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +73,21 @@ def blank_db(pg_server):
 def cli(db):
     """Run etlctl in-process against `db`, like a user would."""
     return Cli(db.dsn)
+
+
+@pytest.fixture
+def frozen(request, monkeypatch):
+    """Frozen time, seen by the database through the clock seam; sleeping moves it on.
+
+    At the test module's FROZEN_AT, else 2026-11-28 15:00 UTC.
+    """
+    moment = getattr(request.module, "FROZEN_AT", DEFAULT_FROZEN_AT)
+    with freezegun.freeze_time(moment, ignore=["psycopg", "psycopg_binary"]) as frozen_time:
+        # doctor's clock-skew check compares the host's real clock with the database's.
+        monkeypatch.setattr("etlctl.doctor.host_clock", freezegun.api.real_time)
+        fake = FrozenClock(frozen_time)
+        previous = clock.use(fake)
+        try:
+            yield fake
+        finally:
+            clock.use(previous)

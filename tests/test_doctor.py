@@ -7,28 +7,16 @@ import shlex
 import time
 from datetime import datetime, timedelta, timezone
 
-import freezegun
-import freezegun.api
 import pytest
 
-from etlctl import clock, doctor
-from tests.helpers import Cli, FrozenClock, finished, running
+from etlctl import doctor
+from tests.helpers import Cli, finished, running
 from tests.test_schema import load_existing_system, snapshot_rows
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = NOW
 
 
-@pytest.fixture
-def frozen(monkeypatch):
-    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        # time.time() is frozen too: the host clock that the skew check compares stays the real one.
-        monkeypatch.setattr(doctor, "host_clock", freezegun.api.real_time)
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 def naive(delta_seconds: float = 0) -> str:

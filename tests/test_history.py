@@ -6,24 +6,14 @@ import os
 import socket
 from datetime import datetime, timezone
 
-import freezegun
 import pytest
 
-from etlctl import clock
-from tests.helpers import FrozenClock, running
+from tests.helpers import running
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = NOW
 
 
-@pytest.fixture
-def frozen():
-    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 @pytest.fixture

@@ -6,26 +6,16 @@ import os
 import stat
 from datetime import datetime, timedelta, timezone
 
-import freezegun
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from etlctl import clock
-from tests.helpers import FrozenClock, finished, running
+from tests.helpers import finished, running
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = NOW
 WEIRD = 'ac"me\\north\nside'  # a tenant name that needs every escape of the format
 
 
-@pytest.fixture
-def frozen():
-    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 def naive(delta_seconds: float = 0) -> str:

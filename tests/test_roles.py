@@ -5,28 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-import freezegun
-import freezegun.api
 import psycopg
 import pytest
 
-from etlctl import clock, doctor
-from tests.helpers import REPO, Cli, FrozenClock, admin_connect, finished
+from tests.helpers import REPO, Cli, admin_connect, finished
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = NOW
 ROLES = (REPO / "sql" / "roles.sql").read_text()
 
 
-@pytest.fixture
-def frozen(monkeypatch):
-    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        monkeypatch.setattr(doctor, "host_clock", freezegun.api.real_time)  # doctor's skew check: the real clock
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 @pytest.fixture

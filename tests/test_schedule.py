@@ -6,25 +6,15 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import freezegun
 import psycopg
 import pytest
 
-from etlctl import clock
-from tests.helpers import FrozenClock, JIRA_STEPS, PHASES, finished, running, steps
+from tests.helpers import JIRA_STEPS, PHASES, finished, running, steps
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = NOW
 
 
-@pytest.fixture
-def frozen():
-    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 def naive(delta_seconds: float = 0) -> str:

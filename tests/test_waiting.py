@@ -9,24 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import freezegun
 import pytest
 
-from etlctl import clock
-from tests.helpers import FrozenClock, finished, running
+from tests.helpers import finished, running
 
 START = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = START
 
 
-@pytest.fixture
-def frozen():
-    with freezegun.freeze_time(START, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 @pytest.fixture

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import freezegun
 import pytest
 
-from etlctl import clock, explain, lifecycle
+from etlctl import explain, lifecycle
 from etlctl.jobs import Job
-from tests.helpers import FrozenClock, JIRA_STEPS, finished, running
+from tests.helpers import JIRA_STEPS, finished, running
 
 NOW = datetime(2026, 11, 28, 10, 41, 0, tzinfo=timezone.utc)
+FROZEN_AT = NOW
 
 
-@pytest.fixture
-def frozen():
-    with freezegun.freeze_time(NOW, ignore=["psycopg", "psycopg_binary"]) as frozen:
-        fake = FrozenClock(frozen)
-        previous = clock.use(fake)
-        try:
-            yield fake
-        finally:
-            clock.use(previous)
 
 
 def naive(delta_seconds: float = 0) -> str:
