@@ -6,9 +6,10 @@ A bad value is a :class:`~etlctl.errors.UsageError` (exit 2) naming the flag.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from etlctl.errors import UsageError
@@ -61,8 +62,13 @@ class ConnectionSettings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
-    home: Path = field(default_factory=lambda: default_home())
     verbose: bool = False
+
+    @functools.cached_property
+    def home(self) -> Path:
+        """Where the embedded server keeps its data; worked out only when a command needs it
+        (the default costs importing platformdirs, which a command given --dsn never needs)."""
+        return default_home()
 
 
 def default_home() -> Path:

@@ -35,11 +35,31 @@ def emit_json(data: object, indent: int | None = 2) -> None:
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    import tabulate  # only the commands that print tables pay for it
+    cells = [[_cell(c) for c in row] for row in rows]
+    headers = list(headers)
+    if _plain(cells, headers):
+        return _simple_table(cells, headers)
+    import tabulate  # only tables with multi-line, wide or control characters pay for it
 
-    return tabulate.tabulate(
-        [[_cell(c) for c in row] for row in rows], headers=list(headers), tablefmt="simple", disable_numparse=True,
-    )
+    return tabulate.tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def _plain(cells: list[list[str]], headers: list[str]) -> bool:
+    """Single-line printable ASCII only: there, _simple_table is exactly tabulate's "simple" format."""
+    width = len(headers)
+    return all(h.isascii() and h.isprintable() and h == h.strip() for h in headers) and all(
+        len(row) == width and all(c.isascii() and c.isprintable() for c in row) for row in cells)
+
+
+def _simple_table(cells: list[list[str]], headers: list[str]) -> str:
+    # tabulate's "simple" format, without importing it (a few ms on every `check` and `status`):
+    # cells stripped and left-aligned, columns at least two wider than their header, two
+    # spaces between columns, a dashed line under the header, no trailing spaces.
+    cells = [[c.strip() for c in row] for row in cells]
+    widths = [max([len(h) + 2] + [len(row[n]) for row in cells]) for n, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
 
 
 def emit_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:

@@ -167,6 +167,15 @@ def wait_for_active_tick(db, timeout=20):
     return False
 
 
+def wait_for_no_tick(db, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not db.value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlctl'"):
+            return
+        time.sleep(0.002)
+    raise AssertionError("a killed tick's server process is still there")
+
+
 @pytest.mark.slow
 def test_kill_9_mid_tick_never_leaves_a_running_job_without_its_queue_row(db):
     rng = random.Random()
@@ -184,6 +193,9 @@ def test_kill_9_mid_tick_never_leaves_a_running_job_without_its_queue_row(db):
             time.sleep(rng.uniform(0.1, 1.0))  # anywhere: start-up, claim, start, commit, exit
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
+        # The killed tick's server process finishes the statement it was running (then rolls back, or
+        # commits a COMMIT that reached it) before it notices: wait for that, or the reset below races it.
+        wait_for_no_tick(db)
         running = {r["id"]: r["token"] for r in db.sql(
             "SELECT id, status->>'token' AS token FROM etl_jobs WHERE status->>'overall' = 'RUNNING'")}
         queued = {r["job_id"]: r["token"] for r in db.sql("SELECT job_id, token FROM etlctl.queue WHERE done_at IS NULL")}

@@ -43,7 +43,7 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     cli = Cli(blank_db.dsn)
     first = cli("db", "init")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling\n"
+    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics\n"
     tables = {r["t"] for r in blank_db.sql(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_schema IN ('public', 'etlctl')")}
     assert {"public.tenants", "public.integrations", "public.etl_jobs", "etlctl.migrations", "etlctl.job_kinds",
@@ -71,11 +71,11 @@ def test_existing_system_database_keeps_every_row_and_column(blank_db):
     rows, columns = snapshot_rows(blank_db), snapshot_columns(blank_db)
     result = Cli(blank_db.dsn)("db", "init")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics\n"
     assert snapshot_rows(blank_db) == rows
     assert snapshot_columns(blank_db) == columns
     applied = [r["name"] for r in blank_db.sql("SELECT name FROM etlctl.migrations ORDER BY name")]
-    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling"]
+    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics"]
 
 
 def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_server, blank_db):
@@ -117,7 +117,7 @@ def test_rows_that_break_the_one_running_rule_are_reported_and_the_rest_applies(
     cli = Cli(blank_db.dsn)
     result = cli("db", "init")
     assert result.exit_code == 4
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics\n"
     assert result.stderr == (
         "etlctl: migration 0002_one_running_per_integration not applied: more than one RUNNING job per integration "
         "(integration 1 has RUNNING jobs 5, 6); reset the extra ones (etlctl reset JOB --force) "

@@ -104,10 +104,17 @@ audit AS (
 notified AS (
     SELECT pg_notify('etl_job_status', json_build_object('job_id', s.id, 'tenant_id', s.tenant_id, 'overall', 'RUNNING')::text)
     FROM started s
+),
+-- Each started job's queue message, through a map from job id to message id: a join of
+-- the two CTEs would be planned as a nested loop over rows the planner cannot count,
+-- 1,000 x 1,000 comparisons for a tick that starts 1,000 jobs (see BENCHMARKS.md).
+queue_ids AS MATERIALIZED (
+    SELECT jsonb_object_agg(q.job_id, q.id) AS by_job FROM queued q
 )
-SELECT s.*, q.id AS queue_id, (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified
+SELECT s.*, (queue_ids.by_job ->> s.id::text)::bigint AS queue_id,
+       (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified
 FROM started s
-LEFT JOIN queued q ON q.job_id = s.id
+CROSS JOIN queue_ids
 ORDER BY s.id;
 
 -- name: schedule_chain
