@@ -156,7 +156,7 @@ def run(session, timings: lifecycle.Timings, clock=None) -> Report:
         report.findings += job_findings(f, timings)
 
     try:
-        plans = session.all("oncall_plan", job_ids=None)
+        plans = session.all("schedule_plan", job_ids=None, tenant=None, limit=None)
     except NotInitialized:
         report.skipped.append("next job not starting: needs the pending migrations (`etlctl db init`)")
         plans = []

@@ -52,7 +52,7 @@ class Facts:
     """What etlctl knows about one job, read at one instant."""
 
     job: Job
-    plan: Mapping | None = None  # the oncall_plan row (the scheduler's facts)
+    plan: Mapping | None = None  # the schedule_plan row (the scheduler's facts)
     changes: Mapping[tuple[str, str], PhaseChange] = field(default_factory=dict)
     history: RunHistory | None = None
 
@@ -89,7 +89,7 @@ def load(session, job_ids: Sequence[int] | None = None, *, plans: bool = True) -
     jobs = [Job(row) for row in session.all("oncall_jobs", job_ids=ids)]
     if not jobs:
         return []
-    plan = {row["id"]: row for row in session.all("oncall_plan", job_ids=ids)} if plans else {}
+    plan = {row["id"]: row for row in session.all("schedule_plan", job_ids=ids, tenant=None, limit=None)} if plans else {}
     in_flight = [j.id for j in jobs if j.overall in ("RUNNING", "FINISHED")]
     running = [j.id for j in jobs if j.overall == "RUNNING"]
     changes: dict[int, dict] = {}

@@ -2,7 +2,9 @@
 
 A file holds blocks that each start with a ``-- name: <name>`` line; the
 comment lines after it describe the query. Parameters use psycopg's
-``%(name)s`` style. No SQL lives in Python code.
+``%(name)s`` style. A line ``-- include: <name>`` stands for the whole text of
+another block, so that queries reading the same columns share one definition
+(``job_row``). No SQL lives in Python code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 from importlib import resources
 
 _MARKER = "-- name:"
+_INCLUDE = "-- include:"
 
 
 def get(name: str) -> str:
@@ -54,7 +57,23 @@ def _all() -> dict[str, str]:
                 if name in found:
                     raise ValueError(f"{entry.name}: query {name!r} is defined twice")
                 found[name] = sql
-    return found
+    return {name: expand(name, found) for name in found}
+
+
+def expand(name: str, blocks: dict[str, str], seen: tuple[str, ...] = ()) -> str:
+    """A block's text with its `-- include:` lines replaced by the blocks they name."""
+    if name in seen:
+        raise ValueError(f"query {name!r} includes itself: {' -> '.join(seen + (name,))}")
+    lines = []
+    for line in blocks[name].splitlines():
+        if line.strip().startswith(_INCLUDE):
+            included = line.strip()[len(_INCLUDE):].strip()
+            if included not in blocks:
+                raise ValueError(f"query {name!r} includes {included!r}, which does not exist")
+            lines.append(expand(included, blocks, seen + (name,)))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _finish(lines: list[str]) -> str:

@@ -64,7 +64,7 @@ def _start(session, result: Tick, tenant: str | None, limit: int) -> None:
 def _explain(session, result: Tick, tenant: str | None, explain_limit: int) -> None:
     started = {row["id"] for row in result.started}
     started_on = {row["integration_id"]: row["id"] for row in result.started if row["integration_id"] is not None}
-    for row in session.all("schedule_plan", tenant=tenant, limit=explain_limit):
+    for row in session.all("schedule_plan", job_ids=None, tenant=tenant, limit=explain_limit):
         if row["id"] in started:
             continue
         winner = started_on.get(row["integration_id"])

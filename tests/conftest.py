@@ -70,6 +70,12 @@ def blank_db(pg_server):
 
 
 @pytest.fixture
+def acme(db):
+    """The id of a tenant named acme in `db`."""
+    return db.tenant("acme")
+
+
+@pytest.fixture
 def cli(db):
     """Run etlctl in-process against `db`, like a user would."""
     return Cli(db.dsn)

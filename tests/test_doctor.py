@@ -23,9 +23,6 @@ def naive(delta_seconds: float = 0) -> str:
     return (NOW + timedelta(seconds=delta_seconds)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@pytest.fixture
-def acme(db):
-    return db.tenant("acme")
 
 
 def findings(result) -> list[tuple[str, str, list[int]]]:

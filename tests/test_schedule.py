@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-import pytest
 
 from tests.helpers import JIRA_STEPS, PHASES, finished, running, steps
 
@@ -21,9 +20,6 @@ def naive(delta_seconds: float = 0) -> str:
     return (NOW + timedelta(seconds=delta_seconds)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@pytest.fixture
-def acme(db):
-    return db.tenant("acme")
 
 
 def started_ids(result) -> list[int]:

@@ -19,9 +19,6 @@ FROZEN_AT = START
 
 
 
-@pytest.fixture
-def acme(db):
-    return db.tenant("acme")
 
 
 def deadline_of(db, job):

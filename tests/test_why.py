@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from etlctl import explain, lifecycle
 from etlctl.jobs import Job
@@ -24,9 +23,6 @@ def iso(delta_seconds: float = 0) -> str:
     return (NOW + timedelta(seconds=delta_seconds)).isoformat()
 
 
-@pytest.fixture
-def acme(db):
-    return db.tenant("acme")
 
 
 def why(cli, job) -> str:

@@ -174,34 +174,15 @@ FROM changed c;
 
 -- name: sweep_batch
 -- FINISHED jobs whose reset flow may have something to do now, in id order
--- after %(after_id)s: no pending reset yet, a deadline that has passed, or
--- reset keys that cannot be read (reported, never repaired). Gave-up jobs wait
--- for a person, unless the give-up belongs to an earlier run (lifecycle.reset_state).
-SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
-       k.kind,
-       CASE WHEN k.kind IS NOT NULL THEN coalesce((
-           SELECT jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
-                                               'display_name', s.display_name, 'rule', s.rule)
-                            ORDER BY s.position)
-           FROM etlctl.kind_steps s WHERE s.kind = k.kind), '[]') END AS kind_steps,
-       j.status,
-       j.next_run::timestamptz AS next_run,
-       j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
-       j.last_sync_date::timestamptz AS last_sync_date,
-       j.last_run_started_at::timestamptz AS last_run_started_at,
-       j.last_run_finished_at::timestamptz AS last_run_finished_at,
-       j.last_updated_at::timestamptz AS last_updated_at,
-       j.error_message, j.active, i.active AS integration_active, t.active AS tenant_active,
-       clock.now
-FROM etl_jobs j
-CROSS JOIN (SELECT coalesce(%(now)s::timestamptz, now()) AS now) clock
-LEFT JOIN tenants t ON t.id = j.tenant_id
-LEFT JOIN integrations i ON i.id = j.integration_id
-CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+-- after %(after_id)s (see job_row): no pending reset yet, a deadline that has
+-- passed, or reset keys that cannot be read (reported, never repaired). Gave-up
+-- jobs wait for a person, unless the give-up belongs to an earlier run
+-- (lifecycle.reset_state).
+-- include: job_row
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
   AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
        OR etlctl.try_timestamptz(j.status ->> 'reset_gave_up_at') < j.last_run_finished_at::timestamptz)
-  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= clock.now, true)
+  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now()), true)
 ORDER BY j.id
 LIMIT %(batch)s;

@@ -11,8 +11,11 @@ WHERE (lower(j.job_name) = lower(%(ref)s) OR (%(ref_is_id)s AND j.id::text = %(r
 ORDER BY j.id
 LIMIT 20;
 
--- name: job_detail
--- One job with its kind's step rules (NULL kind_steps: the kind is unknown) and the clock.
+-- name: job_row
+-- A job as etlctl.jobs.Job reads it: its row, its kind and that kind's step
+-- rules (NULL kind_steps: the kind is unknown), its tenant and integration, the
+-- time of etlctl's latest write to it, and the clock. Included by job_detail,
+-- sweep_batch and oncall_jobs, which add their WHERE clause.
 SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
        k.kind,
        CASE WHEN k.kind IS NOT NULL THEN coalesce((
@@ -28,11 +31,17 @@ SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i
        j.last_run_finished_at::timestamptz AS last_run_finished_at,
        j.last_updated_at::timestamptz AS last_updated_at,
        j.error_message, j.active, i.active AS integration_active, t.active AS tenant_active,
+       -- etlctl's latest write to the job: when it is as new as last_updated_at, the last update was etlctl's.
+       (SELECT max(a.at) FROM etlctl.audit a WHERE a.job_id = j.id) AS last_audit_at,
        coalesce(%(now)s::timestamptz, now()) AS now
 FROM etl_jobs j
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
 CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+
+-- name: job_detail
+-- One job (see job_row).
+-- include: job_row
 WHERE j.id = %(job_id)s;
 
 -- name: jobs_overview

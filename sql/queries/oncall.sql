@@ -4,62 +4,8 @@
 -- %(job_ids)s is an int[] or NULL (every job).
 
 -- name: oncall_jobs
--- Jobs with the columns of `job_detail` (so that etlctl.jobs.Job reads them),
--- every job or those in %(job_ids)s, in id order.
-SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
-       k.kind,
-       CASE WHEN k.kind IS NOT NULL THEN coalesce((
-           SELECT jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
-                                               'display_name', s.display_name, 'rule', s.rule)
-                            ORDER BY s.position)
-           FROM etlctl.kind_steps s WHERE s.kind = k.kind), '[]') END AS kind_steps,
-       j.status,
-       j.next_run::timestamptz AS next_run,
-       j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
-       j.last_sync_date::timestamptz AS last_sync_date,
-       j.last_run_started_at::timestamptz AS last_run_started_at,
-       j.last_run_finished_at::timestamptz AS last_run_finished_at,
-       j.last_updated_at::timestamptz AS last_updated_at,
-       j.error_message, j.active, i.active AS integration_active, t.active AS tenant_active,
-       -- etlctl's latest write to the job: when it is as new as last_updated_at, the last update was etlctl's.
-       (SELECT max(a.at) FROM etlctl.audit a WHERE a.job_id = j.id) AS last_audit_at,
-       coalesce(%(now)s::timestamptz, now()) AS now
-FROM etl_jobs j
-LEFT JOIN tenants t ON t.id = j.tenant_id
-LEFT JOIN integrations i ON i.id = j.integration_id
-CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
-WHERE %(job_ids)s::int[] IS NULL OR j.id = ANY (%(job_ids)s::int[])
-ORDER BY j.id;
-
--- name: oncall_plan
--- What decides whether schedule-next starts each job (the columns of
--- `schedule_plan`, which etlctl.scheduling explains), for every job or those in
--- %(job_ids)s. The due rule itself is etlctl.due_at().
-SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
-       j.status ->> 'overall' AS overall, k.kind,
-       j.active, i.active AS integration_active, t.active AS tenant_active,
-       nullif(etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
-                            j.last_updated_at, j.retry_interval_minutes), '-infinity')::timestamptz AS due_at,
-       j.next_run::timestamptz AS next_run, j.schedule_interval_minutes, j.retry_interval_minutes,
-       j.last_run_started_at::timestamptz AS last_run_started_at,
-       etlctl.first_step(j.status -> 'steps', k.kind) AS first_step,
-       busy.id AS busy_job_id, busy.overall AS busy_overall, busy.since AS busy_since,
-       coalesce(%(now)s::timestamptz, now()) AS now
-FROM etl_jobs j
-LEFT JOIN tenants t ON t.id = j.tenant_id
-LEFT JOIN integrations i ON i.id = j.integration_id
-CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
-LEFT JOIN LATERAL (
-    -- Since when it is in that state: started (RUNNING), or finished (FINISHED).
-    SELECT o.id, o.status ->> 'overall' AS overall,
-           CASE WHEN o.status ->> 'overall' = 'FINISHED'
-                THEN coalesce(o.last_run_finished_at, o.last_updated_at)
-                ELSE o.last_run_started_at END::timestamptz AS since
-    FROM etl_jobs o
-    WHERE o.integration_id = j.integration_id AND o.id <> j.id
-      AND (o.status ->> 'overall') IN ('RUNNING', 'FINISHED')
-    ORDER BY o.id LIMIT 1
-) busy ON j.integration_id IS NOT NULL
+-- Every job, or those in %(job_ids)s, in id order (see job_row).
+-- include: job_row
 WHERE %(job_ids)s::int[] IS NULL OR j.id = ANY (%(job_ids)s::int[])
 ORDER BY j.id;
 

@@ -158,13 +158,17 @@ ON CONFLICT (token, step, phase) DO NOTHING
 RETURNING id AS queue_id, job_id, step;
 
 -- name: schedule_plan
--- Every job with the facts that decide whether a tick starts it (for --explain).
+-- Every job (or those in %(job_ids)s, an int[]; or one tenant's) with the facts
+-- that decide whether a tick starts it, for `schedule-next --explain`, `why` and
+-- `doctor` (etlctl.scheduling explains them). At most %(limit)s rows (NULL: all).
 SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
        j.status ->> 'overall' AS overall, k.kind,
        j.active, i.active AS integration_active, t.active AS tenant_active,
-       -- NULL: due whenever (-infinity has no Python value); never due states give NULL too, and why_not looks at the state first.
+       -- NULL: due whenever (-infinity has no Python value); never-due states give NULL too,
+       -- and etlctl.scheduling looks at the state first.
        nullif(etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
                             j.last_updated_at, j.retry_interval_minutes), '-infinity')::timestamptz AS due_at,
+       j.next_run::timestamptz AS next_run, j.schedule_interval_minutes, j.retry_interval_minutes,
        j.last_run_started_at::timestamptz AS last_run_started_at,
        etlctl.first_step(j.status -> 'steps', k.kind) AS first_step,
        busy.id AS busy_job_id, busy.overall AS busy_overall, busy.since AS busy_since,
@@ -174,12 +178,17 @@ LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
 CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
 LEFT JOIN LATERAL (
-    SELECT o.id, o.status ->> 'overall' AS overall, o.last_run_started_at::timestamptz AS since
+    -- Since when it is in that state: started (RUNNING), or finished (FINISHED).
+    SELECT o.id, o.status ->> 'overall' AS overall,
+           CASE WHEN o.status ->> 'overall' = 'FINISHED'
+                THEN coalesce(o.last_run_finished_at, o.last_updated_at)
+                ELSE o.last_run_started_at END::timestamptz AS since
     FROM etl_jobs o
     WHERE o.integration_id = j.integration_id AND o.id <> j.id
       AND (o.status ->> 'overall') IN ('RUNNING', 'FINISHED')
     ORDER BY o.id LIMIT 1
 ) busy ON j.integration_id IS NOT NULL
-WHERE (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
+WHERE (%(job_ids)s::int[] IS NULL OR j.id = ANY (%(job_ids)s::int[]))
+  AND (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
 ORDER BY j.tenant_id, j.id
 LIMIT %(limit)s;
