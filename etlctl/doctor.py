@@ -147,30 +147,43 @@ def run(session, timings: lifecycle.Timings, clock=None) -> Report:
     if not (index["present"] and index["valid"]):
         report.findings.append(index_finding(index, INDEX_MIGRATION in pending, bool(conflicts)))
 
-    facts = explain.load(session, None, plans=False)
-    report.jobs_checked = len(facts)
-    report.now = facts[0].now if facts else None
-    by_id = {f.job.id: f for f in facts}
-    report.findings += multiple_running(conflicts, by_id)
-    for f in facts:
-        report.findings += job_findings(f, timings)
-
+    count = session.one("doctor_job_count")
+    report.jobs_checked, report.now = count["jobs"], count["now"]
     try:
-        plans = session.all("schedule_plan", job_ids=None, tenant=None, limit=None)
+        # Only the jobs that can have a finding: a few rows of a big database, chosen in SQL.
+        candidates = [r["id"] for r in session.all("doctor_candidates", overdue=explain.OVERDUE,
+                                                   long_run_floor=explain.LONG_RUN_FLOOR)]
     except NotInitialized:
-        report.skipped.append("next job not starting: needs the pending migrations (`etlctl db init`)")
-        plans = []
-    troubled = {j for finding in report.findings if finding.severity == PROBLEM for j in finding.job_ids}
-    for plan in plans:
-        f = by_id.get(plan["id"])
-        if f is not None:
-            report.findings += not_starting(f, plan, troubled)
+        candidates = None  # a schema from before the due rule (pending migrations): read every job
+    report.findings += examine(session, timings, candidates, conflicts, report.skipped)
 
     stale = session.all("oncall_queue_stale", older_than=QUEUE_LIMIT)
     report.findings += queue_findings(stale)
-    if report.now is None and stale:
-        report.now = stale[0]["now"]
     return _sorted(report)
+
+
+def examine(session, timings: lifecycle.Timings, job_ids: Sequence[int] | None, conflicts: Sequence[dict],
+            skipped: list[str]) -> list[Finding]:
+    """The findings about these jobs (every job when None)."""
+    if job_ids is not None and not job_ids:
+        return []
+    facts = explain.load(session, job_ids, plans=False)
+    by_id = {f.job.id: f for f in facts}
+    findings = multiple_running(conflicts, by_id)
+    for f in facts:
+        findings += job_findings(f, timings)
+
+    try:
+        plans = session.all("schedule_plan", job_ids=job_ids, tenant=None, limit=None)
+    except NotInitialized:
+        skipped.append("next job not starting: needs the pending migrations (`etlctl db init`)")
+        plans = []
+    troubled = {j for finding in findings if finding.severity == PROBLEM for j in finding.job_ids}
+    for plan in plans:
+        f = by_id.get(plan["id"])
+        if f is not None:
+            findings += not_starting(f, plan, troubled)
+    return findings
 
 
 def _sorted(report: Report) -> Report:

@@ -17,12 +17,8 @@ NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
 FROZEN_AT = NOW
 
 
-
-
 def naive(delta_seconds: float = 0) -> str:
     return (NOW + timedelta(seconds=delta_seconds)).strftime("%Y-%m-%d %H:%M:%S")
-
-
 
 
 def findings(result) -> list[tuple[str, str, list[int]]]:
@@ -484,3 +480,77 @@ def test_json_findings_have_a_stable_shape(db, cli, frozen, acme):
     [finding] = data["findings"]
     assert set(finding) == {"code", "severity", "title", "job_ids", "summary", "cause", "fix", "details"}
     assert all(set(fix) == {"command", "note"} for fix in finding["fix"])
+
+
+# --- reading only the jobs that can have a finding ---------------------------------------------
+
+
+JOB_FINDINGS = {"multiple_running", "stuck_finished", "timer_retrying", "not_starting", "long_running", "malformed_status"}
+
+
+def random_status(rng, overall: str) -> dict:
+    phases = ("extraction", "transform", "embedding")
+    value = rng.choice(["finished", "finished", "idle", "running", "failed"])
+    steps = {s: {"order": n, **{p: value for p in phases}} for n, s in enumerate(
+        ["jira_projects_and_issue_types", "jira_statuses_and_relationships", "jira_issues_with_changelogs", "jira_dev_status"], 1)}
+    mess = rng.random()
+    if mess < 0.05:
+        steps["jira_dev_status"]["embedding"] = rng.choice([None, 1, "done", {"x": 1}])
+    elif mess < 0.08:
+        steps["jira_dev_status"] = rng.choice(["finished", None, [1]])
+    elif mess < 0.10:
+        steps = rng.choice(["corrupted", None, []])
+    status = {"overall": overall, "token": f"t{rng.randrange(1000)}", "steps": steps}
+    if rng.random() < 0.06:
+        del status["steps"]
+    reset = rng.random()
+    if reset < 0.3:
+        status.update(reset_stage=rng.choice(["check", "cooldown"]), reset_attempt=rng.randrange(5),
+                      reset_deadline=(NOW + timedelta(seconds=rng.choice([-7200, -60, 30, 900]))).isoformat())
+    elif reset < 0.4:
+        status.update(reset_stage="gave_up", reset_deadline=None,
+                      reset_gave_up_at=(NOW + timedelta(seconds=rng.choice([-86400, -60]))).isoformat())
+    elif reset < 0.45:
+        status.update(rng.choice([{"reset_deadline": "soon"}, {"reset_attempt": -1}, {"reset_attempt": 2.5},
+                                  {"reset_stage": "later"}, {"reset_deadline": "2026-11-28T10:00:00"},
+                                  {"reset_attempt": 0, "reset_deadline": None}]))
+    return status
+
+
+def test_reading_only_candidate_jobs_finds_what_reading_every_job_finds(db, frozen):
+    """doctor_candidates (SQL) chooses which jobs doctor reads; it must never leave out one with a finding."""
+    import random
+
+    from etlctl import config, db as etl_db, lifecycle
+
+    rng = random.Random(20261128)
+    db.sql("DROP INDEX etlctl_one_running_per_integration")  # so that doubled RUNNING jobs can exist too
+    db.sql("INSERT INTO etlctl.job_kinds (name) VALUES ('confluence')")  # a kind without steps: nothing to queue
+    tenants = [db.tenant(f"t{n}", active=rng.random() > 0.15) for n in range(6)]
+    integrations = [(t, db.integration(t, rng.choice(["Jira", "Jira", "Confluence"]), active=rng.random() > 0.15))
+                    for t in tenants for _ in range(8)]
+    for n in range(400):
+        tenant, integration = rng.choice(integrations)
+        if rng.random() < 0.1:
+            integration = None
+        overall = rng.choice(["READY", "READY", "RUNNING", "FINISHED", "FAILED", "RATE_LIMIT_REACHED"])
+        db.job(f"Jira {n}" if rng.random() < 0.9 else f"Other {n}", tenant, integration,
+               status=random_status(rng, overall), active=rng.random() > 0.1,
+               next_run=rng.choice([None, naive(-86400), naive(-600), naive(-60), naive(600), naive(86400 * 3)]),
+               schedule_interval_minutes=rng.choice([0, 60, 360]),
+               retry_interval_minutes=rng.choice([1, 15]),
+               last_run_started_at=rng.choice([None, naive(-90000), naive(-7200), naive(-600)]),
+               last_run_finished_at=rng.choice([None, naive(-7200), naive(-1200), naive(-20)]),
+               last_updated_at=rng.choice([naive(-7200), naive(-200), naive(-5)]))
+
+    timings = lifecycle.Timings()
+    with etl_db.connect(config.ConnectionSettings(dsn=db.dsn), "doctor") as session:
+        from_candidates = [f for f in doctor.run(session, timings).findings if f.code in JOB_FINDINGS]
+        from_every_job = doctor.examine(session, timings, None, session.all("running_conflicts"), [])
+
+    def key(finding):
+        return (finding.code, finding.severity, finding.job_ids, finding.summary)
+
+    assert sorted(map(key, from_candidates)) == sorted(map(key, from_every_job))
+    assert {f.code for f in from_every_job} == JOB_FINDINGS  # the random jobs exercise every kind of job finding
+    assert len(from_every_job) > 50

@@ -139,3 +139,78 @@ CROSS JOIN clock
 WHERE q.done_at IS NULL
 GROUP BY q.phase, q.claimed_at IS NOT NULL, clock.now
 ORDER BY q.phase, claimed;
+
+-- name: doctor_candidates
+-- The jobs that can have a doctor finding: a superset, decided here so that
+-- doctor reads a few rows of a big database instead of all of them; the checks
+-- in etlctl/doctor.py then decide on these alone. Keep the two in step (a test
+-- compares doctor's findings with and without this filter on random jobs):
+--   FINISHED                       stuck, timer retrying
+--   RUNNING                        longer than %(long_run_floor)s s, or beside another RUNNING job
+--   FAILED                         waiting for its retry (a note), or overdue
+--   READY, RATE_LIMIT_REACHED      due for over %(overdue)s s; due but inactive; next_run beyond
+--                                  its interval + %(overdue)s s; nothing to queue
+--   any state                      a malformed document or reset key, or an unknown overall
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+conflicts AS (
+    SELECT integration_id FROM etl_jobs
+    WHERE (status ->> 'overall') = 'RUNNING' AND integration_id IS NOT NULL
+    GROUP BY integration_id HAVING count(*) > 1
+),
+stepless AS (
+    SELECT k.name FROM etlctl.job_kinds k
+    WHERE NOT EXISTS (SELECT 1 FROM etlctl.kind_steps s WHERE s.kind = k.name)
+)
+SELECT j.id
+FROM etl_jobs j
+CROSS JOIN clock
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+-- The kind as etlctl.job_kind() finds it (by job name, else by provider), joined
+-- rather than called: a function call per job costs seconds at a million jobs.
+LEFT JOIN etlctl.job_kinds kn ON kn.name = lower(j.job_name)
+LEFT JOIN etlctl.job_kinds kp ON kp.name = lower(i.provider)
+CROSS JOIN LATERAL (
+    SELECT etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
+                         j.last_updated_at, j.retry_interval_minutes) AS due_at,
+           CASE WHEN jsonb_typeof(j.status -> 'steps') = 'object' THEN j.status -> 'steps' ELSE '{}' END AS steps
+) d
+WHERE (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
+   OR (j.status ->> 'overall') IS NULL
+   OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED')
+   OR ((j.status ->> 'overall') = 'RUNNING'
+       AND (j.last_run_started_at IS NULL
+            OR j.last_run_started_at < (clock.now - make_interval(secs => %(long_run_floor)s))::timestamp
+            OR j.integration_id IN (SELECT integration_id FROM conflicts)))
+   OR ((j.status ->> 'overall') IN ('READY', 'RATE_LIMIT_REACHED')
+       AND (d.due_at <= (clock.now - make_interval(secs => %(overdue)s))::timestamp
+            OR (d.due_at <= clock.now::timestamp
+                AND (j.active IS NOT TRUE OR t.active IS NOT TRUE
+                     OR (j.integration_id IS NOT NULL AND i.active IS NOT TRUE)))
+            OR d.due_at > (clock.now + make_interval(mins => greatest(coalesce(j.schedule_interval_minutes, 0), 0))
+                           + make_interval(secs => %(overdue)s))::timestamp
+            -- nothing to queue (etlctl.first_step() is NULL): a kind without steps, or no kind and no steps
+            OR coalesce(kn.name, kp.name) IN (SELECT name FROM stepless)
+            OR (coalesce(kn.name, kp.name) IS NULL
+                AND (jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object' OR j.status -> 'steps' = '{}'))))
+   -- Malformed: not an object, no steps object, a step that is not an object or a phase value not known.
+   OR jsonb_typeof(j.status) IS DISTINCT FROM 'object'
+   OR jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object'
+   OR EXISTS (SELECT 1 FROM jsonb_each(d.steps) e
+              WHERE jsonb_typeof(e.value) IS DISTINCT FROM 'object'
+                 OR coalesce(e.value ->> 'extraction', '') NOT IN ('idle', 'running', 'finished', 'failed')
+                 OR coalesce(e.value ->> 'transform', '') NOT IN ('idle', 'running', 'finished', 'failed')
+                 OR coalesce(e.value ->> 'embedding', '') NOT IN ('idle', 'running', 'finished', 'failed'))
+   -- Reset keys that cannot be read.
+   OR (coalesce(jsonb_typeof(j.status -> 'reset_stage'), 'null') <> 'null'
+       AND coalesce(j.status ->> 'reset_stage', '') NOT IN ('check', 'cooldown', 'gave_up'))
+   OR (coalesce(jsonb_typeof(j.status -> 'reset_attempt'), 'null') <> 'null'
+       AND (jsonb_typeof(j.status -> 'reset_attempt') <> 'number' OR (j.status ->> 'reset_attempt') !~ '^[0-9]+$'))
+   OR (coalesce(jsonb_typeof(j.status -> 'reset_deadline'), 'null') <> 'null'
+       AND (jsonb_typeof(j.status -> 'reset_deadline') <> 'string'
+            OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') IS NULL
+            OR (j.status ->> 'reset_deadline') !~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'))
+ORDER BY j.id;
+
+-- name: doctor_job_count
+SELECT count(*) AS jobs, coalesce(%(now)s::timestamptz, now()) AS now FROM etl_jobs;
