@@ -125,6 +125,15 @@ class Session:
         with self.translating():
             return self.conn.execute(queries.get(query), self._params(params)).rowcount
 
+    def stream(self, query: str, /, batch: int = 2000, **params) -> Iterator[dict]:
+        """Rows of a named query through a server-side cursor, ``batch`` at a time:
+        memory stays flat however many rows there are. Runs in its own transaction."""
+        with self.translating(), self.conn.transaction():
+            with self.conn.cursor(name=f"etlctl_{query}") as cursor:
+                cursor.itersize = batch
+                cursor.execute(queries.get(query), self._params(params))
+                yield from cursor
+
     def notifications(self, timeout: float) -> Iterator:
         """NOTIFY messages on the channels this session LISTENs to, as they arrive,
         for at most ``timeout`` seconds. A lost connection raises DatabaseUnavailable."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from etlctl.errors import EtlctlError
 from etlctl.rules import OVERALL_STATES, PHASES
@@ -41,36 +42,42 @@ class Family:
         self.samples.append(({k: str(v) for k, v in labels.items()}, value))
 
 
-def collect(session) -> list[Family]:
-    jobs = session.all("metrics_jobs")
+LAST_SUCCESS = Family("etlctl_job_last_success_age_seconds",
+                      "Seconds since the job's last run finished successfully (last_run_finished_at).")
+
+
+def write(session, out: TextIO) -> None:
+    """Every family, in order. The one with a sample per job streams from a server-side
+    cursor, so that a million jobs never sit in memory; the others are aggregated in SQL."""
+    counts = session.all("metrics_job_counts")
     queue = session.all("metrics_queue")
-    return families(jobs, queue)
+    oldest = session.one("metrics_oldest_finished")["seconds"]
+    by_state, *rest = families(counts, queue, oldest)
+    out.write(exposition([by_state]))
+    out.write(_header(LAST_SUCCESS))
+    for row in session.stream("metrics_last_success"):
+        out.write(_sample(LAST_SUCCESS.name, {"job_id": row["id"], "job": row["job_name"], "tenant": row["tenant"],
+                                              "kind": row["kind"]}, row["seconds"]))
+    out.write(exposition(rest))
 
 
-def families(jobs: list[dict], queue: list[dict]) -> list[Family]:
+def families(counts: list[dict], queue: list[dict], oldest_finished: float | None) -> list[Family]:
+    """The families other than the per-job one, from SQL's aggregates."""
     by_state = Family("etlctl_jobs", "Jobs by overall state, tenant and kind.")
-    counts: dict[tuple[str, str], dict[str, int]] = {}
-    for row in jobs:
-        counts.setdefault((row["tenant"], row["kind"]), {}).setdefault(row["overall"], 0)
-        counts[(row["tenant"], row["kind"])][row["overall"]] += 1
-    for (tenant, kind), states in sorted(counts.items()):
-        for state in list(OVERALL_STATES) + sorted(s for s in states if s not in OVERALL_STATES):
-            by_state.add(states.get(state, 0), state=state, tenant=tenant, kind=kind)
-
-    success = Family("etlctl_job_last_success_age_seconds",
-                     "Seconds since the job's last run finished successfully (last_run_finished_at).")
-    for row in jobs:
-        if row["since_finished"] is not None:
-            success.add(row["since_finished"], job_id=row["id"], job=row["job_name"], tenant=row["tenant"], kind=row["kind"])
+    states: dict[tuple[str, str], dict[str, int]] = {}
+    for row in counts:
+        states.setdefault((row["tenant"], row["kind"]), {})[row["overall"]] = row["jobs"]
+    for (tenant, kind), found in sorted(states.items()):
+        for state in list(OVERALL_STATES) + sorted(s for s in found if s not in OVERALL_STATES):
+            by_state.add(found.get(state, 0), state=state, tenant=tenant, kind=kind)
 
     pending = Family("etlctl_resets_pending", "FINISHED jobs whose reset to READY is pending (not given up).")
     gave_up = Family("etlctl_resets_gave_up", "FINISHED jobs whose reset gave up: each waits for a person (etlctl doctor).")
-    tenants = sorted({row["tenant"] for row in jobs})
-    finished = [row for row in jobs if row["overall"] == "FINISHED"]
-    for tenant in tenants:
-        mine = [row for row in finished if row["tenant"] == tenant]
-        gave_up.add(sum(1 for row in mine if row["reset_stage"] == "gave_up"), tenant=tenant)
-        pending.add(sum(1 for row in mine if row["reset_stage"] != "gave_up"), tenant=tenant)
+    for tenant in sorted({row["tenant"] for row in counts}):
+        finished = [row for row in counts if row["tenant"] == tenant and row["overall"] == "FINISHED"]
+        stuck = sum(row["gave_up"] for row in finished)
+        gave_up.add(stuck, tenant=tenant)
+        pending.add(sum(row["jobs"] for row in finished) - stuck, tenant=tenant)
 
     depth = Family("etlctl_queue_depth", "Queued messages not done yet, by phase and whether a worker claimed them.")
     oldest_message = Family("etlctl_queue_oldest_pending_age_seconds", "Age of the oldest queued message not done yet.")
@@ -84,21 +91,22 @@ def families(jobs: list[dict], queue: list[dict]) -> list[Family]:
         oldest_message.add(max(ages) if ages else 0, phase=phase)
 
     oldest = Family("etlctl_oldest_finished_job_age_seconds", "Age of the oldest FINISHED job (0 when there is none).")
-    ages = [row["finished_age"] for row in finished if row["finished_age"] is not None]
-    oldest.add(max(ages) if ages else 0)
+    oldest.add(oldest_finished or 0)
+    return [by_state, pending, gave_up, depth, oldest_message, oldest]
 
-    return [by_state, success, pending, gave_up, depth, oldest_message, oldest]
+
+def _header(fam: Family) -> str:
+    return f"# HELP {fam.name} {_escape_help(fam.help)}\n# TYPE {fam.name} {fam.type}\n"
+
+
+def _sample(name: str, labels: dict, value: float) -> str:
+    text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
+    return f"{name}{{{text}}} {_number(value)}\n" if text else f"{name} {_number(value)}\n"
 
 
 def exposition(fams: Iterable[Family]) -> str:
-    out = []
-    for fam in fams:
-        out.append(f"# HELP {fam.name} {_escape_help(fam.help)}")
-        out.append(f"# TYPE {fam.name} {fam.type}")
-        for labels, value in fam.samples:
-            text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-            out.append(f"{fam.name}{{{text}}} {_number(value)}" if text else f"{fam.name} {_number(value)}")
-    return "\n".join(out) + "\n"
+    return "".join(_header(fam) + "".join(_sample(fam.name, labels, value) for labels, value in fam.samples)
+                   for fam in fams)
 
 
 def _escape_help(text: str) -> str:
@@ -120,8 +128,8 @@ def _number(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-def write_textfile(path: str, text: str) -> None:
-    """Write atomically: node_exporter never reads a half-written file."""
+def write_textfile(path: str, produce: Callable[[TextIO], None]) -> None:
+    """Write what ``produce`` writes, atomically: node_exporter never reads a half-written file."""
     target = os.path.abspath(path)
     folder = os.path.dirname(target)
     fd, temporary = None, None
@@ -129,7 +137,7 @@ def write_textfile(path: str, text: str) -> None:
         fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             fd = None
-            handle.write(text)
+            produce(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)  # node_exporter usually runs as another user

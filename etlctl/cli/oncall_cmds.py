@@ -199,8 +199,7 @@ def metrics(textfile) -> None:
     from etlctl import metrics as prometheus
 
     with app().session(command_name()) as session:
-        text = prometheus.exposition(prometheus.collect(session))
-    if textfile:
-        prometheus.write_textfile(textfile, text)
-    else:
-        sys.stdout.write(text)
+        if textfile:
+            prometheus.write_textfile(textfile, lambda out: prometheus.write(session, out))
+        else:
+            prometheus.write(session, sys.stdout)

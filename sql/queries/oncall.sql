@@ -113,21 +113,44 @@ SELECT EXISTS (SELECT 1 FROM etl_jobs WHERE id = %(job_id)s) AS found;
 -- it to find out whether the connection is still alive.
 LISTEN etl_job_status;
 
--- name: metrics_jobs
--- One row per job with what the metrics need; ages in seconds from now.
-WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
-SELECT j.id, j.job_name, coalesce(t.name, j.tenant_id::text) AS tenant,
-       coalesce(etlctl.job_kind(j.job_name, i.provider), 'unknown') AS kind,
+-- name: metrics_job_counts
+-- Jobs by tenant, kind and overall state; and per tenant, FINISHED jobs whose
+-- reset is pending or gave up. Aggregated here, so that a million jobs never
+-- reach Python. The kind is joined as etlctl.job_kind() finds it (by job name,
+-- else by provider): a function call per job costs seconds at a million jobs.
+SELECT coalesce(t.name, j.tenant_id::text) AS tenant,
+       coalesce(kn.name, kp.name, 'unknown') AS kind,
        coalesce(j.status ->> 'overall', 'unknown') AS overall,
-       j.status ->> 'reset_stage' AS reset_stage,
-       extract(epoch FROM clock.now - j.last_run_finished_at::timestamptz)::float8 AS since_finished,
-       extract(epoch FROM clock.now - coalesce(j.last_run_finished_at, j.last_updated_at)::timestamptz)::float8
-           AS finished_age
+       count(*) AS jobs,
+       count(*) FILTER (WHERE (j.status ->> 'reset_stage') = 'gave_up') AS gave_up
 FROM etl_jobs j
-CROSS JOIN clock
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
+LEFT JOIN etlctl.job_kinds kn ON kn.name = lower(j.job_name)
+LEFT JOIN etlctl.job_kinds kp ON kp.name = lower(i.provider)
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3;
+
+-- name: metrics_last_success
+-- Seconds since each job's last run finished (jobs that have one), in id order;
+-- read through a server-side cursor, a batch at a time.
+SELECT j.id, j.job_name, coalesce(t.name, j.tenant_id::text) AS tenant,
+       coalesce(kn.name, kp.name, 'unknown') AS kind,
+       extract(epoch FROM coalesce(%(now)s::timestamptz, now()) - j.last_run_finished_at::timestamptz)::float8 AS seconds
+FROM etl_jobs j
+LEFT JOIN tenants t ON t.id = j.tenant_id
+LEFT JOIN integrations i ON i.id = j.integration_id
+LEFT JOIN etlctl.job_kinds kn ON kn.name = lower(j.job_name)
+LEFT JOIN etlctl.job_kinds kp ON kp.name = lower(i.provider)
+WHERE j.last_run_finished_at IS NOT NULL
 ORDER BY j.id;
+
+-- name: metrics_oldest_finished
+-- The age of the oldest FINISHED job (finished, else last updated); NULL when there is none.
+SELECT max(extract(epoch FROM coalesce(%(now)s::timestamptz, now())
+                   - coalesce(j.last_run_finished_at, j.last_updated_at)::timestamptz))::float8 AS seconds
+FROM etl_jobs j
+WHERE (j.status ->> 'overall') = 'FINISHED';
 
 -- name: metrics_queue
 -- Messages not done yet, by phase and whether a worker claimed them, with the oldest one's age.
