@@ -11,6 +11,13 @@ pg_terminate_backend, network), watch reconnects with backoff, LISTENs again,
 then re-reads every watched job and prints what changed meanwhile (marked
 ``resync``). Writes that send no notification at all (a worker updating the
 table directly) also show up then, and at the next notification of that job.
+
+Without JOBs, watch does not hold every job of a big database: it remembers
+the jobs in flight (RUNNING or FINISHED) and those it saw change, forgets a job
+once it is back to READY, finds the jobs changed while it was disconnected in
+the audit log (every etlctl change has a row there, with an increasing id), and
+describes the first change it sees of a job it did not know by that job's
+latest audited transition.
 """
 
 from __future__ import annotations
@@ -44,12 +51,16 @@ class Seen:
         return {"overall": self.overall, "steps": self.steps}
 
 
+IN_FLIGHT = ("RUNNING", "FINISHED")
+
+
 @dataclass(frozen=True)
 class Change:
     at: object  # the database's time when it was read
     before: Seen | None  # None: first sight
     after: Seen | None  # None: the job was deleted
     resync: bool = False
+    transition: tuple | None = None  # (from, to) from the audit, when `before` is not known
 
     @property
     def job_id(self) -> int:
@@ -68,6 +79,8 @@ def describe(change: Change) -> str:
     if after is None:
         return "deleted" + suffix
     if before is None:
+        if change.transition is not None and change.transition[1] == after.overall:
+            return f"{change.transition[0]} → {change.transition[1]}" + suffix
         return "current state" + suffix
     parts = []
     if before.overall != after.overall:
@@ -139,6 +152,7 @@ class Watcher:
         self.printer = printer
         self.note = note
         self.known: dict[int, Seen] = {}
+        self.mark = 0  # the newest audit row when last read: what changed after it, changed since
         self.listener = None
         self.reader = None
 
@@ -159,27 +173,42 @@ class Watcher:
     # --- reading --------------------------------------------------------------------
 
     def read(self, ids: Sequence[int] | None) -> tuple[object, dict[int, Seen]]:
-        rows = self.reader.all("oncall_jobs", job_ids=list(ids) if ids is not None else None)
-        now = rows[0]["now"] if rows else None
-        if now is None:
-            now = self.reader.one("oncall_clock")["db_clock"]
+        """Jobs by id; None: every job in flight. Also moves the audit mark."""
+        self.mark = self.reader.one("watch_audit_mark")["mark"]
+        rows = (self.reader.all("oncall_jobs", job_ids=list(ids)) if ids is not None
+                else self.reader.all("watch_in_flight"))
+        now = rows[0]["now"] if rows else self.reader.one("oncall_clock")["db_clock"]
         return now, {row["id"]: seen(Job(row)) for row in rows}
+
+    def watched(self, resync: bool) -> list[int]:
+        """The jobs to look at again: the JOBs given; else those remembered, plus, after a
+        disconnection, those etlctl changed meanwhile."""
+        if self.job_ids is not None:
+            return list(self.job_ids)
+        ids = set(self.known)
+        if resync:
+            ids |= {row["job_id"] for row in self.reader.all("watch_changed_since", mark=self.mark)}
+        return sorted(ids)
 
     def refresh(self, ids: Sequence[int] | None, resync: bool = False) -> int:
         """Re-read jobs (None: every watched job) and print what differs from what was printed."""
-        wanted = ids if ids is not None else self.job_ids
+        wanted = list(ids) if ids is not None else self.watched(resync)
         now, current = self.read(wanted)
-        gone = [i for i in (wanted if wanted is not None else list(self.known)) if i in self.known and i not in current]
+        unknown = [i for i in current if i not in self.known]
+        transitions = ({row["job_id"]: (row["from_state"], row["to_state"])
+                        for row in self.reader.all("watch_last_transition", job_ids=unknown)}
+                       if unknown and self.job_ids is None else {})
+        gone = [i for i in wanted if i in self.known and i not in current]
         printed = 0
         for job_id, state in current.items():
             before = self.known.get(job_id)
             if before is not None and (before.overall, before.steps) == (state.overall, state.steps):
                 continue
             self.known[job_id] = state
-            if before is None and not resync and ids is None:
-                continue  # the first snapshot of every job: remembered, not printed
-            self.printer.change(Change(now, before, state, resync))
+            self.printer.change(Change(now, before, state, resync, transitions.get(job_id)))
             printed += 1
+            if self.job_ids is None and state.overall not in IN_FLIGHT:
+                del self.known[job_id]  # back out of flight: its next change is a start, which the audit tells
         for job_id in gone:
             self.printer.change(Change(now, self.known.pop(job_id), None, resync))
             printed += 1

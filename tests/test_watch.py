@@ -188,3 +188,34 @@ def test_a_foreign_notification_rereads_the_watched_jobs(db, watches):
     db.sql("NOTIFY etl_job_status, 'refresh'")  # another program's message on the same channel
     assert watch.json()["steps"][JIRA_STEPS[0]] == {"extraction": "finished", "transform": "finished",
                                                     "embedding": "finished"}
+
+
+def test_watching_every_job_describes_a_start_by_its_transition(db, cli, watches):
+    tenant = db.tenant("acme")
+    job = db.job("Jira", tenant, db.integration(tenant))
+    watch = watches(dsn=db.dsn)
+    watch.stderr_until("watching every job")
+    assert cli("schedule-next").exit_code == 0
+    assert watch.line().split() == ["TIME", "JOB", "NAME", "TENANT", "OVERALL", "CHANGE"]
+    assert watch.line().split()[1:] == [str(job), "Jira", "acme", "RUNNING", "READY", "→", "RUNNING"]
+    assert watch.stop(signal.SIGINT) == 130
+
+
+def test_watching_every_job_catches_up_on_what_etlctl_changed_while_disconnected(db, cli, watches):
+    """A job that was not in flight (so not held in memory) starts while watch is cut off: the audit log tells."""
+    tenant = db.tenant("acme")
+    job = db.job("Jira", tenant, db.integration(tenant))
+    watch = watches("--json", dsn=db.dsn)
+    watch.stderr_until("watching every job")
+    watch.proc.send_signal(signal.SIGSTOP)  # frozen while its listening connection is cut and the job starts
+    try:
+        killed = db.sql("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
+                        "WHERE application_name = 'etlctl' AND position('LISTEN etl_job_status' IN query) > 0")
+        assert [row["ok"] for row in killed] == [True]
+        assert cli("schedule-next").exit_code == 0  # its notification reaches no one
+    finally:
+        watch.proc.send_signal(signal.SIGCONT)
+    assert watch.stderr_until("reconnected") == "etlctl: reconnected; 1 change while disconnected"
+    line = watch.json()
+    assert (line["job_id"], line["overall"], line["resync"]) == (job, "RUNNING", True)
+    assert watch.stop(signal.SIGTERM) == 143

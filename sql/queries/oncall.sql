@@ -237,3 +237,25 @@ ORDER BY j.id;
 
 -- name: doctor_job_count
 SELECT count(*) AS jobs, coalesce(%(now)s::timestamptz, now()) AS now FROM etl_jobs;
+
+-- name: watch_in_flight
+-- The jobs that are RUNNING or FINISHED (see job_row): what `watch` without JOBs
+-- remembers at start. Every other job's next change is a start, which the audit tells.
+-- include: job_row
+WHERE (j.status ->> 'overall') IN ('RUNNING', 'FINISHED')
+ORDER BY j.id;
+
+-- name: watch_audit_mark
+-- The newest audit row: everything etlctl changes after it has a higher id.
+SELECT coalesce(max(id), 0) AS mark FROM etlctl.audit;
+
+-- name: watch_changed_since
+-- The jobs etlctl changed after audit row %(mark)s (while watch was disconnected).
+SELECT DISTINCT job_id FROM etlctl.audit WHERE id > %(mark)s ORDER BY job_id;
+
+-- name: watch_last_transition
+-- Each of these jobs' latest audited change of overall state.
+SELECT DISTINCT ON (job_id) job_id, from_state, to_state
+FROM etlctl.audit
+WHERE job_id = ANY (%(job_ids)s::int[]) AND from_state IS DISTINCT FROM to_state
+ORDER BY job_id, id DESC;
