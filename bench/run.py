@@ -993,7 +993,7 @@ SECTION_INTROS = {
     "round trips": ["Counted on the wire by tests/pgproxy.py, a proxy that parses the client's side of the protocol "
                     "(every simple query and every Execute message) between etlctl and the server; the same counts are "
                     "asserted by tests/test_round_trips.py in `make test`. This table is a small database with one due "
-                    "job for each tick: a sweep that writes nothing has no apply_transitions, and one whose batch "
+                    "job for each tick: a sweep that writes nothing has no apply_transitions_skip_locked, and one whose batch "
                     "came back full (1,000 due, as in Scale) reads once more to see that nothing is left."],
     "scale": ["Each size is a fresh database filled by one INSERT ... SELECT generate_series (autovacuum off during "
               "the load, then VACUUM ANALYZE). 1,000 jobs are due for schedule-next (READY, next_run passed, each on an "

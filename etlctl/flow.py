@@ -40,7 +40,9 @@ class Transition:
     expected: dict
     absent: list[str]
     reason: str
-    steps: object = None
+    # md5 of the steps that were judged, computed by PostgreSQL (job_row.steps_digest): the
+    # write's guard compares it there, so no JSON value is ever rounded through Python.
+    steps_digest: str | None = None
     check_steps: bool = False
     stage: str | None = None
     deadline: datetime | None = None
@@ -58,7 +60,7 @@ def transition_for(job: Job, decision: lifecycle.Decision, command_details: dict
         expected=expected,
         absent=absent,
         reason=decision.reason,
-        steps=_doc(job.status).get("steps") if judged else None,
+        steps_digest=job.steps_digest if judged else None,
         check_steps=judged,
         stage=decision.stage,
         deadline=decision.deadline,
@@ -67,19 +69,24 @@ def transition_for(job: Job, decision: lifecycle.Decision, command_details: dict
     )
 
 
-def apply(session, transitions: list[Transition]) -> list[dict]:
-    """Apply guarded transitions in one statement; returns the rows that changed."""
+def apply(session, transitions: list[Transition], skip_locked: bool = False) -> list[dict]:
+    """Apply guarded transitions in one statement; returns the rows that changed.
+
+    ``skip_locked`` leaves out rows another session holds locked (a sweep: they are
+    picked up by the next tick) instead of waiting for them up to lock_timeout.
+    """
     if not transitions:
         return []
     from psycopg.types.json import Jsonb
 
     return session.all(
-        "apply_transitions",
+        "apply_transitions_skip_locked" if skip_locked else "apply_transitions",
         job_ids=[t.job_id for t in transitions],
         actions=[t.action for t in transitions],
         expected=[Jsonb(t.expected) for t in transitions],
         absent=[Jsonb(t.absent) for t in transitions],
-        steps=[Jsonb(t.steps) if t.check_steps else None for t in transitions],
+        steps_digests=[t.steps_digest for t in transitions],
+        check_steps=[t.check_steps for t in transitions],
         stages=[t.stage for t in transitions],
         deadlines=[t.deadline for t in transitions],
         attempts=[t.attempt for t in transitions],
@@ -221,7 +228,7 @@ def reset(session, job_id: int, *, force: bool, ref=None) -> ResetResult:
         transition = Transition(
             job_id=job.id, action=lifecycle.RESET, expected=expected, absent=absent,
             reason="forced reset" if force else "reset: all steps finished",
-            steps=_doc(job.status).get("steps"), check_steps=not force,
+            steps_digest=job.steps_digest, check_steps=not force,
             details={"force": force, "overridden": list(overridden)},
         )
         changed = apply(session, [transition])
@@ -258,7 +265,7 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
         jobs = [Job(row) for row in rows]
         decisions = [lifecycle.decide(j.status, j.rules, j.now, timings, j.finished_at) for j in jobs]
         todo = [transition_for(j, d) for j, d in zip(jobs, decisions) if d.writes]
-        changed = {row["id"]: row for row in apply(session, todo)}
+        changed = {row["id"]: row for row in apply(session, todo, skip_locked=True)}
         total += len(changed)
         on_batch([Step(j, d, changed.get(j.id)) for j, d in zip(jobs, decisions) if d.writes or d.action == lifecycle.SKIP])
         after = rows[-1]["id"]
@@ -287,6 +294,7 @@ def wait_and_reset(session, job_id: int, timings: lifecycle.Timings, reporter: W
     """The UI's flow in one command, durable: each wait is written down first."""
     token = None
     first = True
+    lost = 0
     while True:
         job = load(session, job_id, ref)
         if first:
@@ -309,7 +317,13 @@ def wait_and_reset(session, job_id: int, timings: lifecycle.Timings, reporter: W
 
         changed = apply(session, [transition_for(job, decision)])
         if not changed:
-            continue  # another process moved the job first: read it again
+            # Another process moved the job first: read it again. A guard that keeps missing
+            # while the job looks unchanged would spin: stop instead.
+            lost += 1
+            if lost >= CONCURRENT_RETRIES * 10:
+                raise Busy(reason=f"job {job_id} kept changing under wait-and-reset ({lost} writes missed)")
+            continue
+        lost = 0
         reporter.decided(job, decision)
         if decision.action == lifecycle.RESET:
             return WaitOutcome(load(session, job_id, ref), changed[0])

@@ -99,11 +99,16 @@ def test_a_signal_during_a_wait_exits_with_its_code_and_nothing_half_written(db,
 def test_a_signal_during_the_countdown_leaves_the_cooldown_to_resume(db):
     job = db.job("Jira", status=finished(), last_run_finished_at=None)
     proc = etlctl_process(["wait-and-reset", job, "--delay", "0", "--cooldown", "60"], db.dsn)
-    assert wait_until(lambda: db.status(job).get("reset_stage") == "cooldown")
+    seen = []
+    for line in proc.stderr:  # signal only once the countdown is on screen
+        seen.append(line)
+        if line.startswith("Job completed. Resetting in"):
+            break
+    assert seen and seen[-1].startswith("Job completed. Resetting in 60 seconds"), seen
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 143, err
-    assert "Job completed. Resetting in" in err
+    _, rest = proc.communicate(timeout=20)
+    assert proc.returncode == 143, rest
+    assert rest.splitlines()[-1] == "etlctl: terminated (SIGTERM); nothing half-written"
     status = db.status(job)
     assert (status["overall"], status["reset_stage"]) == ("FINISHED", "cooldown")
     # Resuming carries on with the same cool-down; it does not start over.

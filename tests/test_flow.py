@@ -267,7 +267,8 @@ def test_a_reset_guarded_on_an_old_run_changes_nothing(db):
         assert job.completion().all_finished
         db.set_status(job_id, finished(token="tok-2"))  # restarted and finished again in between
         expected, absent = flow.guard(job.status, flow.RUN_KEYS)
-        transition = flow.Transition(job_id, "reset", expected, absent, "test", steps=job.status["steps"], check_steps=True)
+        transition = flow.Transition(job_id, "reset", expected, absent, "test", steps_digest=job.steps_digest,
+                                     check_steps=True)
         assert flow.apply(session, [transition]) == []
     assert db.status(job_id)["overall"] == "FINISHED" and db.audit(job_id) == []
 
@@ -281,7 +282,8 @@ def test_a_phase_failing_between_check_and_reset_blocks_the_reset(db):
         assert job.completion().all_finished
         db.sql("UPDATE etl_jobs SET status = jsonb_set(status, '{steps,jira_dev_status,embedding}', '\"failed\"') WHERE id = %s", job_id)
         expected, absent = flow.guard(job.status, flow.RUN_KEYS)
-        transition = flow.Transition(job_id, "reset", expected, absent, "test", steps=job.status["steps"], check_steps=True)
+        transition = flow.Transition(job_id, "reset", expected, absent, "test", steps_digest=job.steps_digest,
+                                     check_steps=True)
         assert flow.apply(session, [transition]) == []
     assert db.status(job_id)["overall"] == "FINISHED"
 
@@ -373,3 +375,34 @@ def test_a_second_sweep_at_the_same_time_exits_quietly(db, cli):
         assert (busy.exit_code, busy.stdout, busy.stderr) == (0, "", "")
         assert db.audit(job) == []
     assert cli("sweep").stdout != ""
+
+
+def test_numbers_python_cannot_hold_exactly_do_not_block_a_reset(db, cli):
+    """A guard that compared JSON decoded by Python would never match this document again."""
+    job = db.job("Jira", db.tenant("acme"), status=finished())
+    db.sql("UPDATE etl_jobs SET status = jsonb_set(status, '{steps,jira_dev_status,ratio}', "
+           "to_jsonb(0.12345678901234567890123::numeric)) WHERE id = %s", job)
+    assert cli("reset", job).exit_code == 0
+    assert db.value("SELECT status #>> '{steps,jira_dev_status,ratio}' FROM etl_jobs WHERE id = %s", job) == \
+        "0.12345678901234567890123"
+    again = db.job("Jira 2", db.tenant("beta"), status=finished(), last_run_finished_at="2026-01-01 00:00:00")
+    db.sql("UPDATE etl_jobs SET status = jsonb_set(status, '{steps,jira_dev_status,ratio}', "
+           "to_jsonb(0.12345678901234567890123::numeric)) WHERE id = %s", again)
+    result = cli("wait-and-reset", again, "--delay", "0", "--cooldown", "0")
+    assert result.exit_code == 0, result.stderr
+    assert db.status(again)["overall"] == "READY"
+
+
+def test_a_row_locked_by_another_session_does_not_stall_a_sweep(db, cli):
+    tenant = db.tenant("acme")
+    held = db.job("Jira", tenant, status=finished(), last_run_finished_at="2026-01-01 00:00:00")
+    free = db.job("Jira 2", tenant, status=finished(), last_run_finished_at="2026-01-01 00:00:00")
+    with psycopg.connect(db.dsn) as other:
+        other.execute("SELECT 1 FROM etl_jobs WHERE id = %s FOR UPDATE", (held,))
+        result = cli("sweep", "--json", "--delay", "0", "--cooldown", "0", "--lock-timeout", "1")
+        assert result.exit_code == 0, result.stderr
+        assert {(r["job_id"], r["action"]) for r in result.json()} == {(free, "reset"), (held, "lost-race")}
+        other.rollback()
+    assert db.status(free)["overall"] == "READY" and db.status(held)["overall"] == "FINISHED"
+    assert cli("sweep", "--delay", "0", "--cooldown", "0").exit_code == 0  # next tick: its turn
+    assert db.status(held)["overall"] == "READY"

@@ -113,11 +113,11 @@ def test_a_sweep_tick_does_not_grow_with_the_due_jobs(proxy, db):
     seed_due(db, 300, done)
     many = tick_statements(proxy, db, "sweep")
     assert db.value("SELECT count(*) FROM etl_jobs WHERE status ->> 'reset_stage' = 'check'") == 303
-    assert few == many == ["try_tick_lock", "sweep_batch", "apply_transitions", "release_tick_lock"]
+    assert few == many == ["try_tick_lock", "sweep_batch", "apply_transitions_skip_locked", "release_tick_lock"]
 
 
 def test_a_sweep_past_one_batch_adds_two_statements_per_batch(proxy, db):
     seed_due(db, 30, finished())
     statements = tick_statements(proxy, db, "sweep", "--batch", "10")
     # 30 jobs in batches of 10: three full batches, then an empty read that ends the pass.
-    assert statements == ["try_tick_lock"] + ["sweep_batch", "apply_transitions"] * 3 + ["sweep_batch", "release_tick_lock"]
+    assert statements == ["try_tick_lock"] + ["sweep_batch", "apply_transitions_skip_locked"] * 3 + ["sweep_batch", "release_tick_lock"]

@@ -272,3 +272,13 @@ def test_unknown_keys_survive_a_start(db, cli, frozen, acme):
     assert after["ui"] == {"x": [1]}
     assert after["steps"]["jira_dev_status"] == {"worker": "w-1", "order": 9, "display_name": "Dev Status",
                                                  **{p: "idle" for p in PHASES}}
+
+
+def test_a_row_locked_by_another_session_does_not_stall_a_tick(db, cli, frozen, acme):
+    held = db.job("Jira", acme, db.integration(acme))
+    free = db.job("GitHub", acme, db.integration(acme, "GitHub"))
+    with psycopg.connect(db.dsn) as other:
+        other.execute("SELECT 1 FROM etl_jobs WHERE id = %s FOR UPDATE", (held,))
+        assert started_ids(cli("schedule-next", "--json", "--lock-timeout", "1")) == [free]
+        other.rollback()
+    assert started_ids(cli("schedule-next", "--json")) == [held]

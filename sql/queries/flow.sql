@@ -111,19 +111,21 @@ SELECT b.*, (SELECT count(*) FROM allowed) > 0 AS step_allowed,
        (SELECT count(*) FROM notified) AS notified
 FROM before b;
 
--- name: apply_transitions
+-- name: _transitions
 -- Apply a batch of reset-flow decisions (reset, give_up, schedule, retry,
 -- cooldown) in one statement. Each row's guard: the document still holds the
 -- values etlctl owns as they were read (%(expected)s, containment of scalars),
 -- the owned keys that were absent are still absent, and, for a reset or a
--- give-up, the steps are exactly the ones that were judged.
-WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+-- give-up, the steps are exactly the ones that were judged (their md5, computed
+-- here both times, so that no JSON number is ever rounded through Python).
+-- A fragment: apply_transitions and apply_transitions_skip_locked define the
+-- `clock` and `locked` CTEs before it.
 d AS (
     SELECT * FROM unnest(
         %(job_ids)s::int[], %(actions)s::text[], %(expected)s::jsonb[], %(absent)s::jsonb[],
-        %(steps)s::jsonb[], %(stages)s::text[], %(deadlines)s::timestamptz[], %(attempts)s::int[],
-        %(reasons)s::text[], %(details)s::jsonb[]
-    ) AS d (job_id, action, expected, absent, steps, stage, deadline, attempt, reason, details)
+        %(steps_digests)s::text[], %(check_steps)s::bool[], %(stages)s::text[], %(deadlines)s::timestamptz[],
+        %(attempts)s::int[], %(reasons)s::text[], %(details)s::jsonb[]
+    ) AS d (job_id, action, expected, absent, steps_digest, check_steps, stage, deadline, attempt, reason, details)
 ),
 changed AS (
     UPDATE etl_jobs j SET
@@ -146,9 +148,10 @@ changed AS (
         last_updated_at = clock.now
     FROM d, clock
     WHERE j.id = d.job_id
+      AND d.job_id IN (SELECT id FROM locked)
       AND j.status @> d.expected
       AND NOT (j.status ?| ARRAY(SELECT jsonb_array_elements_text(d.absent)))
-      AND (d.steps IS NULL OR j.status -> 'steps' = d.steps)
+      AND (NOT d.check_steps OR md5((j.status -> 'steps')::text) IS NOT DISTINCT FROM d.steps_digest)
     RETURNING j.id, j.tenant_id, j.job_name, d.action, d.expected ->> 'overall' AS from_state,
               j.status ->> 'overall' AS to_state, d.expected ->> 'token' AS token, d.reason, d.details,
               j.status, j.next_run::timestamptz AS next_run
@@ -171,6 +174,24 @@ notified AS (
 SELECT c.*, (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified,
        (SELECT now FROM clock) AS now
 FROM changed c;
+
+-- name: apply_transitions
+-- The transitions of one command on its job (reset, wait-and-reset): a row lock
+-- another session holds is waited for, up to lock_timeout (then exit 7).
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+locked AS (SELECT unnest(%(job_ids)s::int[]) AS id),
+-- include: _transitions
+
+-- name: apply_transitions_skip_locked
+-- The transitions of a sweep: a row another session holds locked is skipped and
+-- left for the next tick, so that one stuck transaction never stalls every job.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+locked AS (
+    SELECT id FROM etl_jobs WHERE id = ANY (%(job_ids)s::int[])
+    ORDER BY id
+    FOR NO KEY UPDATE SKIP LOCKED
+),
+-- include: _transitions
 
 -- name: sweep_batch
 -- FINISHED jobs whose reset flow may have something to do now, in id order

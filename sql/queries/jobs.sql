@@ -24,6 +24,8 @@ SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i
                             ORDER BY s.position)
            FROM etlctl.kind_steps s WHERE s.kind = k.kind), '[]') END AS kind_steps,
        j.status,
+       -- The fingerprint a reset or give-up is guarded on (apply_transitions).
+       md5((j.status -> 'steps')::text) AS steps_digest,
        j.next_run::timestamptz AS next_run,
        j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
        j.last_sync_date::timestamptz AS last_sync_date,

@@ -67,6 +67,13 @@ candidates AS (
 chosen AS (
     SELECT * FROM candidates ORDER BY due, id LIMIT %(limit)s
 ),
+-- A job row another session holds locked is left for the next tick rather than
+-- waited for: one stuck transaction must not stall every integration.
+lockable AS (
+    SELECT j.id FROM etl_jobs j WHERE j.id IN (SELECT id FROM chosen)
+    ORDER BY j.id
+    FOR NO KEY UPDATE SKIP LOCKED
+),
 started AS (
     UPDATE etl_jobs j SET
         status = j.status || jsonb_build_object(
@@ -79,6 +86,7 @@ started AS (
     FROM chosen c, clock
     -- Guard on the newest row version: still in the state, and still due.
     WHERE j.id = c.id
+      AND c.id IN (SELECT id FROM lockable)
       AND (j.status ->> 'overall') = c.from_state
       AND etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
                         j.last_updated_at, j.retry_interval_minutes) <= clock.now::timestamp
