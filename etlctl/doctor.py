@@ -323,7 +323,7 @@ def _force_fix(f: explain.Facts) -> Fix:
 
 def finished_job(f: explain.Facts, timings: lifecycle.Timings) -> Finding | None:
     job, now = f.job, f.now
-    reset = lifecycle.reset_state(job.status, job.finished_at)
+    reset = lifecycle.reset_state(job.status)
     if reset.problem:
         return None  # malformed_status reports it
     done_at = explain.finished_at(f)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from etlctl import lifecycle, rules, scheduling
 from etlctl.jobs import Job
@@ -180,7 +180,7 @@ def give_up_at(state: lifecycle.ResetState, timings: lifecycle.Timings) -> datet
     if state.deadline is None:
         return None
     remaining = sum(timings.backoff[state.attempt:]) if state.attempt < len(timings.backoff) else 0.0
-    return state.deadline + timedelta(seconds=remaining)
+    return lifecycle.after(state.deadline, remaining)
 
 
 # --- the explanation ----------------------------------------------------------------
@@ -235,7 +235,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
     done_at = finished_at(facts)
     when = f" {relative(done_at, now)} (at {clock_time(done_at)})" if done_at else ""
     state = [f"FINISHED{when}, {run_label(facts)}"]
-    reset = lifecycle.reset_state(job.status, job.finished_at)
+    reset = lifecycle.reset_state(job.status)
     completion = job.completion()
     passes = completion.all_finished
     blockers = blockers_text(facts)
@@ -259,7 +259,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
     check_line = "every step has finished: the check will pass" if passes else f"not finished: {blockers}"
 
     if reset.stage == lifecycle.NOT_STARTED:
-        due = (done_at or now) + timedelta(seconds=timings.delay)
+        due = lifecycle.after(lifecycle.known(done_at) or now, timings.delay)
         if due > now:
             waiting = [f"no reset pending yet: the first check is due at {clock_time(due)} ({relative(due, now)})", check_line]
             nxt = [f"at {clock_time(due)} `etlctl sweep` (or `etlctl wait-and-reset {job.id}`) checks the steps"]
@@ -274,7 +274,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
     if reset.stage == lifecycle.COOLDOWN:
         waiting = [f"reset pending: cool-down ends at {clock_time(deadline)} ({relative(deadline, now)})"]
         if passes:
-            next_run = max(deadline, now) + timedelta(minutes=job.schedule_interval_minutes or 0)
+            next_run = lifecycle.after(max(deadline, now), (job.schedule_interval_minutes or 0) * 60)
             nxt = [f"then READY; next run about {clock_time(next_run)} "
                    f"({duration((job.schedule_interval_minutes or 0) * 60)} after the reset)"]
         else:

@@ -11,6 +11,7 @@ from there:
     reset_deadline  ISO time of the next check, or of the end of the cool-down
     reset_attempt   number of the check due at the deadline (0 = the first)
     reset_gave_up_at ISO time the flow gave up (stage "gave_up")
+    reset_token     the run these keys belong to (its token)
 
 :func:`decide` turns (document, now) into the one next :class:`Decision`. It
 never writes; the caller applies the decision with a guarded statement that
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from etlctl.rules import Completion, StepRule, evaluate
 
@@ -47,7 +48,7 @@ SKIP = "skip"  # not this flow's business (not FINISHED, gave up, malformed)
 
 WRITES = (SCHEDULE, RETRY, START_COOLDOWN, RESET, GIVE_UP)
 
-RESET_KEYS = ("reset_stage", "reset_deadline", "reset_attempt", "reset_gave_up_at")
+RESET_KEYS = ("reset_stage", "reset_deadline", "reset_attempt", "reset_gave_up_at", "reset_token")
 
 
 @dataclass(frozen=True)
@@ -100,22 +101,19 @@ def parse_time(value: object) -> datetime | None:
     return parsed
 
 
-def reset_state(status: object, finished_at: datetime | None = None) -> ResetState:
+def reset_state(status: object) -> ResetState:
     """Where the reset flow of a FINISHED job stands, read from its document.
 
-    State left over from an earlier run is no state at all: a deadline (or a
-    give-up) can never come before the finish it belongs to, so one older than
-    ``finished_at`` was written for a previous run (the existing system's own
-    reset and completion keep keys they do not know). Likewise a stage without a
-    deadline means the existing system cleared its reset_deadline: nothing is
-    pending.
+    Keys left over from an earlier run are no state at all: etlctl writes the
+    run's token as reset_token with every reset key, and the existing system's
+    own reset and completion keep keys they do not know. Likewise a stage
+    without a deadline means the existing system cleared its reset_deadline:
+    nothing is pending.
     """
     state = _read_reset_state(status)
-    if state.problem is None and finished_at is not None:
-        if state.stage in (CHECK, COOLDOWN) and state.deadline is not None and state.deadline < finished_at:
-            return ResetState(NOT_STARTED, None, 0)
-        if state.stage == GAVE_UP and state.gave_up_at is not None and state.gave_up_at < finished_at:
-            return ResetState(NOT_STARTED, None, 0)
+    doc = status if isinstance(status, Mapping) else {}
+    if state.problem is None and "reset_token" in doc and doc.get("reset_token") != doc.get("token"):
+        return ResetState(NOT_STARTED, None, 0)
     return state
 
 
@@ -160,7 +158,7 @@ def decide(
 ) -> Decision:
     """The next step of the reset flow for one job at time ``now``."""
     doc = status if isinstance(status, Mapping) else {}
-    state = reset_state(status, finished_at)
+    state = reset_state(status)
     overall = doc.get("overall")
     if overall != "FINISHED":
         return Decision(SKIP, state, f"overall is {overall!r}, not FINISHED")
@@ -172,7 +170,7 @@ def decide(
     if state.stage == NOT_STARTED:
         # Finished without a pending reset (the existing embedding worker does
         # that): the first check is due `delay` after it finished.
-        deadline = (finished_at or now) + _seconds(timings.delay)
+        deadline = after(known(finished_at) or now, timings.delay)
         if deadline > now:
             return Decision(SCHEDULE, state, "first check scheduled", deadline, 0, CHECK)
         effective = ResetState(CHECK, deadline, 0)
@@ -190,7 +188,7 @@ def decide(
     if completion.all_finished:
         if timings.cooldown <= 0:
             return Decision(RESET, state, f"{label}: all steps finished", completion=completion, attempt=attempt)
-        deadline = now + _seconds(timings.cooldown)
+        deadline = after(now, timings.cooldown)
         return Decision(START_COOLDOWN, state, f"{label}: all steps finished", deadline, attempt, COOLDOWN, completion)
 
     blocker = "; ".join(completion.reasons) or "not finished"
@@ -201,7 +199,7 @@ def decide(
             GIVE_UP, state, f"gave up after {attempt + 1} checks: {blocker}",
             attempt=attempt, stage=GAVE_UP, completion=completion,
         )
-    deadline = now + _seconds(timings.backoff[attempt])
+    deadline = after(now, timings.backoff[attempt])
     return Decision(RETRY, state, f"{label} not finished: {blocker}", deadline, attempt + 1, CHECK, completion)
 
 
@@ -211,5 +209,21 @@ def _waiting_for(state: ResetState, timings: Timings) -> str:
     return f"check {state.attempt + 1} of {timings.checks}"
 
 
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
+def after(moment: datetime, seconds: float) -> datetime:
+    """``moment`` plus ``seconds`` of real time, in moment's zone.
+
+    Python adds a timedelta to a zone-aware time on its wall clock, which is an
+    hour off across a daylight-saving change; so the sum is made in UTC. A
+    moment at the end of the calendar (a database 'infinity') stays where it is.
+    """
+    try:
+        return (moment.astimezone(timezone.utc) + timedelta(seconds=seconds)).astimezone(moment.tzinfo)
+    except OverflowError:
+        return moment
+
+
+def known(moment: datetime | None) -> datetime | None:
+    """None for the ends of the calendar (how etlctl loads 'infinity' and '-infinity')."""
+    if moment is None or moment.year in (1, 9999):
+        return None
+    return moment

@@ -87,7 +87,7 @@ def step_rows(job: Job) -> list[dict]:
 
 
 def job_record(job: Job) -> dict:
-    state = lifecycle.reset_state(job.status, job.finished_at)
+    state = lifecycle.reset_state(job.status)
     completion = job.completion()
     return {
         "id": job.id,

@@ -350,7 +350,8 @@ def test_reset_racing_a_failed_phase_never_makes_the_job_ready(db, cli, monkeypa
 
 def test_sweep_picks_up_a_job_whose_give_up_belongs_to_an_earlier_run(db, cli):
     """The existing system reset and re-ran the job without clearing etlctl's keys: the old give-up is stale."""
-    status = {**finished(), "reset_stage": "gave_up", "reset_deadline": None, "reset_gave_up_at": "2026-01-01T00:00:00+00:00"}
+    status = {**finished(), "reset_stage": "gave_up", "reset_deadline": None, "reset_gave_up_at": "2026-01-01T00:00:00+00:00",
+              "reset_token": "an-earlier-run"}
     job = db.job("Jira", db.tenant("acme"), status=status, last_run_finished_at="2026-11-01 00:00:00")
     result = cli("sweep", "--json", "--delay", "0", "--cooldown", "0")
     assert [(r["job_id"], r["action"]) for r in result.json()] == [(job, "reset")]

@@ -125,12 +125,43 @@ def test_a_stage_without_a_deadline_means_nothing_is_pending():
 
 
 def test_reset_state_from_an_earlier_run_is_ignored():
-    old_give_up = {**finished(), "reset_stage": "gave_up", "reset_gave_up_at": at(-3600).isoformat()}
+    """reset_token says which run the keys belong to; the existing system's reset keeps keys it does not know."""
+    old_give_up = {**finished(token="run-2"), "reset_stage": "gave_up", "reset_token": "run-1",
+                   "reset_gave_up_at": at(-3600).isoformat()}
     d = decide(old_give_up, JIRA, now=at(5), timings=TIMINGS, finished_at=T0)
     assert d.action == lifecycle.SCHEDULE
-    old_deadline = pending(stage="check", deadline=-600, attempt=4, jira_dev_status__embedding="running")
+    old_deadline = pending(stage="check", deadline=-600, attempt=4, token="run-2", jira_dev_status__embedding="running")
+    old_deadline["reset_token"] = "run-1"
     d = decide(old_deadline, JIRA, now=at(5), timings=TIMINGS, finished_at=T0)
     assert (d.action, d.attempt) == (lifecycle.SCHEDULE, 0)
-    # The same give-up, made after this run finished, stands.
-    current = {**finished(), "reset_stage": "gave_up", "reset_gave_up_at": at(100).isoformat()}
+    # The same give-up, written for this run, stands.
+    current = {**old_give_up, "reset_token": "run-2"}
     assert decide(current, JIRA, now=at(200), timings=TIMINGS, finished_at=T0).action == lifecycle.SKIP
+
+
+def test_deadlines_are_real_time_across_a_daylight_saving_change():
+    """01:59:50 EDT + 30 s is 01:00:20 EST, not 02:00:20 (an hour late)."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    now = datetime(2026, 11, 1, 1, 59, 50, tzinfo=new_york)  # the last seconds of daylight time
+
+    def due_before(moment, **overrides):
+        status = pending(**overrides)
+        status["reset_deadline"] = (moment.astimezone(timezone.utc) - timedelta(seconds=60)).isoformat()
+        return status
+
+    d = decide(due_before(now), JIRA, now=now, timings=TIMINGS)
+    assert d.action == lifecycle.START_COOLDOWN
+    assert d.deadline.astimezone(timezone.utc) == now.astimezone(timezone.utc) + timedelta(seconds=30)
+    assert d.deadline.utcoffset() == timedelta(hours=-5)  # shown in the zone's standard time
+    repeated = datetime(2026, 11, 1, 1, 30, 0, fold=1, tzinfo=new_york)  # the repeated hour, standard time
+    d = decide(due_before(repeated, jira_dev_status__embedding="running"), JIRA, now=repeated, timings=TIMINGS)
+    assert d.action == lifecycle.RETRY
+    assert (d.deadline.astimezone(timezone.utc) - repeated.astimezone(timezone.utc)).total_seconds() == 30
+
+
+def test_after_keeps_the_end_of_the_calendar():
+    far = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
+    assert lifecycle.after(far, 3600) == far
+    assert lifecycle.known(far) is None and lifecycle.known(T0) == T0

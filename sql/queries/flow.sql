@@ -22,7 +22,8 @@ changed AS (
             'reset_stage', 'check',
             'reset_deadline', to_jsonb(clock.now + make_interval(secs => %(delay)s)),
             'reset_attempt', 0,
-            'reset_gave_up_at', NULL),
+            'reset_gave_up_at', NULL,
+            'reset_token', j.status -> 'token'),
         last_run_finished_at = clock.now,
         -- The extraction date: the one given, else the run's start; never a guess.
         last_sync_date = coalesce(%(sync_date)s::timestamptz::timestamp, j.last_run_started_at, j.last_sync_date),
@@ -133,12 +134,13 @@ changed AS (
             WHEN 'reset' THEN j.status || jsonb_build_object(
                 'overall', 'READY', 'steps', etlctl.idle_steps(j.status -> 'steps'),
                 'token', NULL, 'reset_stage', NULL, 'reset_deadline', NULL,
-                'reset_attempt', NULL, 'reset_gave_up_at', NULL)
+                'reset_attempt', NULL, 'reset_gave_up_at', NULL, 'reset_token', NULL)
             WHEN 'give_up' THEN j.status || jsonb_build_object(
                 'reset_stage', 'gave_up', 'reset_deadline', NULL,
-                'reset_attempt', d.attempt, 'reset_gave_up_at', to_jsonb(clock.now))
+                'reset_attempt', d.attempt, 'reset_gave_up_at', to_jsonb(clock.now), 'reset_token', j.status -> 'token')
             ELSE j.status || jsonb_build_object(
-                'reset_stage', d.stage, 'reset_deadline', to_jsonb(d.deadline), 'reset_attempt', d.attempt)
+                'reset_stage', d.stage, 'reset_deadline', to_jsonb(d.deadline), 'reset_attempt', d.attempt,
+                'reset_token', j.status -> 'token')
         END,
         error_message = CASE d.action WHEN 'reset' THEN NULL WHEN 'give_up' THEN d.reason ELSE j.error_message END,
         -- timestamptz -> timestamp converts in the session TimeZone: the configured zone.
@@ -203,7 +205,7 @@ locked AS (
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
   AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
-       OR etlctl.try_timestamptz(j.status ->> 'reset_gave_up_at') < j.last_run_finished_at::timestamptz)
+       OR (j.status ? 'reset_token' AND (j.status ->> 'reset_token') IS DISTINCT FROM (j.status ->> 'token')))
   AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now()), true)
 ORDER BY j.id
 LIMIT %(batch)s;

@@ -79,7 +79,8 @@ started AS (
         status = j.status || jsonb_build_object(
             'overall', 'RUNNING', 'token', gen_random_uuid()::text,
             'steps', etlctl.run_steps(j.status -> 'steps', c.kind),
-            'reset_stage', NULL, 'reset_deadline', NULL, 'reset_attempt', NULL, 'reset_gave_up_at', NULL),
+            'reset_stage', NULL, 'reset_deadline', NULL, 'reset_attempt', NULL, 'reset_gave_up_at', NULL,
+            'reset_token', NULL),
         last_run_started_at = clock.now::timestamp,
         retry_count = CASE WHEN c.from_state = 'FAILED' THEN coalesce(j.retry_count, 0) + 1 ELSE j.retry_count END,
         last_updated_at = clock.now::timestamp
