@@ -215,7 +215,7 @@ def _open(target: Target, settings: ConnectionSettings, autocommit: bool):
         "options": f"{user_options} {session_options(settings)}".strip(),
     }
     try:
-        return psycopg.connect(target.conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs)
+        return _with_loaders(psycopg.connect(target.conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs))
     except psycopg.Error as exc:
         if target.embedded_home is not None:
             # A stale postmaster.pid or a server that was never given etlctl's database: start, create, retry once.
@@ -224,10 +224,40 @@ def _open(target: Target, settings: ConnectionSettings, autocommit: bool):
             try:
                 found = embedded.ensure_running(target.embedded_home)
                 embedded.create_database(found)
-                return psycopg.connect(found.conninfo(), autocommit=autocommit, row_factory=dict_row, **kwargs)
+                return _with_loaders(psycopg.connect(found.conninfo(), autocommit=autocommit, row_factory=dict_row, **kwargs))
             except psycopg.Error as again:
                 exc = again
         raise translate(exc, target) from exc
+
+
+def _with_loaders(conn):
+    """Timestamps psycopg cannot load ('infinity', '-infinity', years past 9999) become the
+    ends of Python's calendar instead of an error: one odd row written by another program
+    must not take down status, doctor or the sweep. render shows them as infinity."""
+    from datetime import datetime, timezone
+
+    from psycopg import DataError
+    from psycopg.types.datetime import TimestampLoader, TimestamptzLoader
+
+    def ends(low, high):
+        def load(loader, data):
+            raw = bytes(data)
+            if raw == b"infinity":
+                return high
+            if raw == b"-infinity":
+                return low
+            try:
+                return super(type(loader), loader).load(data)
+            except DataError:
+                return low if raw.endswith(b"BC") else high
+        return load
+
+    naive = type("InfinityTimestampLoader", (TimestampLoader,), {"load": ends(datetime.min, datetime.max)})
+    aware = type("InfinityTimestamptzLoader", (TimestamptzLoader,), {
+        "load": ends(datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))})
+    conn.adapters.register_loader("timestamp", naive)
+    conn.adapters.register_loader("timestamptz", aware)
+    return conn
 
 
 # SQLSTATE -> how etlctl reports it. Classes (two characters) apply when no exact code does.

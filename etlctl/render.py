@@ -14,6 +14,8 @@ from decimal import Decimal
 
 
 def _default(value: object):
+    if isinstance(value, datetime) and value.year in (1, 9999):
+        return _infinity(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -82,14 +84,25 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _infinity(value: datetime) -> str:
+    # How etlctl.db loads a database 'infinity' (or a year it cannot hold).
+    return "infinity" if value.year == 9999 else "-infinity"
+
+
 def when(value: datetime | None) -> str:
     if value is None:
         return "-"
+    if value.year in (1, 9999):
+        return _infinity(value)
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def clock_time(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%H:%M:%S")
+    if value is None:
+        return "-"
+    if value.year in (1, 9999):
+        return _infinity(value)
+    return value.strftime("%H:%M:%S")
 
 
 def duration(seconds: float) -> str:
@@ -111,6 +124,8 @@ def relative(moment: datetime | None, now: datetime) -> str:
     """'in 3h12m', '5m ago' or 'now'."""
     if moment is None:
         return "-"
+    if moment.year in (1, 9999):
+        return "never" if moment.year == 9999 else "long ago"
     delta = (moment - now).total_seconds()
     if abs(delta) < 1:
         return "now"

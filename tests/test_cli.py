@@ -236,3 +236,26 @@ def test_status_lists_at_most_limit_jobs_and_says_there_are_more(db, cli):
     assert two.stderr == "showing the first 2 jobs; there are more (use --limit or --tenant)\n"
     three = cli("status", "--limit", "3", "--json")
     assert [r["id"] for r in three.json()] == ids and three.stderr == ""
+
+
+def test_infinite_timestamps_written_by_other_programs_do_not_take_commands_down(db, cli):
+    """PostgreSQL's 'infinity' fits every timestamp column; Python's datetime does not."""
+    tenant = db.tenant("acme")
+    never = db.job("Jira", tenant, db.integration(tenant), next_run="infinity", last_sync_date="-infinity")
+    done = db.job("GitHub", tenant, db.integration(tenant, "GitHub"),
+                  status=finished(["github_repositories", "github_prs_commits_reviews_comments"]),
+                  last_run_finished_at="2026-01-01 00:00:00", last_sync_date="infinity",
+                  last_run_started_at="-infinity")
+    table = cli("status")
+    assert table.exit_code == 0, table.stderr
+    assert "infinity (never)" in table.stdout
+    assert cli("status", "--json").json()[0]["next_run"] == "infinity"
+    assert cli("status", never).exit_code == 0
+    assert cli("why", never).exit_code == 0
+    assert cli("doctor").exit_code in (0, 3)
+    assert cli("metrics").exit_code == 0
+    assert cli("schedule-next", "--dry-run", "--explain").stdout == (
+        f"not starting job {never} (Jira, tenant acme): next_run never (infinity)\n"
+        f"not starting job {done} (GitHub, tenant acme): FINISHED, waiting for its reset (in flight)\n")
+    assert cli("sweep", "--delay", "0", "--cooldown", "0").exit_code == 0
+    assert db.status(done)["overall"] == "READY"
