@@ -9,7 +9,9 @@
 -- owner, never by this role.
 --
 -- What it allows, and why (every UPDATE in sql/queries/*.sql was checked):
---   tenants, integrations   SELECT: jobs are read with their tenant and integration
+--   tenants                 SELECT: jobs are read with their tenant
+--   integrations            SELECT (id, provider, active) only: what etlctl reads. Not
+--                           settings or base_url, which often hold credentials.
 --   integrations            UPDATE (last_updated_at) only: schedule-next locks the
 --                           integrations it starts a job on (SELECT ... FOR NO KEY
 --                           UPDATE), and PostgreSQL requires UPDATE on at least one
@@ -50,7 +52,8 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA etlctl FROM etlctl_runner;
 
 GRANT USAGE ON SCHEMA etlctl TO etlctl_runner;
 
-GRANT SELECT ON tenants, integrations TO etlctl_runner;
+GRANT SELECT ON tenants TO etlctl_runner;
+GRANT SELECT (id, provider, active) ON integrations TO etlctl_runner;
 GRANT UPDATE (last_updated_at) ON integrations TO etlctl_runner;
 
 GRANT SELECT ON etl_jobs TO etlctl_runner;

@@ -282,3 +282,17 @@ def test_a_row_locked_by_another_session_does_not_stall_a_tick(db, cli, frozen, 
         assert started_ids(cli("schedule-next", "--json", "--lock-timeout", "1")) == [free]
         other.rollback()
     assert started_ids(cli("schedule-next", "--json")) == [held]
+
+
+def test_claim_skips_messages_of_runs_that_are_over(db, cli, frozen, acme):
+    job = db.job("Jira", acme, db.integration(acme))
+    assert cli("schedule-next").exit_code == 0
+    assert cli("reset", job, "--force").exit_code == 0  # that run is over; its message is stale
+    db.sql("UPDATE etl_jobs SET next_run = NULL WHERE id = %s", job)
+    assert cli("schedule-next").exit_code == 0
+    current = db.status(job)["token"]
+    claimed = cli("queue", "claim", "--worker", "w", "--json").json()
+    assert claimed["token"] == current
+    assert cli("queue", "claim", "--worker", "w").exit_code == 3  # the stale one is never handed out
+    stale = [m for m in cli("queue", "ls", "--pending", "--json").json() if not m["current_run"]]
+    assert len(stale) == 1 and stale[0]["claimed_at"] is None

@@ -16,12 +16,16 @@ SELECT * FROM (
 ORDER BY id;
 
 -- name: queue_claim
--- Take the oldest unclaimed message of a phase; concurrent claimers skip each other's rows.
+-- Take the oldest unclaimed message of a phase that belongs to its job's current
+-- run (a message of a run that is over would make a worker extract for nothing;
+-- `queue ls` shows those as stale, and `doctor` reports them); concurrent
+-- claimers skip each other's rows.
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 next AS (
-    SELECT id FROM etlctl.queue
-    WHERE claimed_at IS NULL AND phase = %(phase)s
-    ORDER BY id
+    SELECT q.id FROM etlctl.queue q
+    WHERE q.claimed_at IS NULL AND q.phase = %(phase)s
+      AND EXISTS (SELECT 1 FROM etl_jobs j WHERE j.id = q.job_id AND (j.status ->> 'token') = q.token)
+    ORDER BY q.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
