@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -26,18 +27,29 @@ def schedule(every: str) -> str:
     raise UsageError(message=f"invalid --every {every!r}: expected 1m to 59m or 1h to 23h")
 
 
-def dsn_without_password(dsn: str) -> str:
+SECRET_PARAMS = ("password", "sslpassword")
+PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSSLMODE", "PGPASSFILE")
+CARRIED = ("ETLCTL_DELAY", "ETLCTL_BACKOFF", "ETLCTL_COOLDOWN")
+
+
+def dsn_without_password(dsn: str) -> tuple[str, bool]:
+    """The DSN without its secrets, and whether it had any."""
     from psycopg import conninfo
 
     try:
         params = conninfo.conninfo_to_dict(dsn)
     except Exception:
         raise UsageError(message="invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI") from None
-    params.pop("password", None)
-    return conninfo.make_conninfo(**params)
+    removed = [params.pop(name, None) for name in SECRET_PARAMS]
+    had = any(removed)
+    return conninfo.make_conninfo(**params), had
 
 
-def block(every: str, settings, log_path: str | None = None) -> str:
+def block(every: str, settings, log_path: str | None = None, environ=None) -> str:
+    """The crontab block; it selects the database the way this very command did."""
+    from etlctl import config
+
+    environ = os.environ if environ is None else environ
     fields = schedule(every)
     bin_dir = Path(sys.executable).parent
     etlctl = bin_dir / "etlctl"
@@ -49,13 +61,25 @@ def block(every: str, settings, log_path: str | None = None) -> str:
         f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
     ]
     if settings.dsn:
+        dsn, _ = dsn_without_password(settings.dsn)
         lines.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
-        lines.append(f'ETLCTL_DSN="{dsn_without_password(settings.dsn)}"')
+        lines.append(f'ETLCTL_DSN="{dsn}"')
+    elif environ.get("PGHOST") or environ.get("PGDATABASE"):
+        lines.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
+        lines += [f'{name}="{environ[name]}"' for name in PG_VARIABLES if environ.get(name)]
     else:
         lines.append("# No DSN given: the embedded server in ETLCTL_HOME (set ETLCTL_DSN for another).")
         lines.append(f'ETLCTL_HOME="{settings.home}"')
-    if settings.db_timezone != "UTC":
+    if settings.db_timezone != config.DEFAULT_DB_TIMEZONE:
         lines.append(f"ETLCTL_DB_TIMEZONE={settings.db_timezone}")
+    lines += [f'{name}="{environ[name]}"' for name in CARRIED if environ.get(name)]
+    for name, default in (("statement_timeout", config.DEFAULT_STATEMENT_TIMEOUT),
+                          ("lock_timeout", config.DEFAULT_LOCK_TIMEOUT),
+                          ("idle_timeout", config.DEFAULT_IDLE_TIMEOUT),
+                          ("connect_timeout", config.DEFAULT_CONNECT_TIMEOUT)):
+        value = getattr(settings, name)
+        if value != default:
+            lines.append(f"ETLCTL_{name.upper()}={value:g}")
     lines += [
         f"{fields} {command} schedule-next >> {log} 2>&1",
         f"{fields} {command} sweep >> {log} 2>&1",

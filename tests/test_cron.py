@@ -95,3 +95,20 @@ def test_install_without_crontab_says_so(monkeypatch, tmp_path):
     result = Cli("dbname=etl")("cron", "--install")
     assert result.exit_code == 1
     assert result.stderr == "etlctl: crontab not found: install cron, or put the block `etlctl cron` prints into your scheduler\n"
+
+
+def test_the_block_uses_the_pg_variables_when_they_chose_the_database():
+    env = {"PGHOST": "db.internal", "PGDATABASE": "etl", "PGUSER": "etl", "PGPASSWORD": "s3cret",
+           "ETLCTL_BACKOFF": "10,20"}
+    result = Cli(None)("cron", "--lock-timeout", "2", env=env)
+    text = result.stdout
+    assert_valid_crontab(text)
+    assert 'PGHOST="db.internal"' in text and 'PGDATABASE="etl"' in text and 'PGUSER="etl"' in text
+    assert "ETLCTL_HOME" not in text and "s3cret" not in text
+    assert 'ETLCTL_BACKOFF="10,20"' in text and "ETLCTL_LOCK_TIMEOUT=2" in text
+
+
+def test_a_password_in_the_dsn_is_left_out_and_said_so():
+    result = Cli("host=db user=etl password=s3cret sslpassword=k3y dbname=etl")("cron")
+    assert "s3cret" not in result.stdout and "k3y" not in result.stdout
+    assert result.stderr == "etlctl: the DSN's password is not written to the crontab: put it in ~/.pgpass\n"

@@ -181,9 +181,12 @@ def cron(every, install, log_path) -> None:
     replaces the block between the etlctl markers and keeps the rest.
     """
     from etlctl import cron as crontab
+    from etlctl import render
 
     settings = app().settings
     block = crontab.block(every, settings, log_path)
+    if settings.dsn and crontab.dsn_without_password(settings.dsn)[1]:
+        render.note("etlctl: the DSN's password is not written to the crontab: put it in ~/.pgpass")
     if not install:
         click.echo(block, nl=False)
         return
