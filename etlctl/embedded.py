@@ -101,8 +101,8 @@ def _ensure_database(found: Running) -> None:
         if not conn.execute(queries.get("embedded_database_exists")).fetchone():
             try:
                 conn.execute(queries.get("embedded_create_database"))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another etlctl process created it first
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # another etlctl process created it first (both cron lines start in the same second)
 
 
 def _import():

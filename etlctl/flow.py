@@ -229,7 +229,8 @@ def reset(session, job_id: int, *, force: bool, ref=None) -> ResetResult:
             job_id=job.id, action=lifecycle.RESET, expected=expected, absent=absent,
             reason="forced reset" if force else "reset: all steps finished",
             steps_digest=job.steps_digest, check_steps=not force,
-            details={"force": force, "overridden": list(overridden)},
+            # The reset clears error_message: the audit keeps what it said.
+            details={"force": force, "overridden": list(overridden), "previous_error": job.error_message},
         )
         changed = apply(session, [transition])
         if not changed:

@@ -62,7 +62,15 @@ def pending(session) -> list[str]:
     return [m.name for m in migrations() if m.name not in applied]
 
 
-def init(session) -> InitReport:
+def init(session, dry_run: bool = False) -> InitReport:
+    """Create or migrate; with dry_run, all of it inside a transaction that is rolled back."""
+    if dry_run:
+        with session.transaction(rollback=True):
+            return _init(session)
+    return _init(session)
+
+
+def _init(session) -> InitReport:
     report = InitReport()
     session.one("init_lock")
     try:

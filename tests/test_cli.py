@@ -113,6 +113,9 @@ def test_job_names_resolve_case_insensitively_and_ambiguity_lists_candidates(cli
     (["--lock-timeout", "-1", "status"], "Invalid value for '--lock-timeout'"),
     (["status", "--db-timezone", "Mars/Olympus"], "invalid --db-timezone 'Mars/Olympus'"),
     (["complete", "1", "--sync-date", "yesterday"], "invalid --sync-date 'yesterday'"),
+    (["complete", "1", "--sync-date", "2026-W48-6"], "invalid --sync-date '2026-W48-6'"),
+    (["--lock-timeout", "0", "reset", "1"], "'0': must be at least 1ms (0 would mean no limit at all)"),
+    (["status", "--statement-timeout", "0s"], "must be at least 1ms"),
 ])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, db, args, message):
     job = db.job("Jira", status=finished())

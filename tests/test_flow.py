@@ -407,3 +407,24 @@ def test_a_row_locked_by_another_session_does_not_stall_a_sweep(db, cli):
     assert db.status(free)["overall"] == "READY" and db.status(held)["overall"] == "FINISHED"
     assert cli("sweep", "--delay", "0", "--cooldown", "0").exit_code == 0  # next tick: its turn
     assert db.status(held)["overall"] == "READY"
+
+
+def test_dry_run_of_db_init_and_the_queue_changes_nothing(db, cli, blank_db):
+    from tests.helpers import Cli
+
+    fresh = Cli(blank_db.dsn)("db", "init", "--dry-run")
+    assert fresh.stdout.startswith("would create etlctl's schema on an empty database: 0001_etlctl_schema")
+    assert blank_db.value("SELECT to_regclass('etl_jobs') IS NULL")
+    tenant = db.tenant("acme")
+    db.job("Jira", tenant, db.integration(tenant))
+    assert cli("schedule-next").exit_code == 0
+    claim = cli("queue", "claim", "--worker", "w", "--dry-run", "--json").json()
+    assert claim["dry_run"] is True and db.value("SELECT claimed_at FROM etlctl.queue") is None
+    assert cli("queue", "done", claim["id"], "--dry-run").stdout == f"message {claim['id']} would be done\n"
+    assert db.value("SELECT done_at FROM etlctl.queue") is None
+
+
+def test_wait_and_reset_dry_run_exits_as_the_real_run_would(db, cli):
+    job = db.job("Jira", db.tenant("acme"), status=running())
+    result = cli("wait-and-reset", job, "--dry-run")
+    assert result.exit_code == 4 and "next: skip" in result.stdout

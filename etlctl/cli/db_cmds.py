@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import app, command_name, connection_options, example, output_options
+from etlctl.cli.options import app, command_name, connection_options, dry_run_option, example, output_options
 
 
 @click.group()
@@ -15,17 +15,19 @@ def db() -> None:
 @db.command()
 @connection_options
 @output_options
+@dry_run_option
 @example("""
 etlctl db init
-ETLCTL_DSN=postgresql://etl@db.internal/etl etlctl db init --json
+ETLCTL_DSN=postgresql://etl@db.internal/etl etlctl db init --dry-run
 """)
-def init(as_json: bool) -> int:
+def init(as_json: bool, dry_run: bool) -> int:
     """Create etlctl's schema, or apply its pending migrations.
 
     On an empty database it creates everything, the existing system's tables
     included. On a database the existing system created it only adds etlctl's
-    own objects (schema `etlctl`, one index on etl_jobs) and changes no row or
-    column. Safe to run again: it then does nothing.
+    own objects (schema `etlctl`; three indexes and one statistics object on
+    etl_jobs) and changes no row or column. Safe to run again: it then does
+    nothing. --dry-run applies everything in a transaction and rolls it back.
 
     Exits 4 when rows in the database break a rule that a migration enforces
     (two RUNNING jobs on one integration); it lists them, and applies
@@ -35,13 +37,15 @@ def init(as_json: bool) -> int:
     from etlctl.errors import CONFLICT, OK
 
     with app().session(command_name()) as session:
-        report = schema.init(session)
+        report = schema.init(session, dry_run=dry_run)
     if as_json:
-        render.emit_json({"fresh": report.fresh, "applied": report.applied, "failed": report.failed, "ok": report.ok})
+        render.emit_json({"fresh": report.fresh, "applied": report.applied, "failed": report.failed, "ok": report.ok,
+                          "dry_run": dry_run})
     elif report.fresh:
-        click.echo(f"created etlctl's schema on an empty database: {', '.join(report.applied)}")
+        verb = "would create" if dry_run else "created"
+        click.echo(f"{verb} etlctl's schema on an empty database: {', '.join(report.applied)}")
     elif report.applied:
-        click.echo(f"applied migrations: {', '.join(report.applied)}")
+        click.echo(f"{'would apply' if dry_run else 'applied'} migrations: {', '.join(report.applied)}")
     elif report.ok:
         click.echo("etlctl's schema is up to date")
     for name, why in report.failed.items():

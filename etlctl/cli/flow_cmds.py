@@ -47,7 +47,7 @@ def _job_id(session, job: str, tenant: str | None) -> int:
 @output_options
 @dry_run_option
 @example("""
-etlctl complete 7 --token 6f1c0a2e
+etlctl complete 7 --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
 etlctl complete Jira --tenant acme --sync-date 2026-11-28T10:00:00-05:00 --json
 """)
 def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
@@ -77,12 +77,19 @@ def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
         click.echo(f"{prefix} job {job_id} FINISHED (run {result['token'] or 'without a token'}); first reset check due at {deadline}")
 
 
+_ISO_TIME = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
+
+
 def _check_iso(value: str) -> None:
+    """A calendar date and time that both Python and PostgreSQL read the same way."""
+    import re
     from datetime import datetime
 
     from etlctl.errors import UsageError
 
     try:
+        if not re.fullmatch(_ISO_TIME, value):
+            raise ValueError
         datetime.fromisoformat(value)
     except ValueError:
         raise UsageError(message=f"invalid --sync-date {value!r}: expected an ISO 8601 time such as 2026-11-28T10:00:00-05:00") from None
@@ -181,14 +188,16 @@ class _PrintingReporter:
 etlctl wait-and-reset 7
 etlctl wait-and-reset 7 --delay 2 --backoff 2,4 --cooldown 3
 """)
-def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> None:
+def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> int:
     """Do what the browser tab does after a job FINISHES, in one command:
     wait the delay, check (retrying after 30, 60, 180, 300 s), count down
     "Job completed. Resetting in 30 seconds...", then reset to READY.
 
     Durable: before every wait it writes the deadline and the attempt into
     the job's status document, so a rerun (or `etlctl sweep`) carries on
-    where it stopped. Giving up records error_message, leaves the job
+    where it stopped. A deadline already written (by `complete`, an earlier
+    run or a sweep) is kept: --delay only sets the first check of a job that
+    has none. Giving up records error_message, leaves the job
     FINISHED and exits 3. A job that is not FINISHED exits 4. Ctrl-C exits
     130 and SIGTERM 143, with nothing half-written. --dry-run shows the next
     step and exits without waiting or writing.
@@ -205,14 +214,26 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> N
             decision = lifecycle.decide(found.status, found.rules, found.now, timings, found.finished_at)
             plan = {"job_id": job_id, "action": decision.action, "reason": decision.reason,
                     "deadline": decision.deadline, "attempt": decision.attempt, "dry_run": True}
+            code = _dry_run_exit(found, decision)
             if as_json:
                 render.emit_json(plan)
             else:
                 when = f" at {render.when(decision.deadline)} ({render.relative(decision.deadline, found.now)})" if decision.deadline else ""
                 click.echo(f"{found.label()}: next: {decision.action}{when}: {decision.reason}")
-            return
+            return code
         outcome = flow.wait_and_reset(session, job_id, timings, _PrintingReporter(), ref=job)
     _print_reset(outcome.job, outcome.reset_row, as_json, by_other=outcome.by_other)
+
+
+def _dry_run_exit(job, decision) -> int:
+    """What the real run would exit with, as far as its first step tells: 4 not FINISHED, 3 gave up."""
+    from etlctl import errors, lifecycle
+
+    if decision.action == lifecycle.SKIP:
+        if job.overall != "FINISHED" or decision.state.problem:
+            return errors.CONFLICT
+        return errors.NOT_FINISHED
+    return errors.OK
 
 
 def _print_reset(job, row, as_json, *, by_other=False, overridden=(), dry_run=False) -> None:
@@ -317,7 +338,7 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
 @output_options
 @dry_run_option
 @example("""
-etlctl step 7 jira_dev_status embedding finished --token 6f1c0a2e
+etlctl step 7 jira_dev_status embedding finished --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
 """)
 def step(job, tenant, step_name, phase, value, token, as_json, dry_run) -> None:
     """Set one phase of one step: a worker's status update.

@@ -45,7 +45,10 @@ def _seconds(ctx: click.Context, param: click.Parameter, value):
     try:
         seconds = parse_duration(value, "--" + param.name.replace("_", "-"))
     except UsageError as exc:
-        raise click.BadParameter(exc.message.split(": ", 1)[-1]) from None
+        raise click.BadParameter(f"{value!r}: {exc.message.split(': ', 1)[-1]}") from None
+    if seconds < 0.001:
+        # PostgreSQL reads 0 as "no limit": a cron job would then wait forever.
+        raise click.BadParameter(f"{value!r}: must be at least 1ms (0 would mean no limit at all)")
     return _remember(ctx, param, seconds)
 
 

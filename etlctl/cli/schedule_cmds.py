@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import app, command_name, connection_options, example, output_options
+import contextlib
+
+from etlctl.cli.options import app, command_name, connection_options, dry_run_option, example, output_options
 
 PHASES = ("extraction", "transform", "embedding")
 
@@ -109,15 +111,23 @@ def queue_ls(pending, limit, as_json) -> None:
         render.note("the queue is empty" if not pending else "no pending messages")
 
 
+@contextlib.contextmanager
+def _session(dry_run: bool):
+    with app().session(command_name()) as session:
+        with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
+            yield session
+
+
 @queue.command("claim")
 @click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True)
 @click.option("--worker", required=True, metavar="NAME", help="Who claims it (recorded as claimed_by).")
 @connection_options
 @output_options
+@dry_run_option
 @example("""
 etlctl queue claim --worker shell-1 --json
 """)
-def queue_claim(phase, worker, as_json) -> int:
+def queue_claim(phase, worker, as_json, dry_run) -> int:
     """Take the oldest unclaimed message of a phase and print it.
 
     Concurrent claimers never get the same message (FOR UPDATE SKIP LOCKED).
@@ -126,7 +136,7 @@ def queue_claim(phase, worker, as_json) -> int:
     from etlctl import render, scheduler
     from etlctl.errors import NOT_FINISHED
 
-    with app().session(command_name()) as session:
+    with _session(dry_run) as session:
         row = scheduler.claim(session, phase=phase, worker=worker)
     if row is None:
         if as_json:
@@ -134,9 +144,10 @@ def queue_claim(phase, worker, as_json) -> int:
         render.note(f"etlctl: no unclaimed {phase} message")
         return NOT_FINISHED
     if as_json:
-        render.emit_json(row)
+        render.emit_json({**row, "dry_run": dry_run})
     else:
-        click.echo(f"claimed message {row['id']}: job {row['job_id']} {row['step']} {row['phase']} (run {row['token']})")
+        click.echo(f"{'would claim' if dry_run else 'claimed'} message {row['id']}: job {row['job_id']} {row['step']} "
+                   f"{row['phase']} (run {row['token']})")
     return 0
 
 
@@ -144,21 +155,22 @@ def queue_claim(phase, worker, as_json) -> int:
 @click.argument("message_id", metavar="ID", type=int)
 @connection_options
 @output_options
+@dry_run_option
 @example("""
 etlctl queue done 12
 """)
-def queue_done(message_id, as_json) -> None:
+def queue_done(message_id, as_json, dry_run) -> None:
     """Mark a message done. Doing it twice is not an error; an unknown ID exits 5."""
     from etlctl import render, scheduler
 
-    with app().session(command_name()) as session:
+    with _session(dry_run) as session:
         outcome = scheduler.done(session, message_id)
     if as_json:
-        render.emit_json({"id": message_id, "result": outcome})
+        render.emit_json({"id": message_id, "result": outcome, "dry_run": dry_run})
     elif outcome == "already":
         click.echo(f"message {message_id} was already done")
     else:
-        click.echo(f"message {message_id} done")
+        click.echo(f"message {message_id} {'would be ' if dry_run else ''}done")
 
 
 @click.command()
