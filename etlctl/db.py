@@ -177,7 +177,7 @@ class Session:
         except EtlctlError:
             raise
         except Exception as exc:
-            translated = translate(exc, self.target)
+            translated = translate(exc, self.target, self.command)
             if translated is None:
                 raise
             raise translated from exc
@@ -273,7 +273,7 @@ _BUSY = {
 _CONFLICT = {"23505", "23514", "23503"}
 
 
-def translate(exc: BaseException, target: Target) -> EtlctlError | None:
+def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlError | None:
     """The etlctl error for a psycopg error; None for anything else."""
     try:
         import psycopg
@@ -291,6 +291,8 @@ def translate(exc: BaseException, target: Target) -> EtlctlError | None:
     if code in _CONFLICT:
         return Conflict(detail, message=f"refused by a database constraint: {reason}")
     if code == "42501":
+        if command.startswith("db "):
+            return DatabaseError(detail, reason=f"{reason} (`etlctl db init` runs as the owner of the tables)")
         return DatabaseError(detail, reason=f"{reason} (the role needs the grants in sql/roles.sql)")
     # No SQLSTATE on an operational error: the connection itself failed or was lost.
     if code in _UNAVAILABLE or code[:2] in _UNAVAILABLE or (not code and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))):

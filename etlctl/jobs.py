@@ -22,7 +22,8 @@ class JobRef:
         return int(self.text) if self.text.isdigit() and self.tenant is None else None
 
     def __str__(self) -> str:
-        return self.text if self.tenant is None else f"{self.text!r} in tenant {self.tenant!r}"
+        shown = self.text if self.text.isdigit() else repr(self.text)
+        return shown if self.tenant is None else f"{shown} in tenant {self.tenant!r}"
 
 
 def parse_ref(text: str, tenant: str | None = None) -> JobRef:
@@ -89,3 +90,11 @@ def load(session, job_id: int, ref: object = None) -> Job:
     if row is None:
         raise JobNotFound(ref=ref if ref is not None else job_id)
     return Job(row)
+
+
+def check_tenant(session, tenant: str | None) -> None:
+    """An unknown --tenant exits 5, rather than looking like a tenant without jobs."""
+    from etlctl.errors import NotFound
+
+    if tenant is not None and not session.one("tenant_exists", tenant=tenant)["found"]:
+        raise NotFound(message=f"no tenant {tenant!r}")

@@ -50,7 +50,7 @@ def show_overview(rows: list[dict], as_json: bool, limit: int) -> None:
                 overall += f" ({rec['reset_stage'].replace('_', ' ')})"
             next_run = "-" if rec["next_run"] is None else f"{render.when(rec['next_run'])} ({render.relative(rec['next_run'], row['now'])})"
             table.append([
-                rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "?", overall, next_run,
+                rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "unknown", overall, next_run,
                 active_text(rec["active"], rec["integration_active"], rec["tenant_active"], rec["integration_id"] is not None),
                 rec["last_run_finished_at"], render.truncate(rec["error_message"], 50),
             ])

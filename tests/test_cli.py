@@ -85,10 +85,20 @@ def test_a_wrong_password_on_a_real_server_is_not_printed(db, pg_server):
         db.sql("DROP ROLE pw_user")
 
 
-def test_unknown_job_exits_5(cli, db):
-    for ref in ("999", "NoSuchJob"):
+def test_unknown_job_or_tenant_exits_5(cli, db):
+    for ref, shown in (("999", "999"), ("NoSuchJob", "'NoSuchJob'")):
         result = cli("status", ref)
-        assert (result.exit_code, result.stderr) == (5, f"etlctl: no job {ref}\n")
+        assert (result.exit_code, result.stderr) == (5, f"etlctl: no job {shown}\n")
+    for args in (["status", "--tenant", "nobody"], ["schedule-next", "--tenant", "nobody"]):
+        result = cli(*args)
+        assert (result.exit_code, result.stderr) == (5, "etlctl: no tenant 'nobody'\n")
+
+
+def test_etlctl_alone_prints_its_help():
+    result = Cli(None)()
+    assert result.exit_code == 0 and result.stdout.startswith("Usage: etlctl [OPTIONS] COMMAND") and result.stderr == ""
+    group = Cli(None)("queue")
+    assert group.exit_code == 0 and group.stdout.startswith("Usage: etlctl queue [OPTIONS] COMMAND")
 
 
 def test_job_names_resolve_case_insensitively_and_ambiguity_lists_candidates(cli, db):

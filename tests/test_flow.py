@@ -363,7 +363,7 @@ def test_names_with_quotes_or_sql_are_just_names(db, cli, name):
     job = db.job(name, db.tenant("acme"), status=finished())
     assert cli("status", name, "--json").json()["id"] == job
     missing = cli("reset", name + "x")
-    assert (missing.exit_code, missing.stderr) == (5, f"etlctl: no job {name}x\n")
+    assert (missing.exit_code, missing.stderr) == (5, f"etlctl: no job {name + 'x'!r}\n")
     assert cli("reset", name).exit_code == 0
     assert db.value("SELECT count(*) FROM etl_jobs") == 1
 

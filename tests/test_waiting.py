@@ -44,7 +44,7 @@ def test_check_retry_stops_at_once_on_a_failed_phase(db, cli, frozen, acme):
     result = cli("check", job, "--retry")
     assert frozen.sleeps == []
     assert result.exit_code == 3
-    assert result.stderr == (f"etlctl: job {job} (Jira, tenant acme) not finished after 1 checks (a phase failed: waiting "
+    assert result.stderr == (f"etlctl: job {job} (Jira, tenant acme) not finished after 1 check (a phase failed: waiting "
                              "cannot help): jira_dev_status.transform: failed\n")
 
 

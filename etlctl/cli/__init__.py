@@ -106,15 +106,19 @@ def run(invoke) -> int:
         return result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help())  # `etlctl` (or `etlctl db`) alone: the help, as asked
+        return errors.OK
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         return _fail(f"error: {exc.format_message()}{hint}", errors.USAGE)
     except click.ClickException as exc:
         return _fail(f"error: {exc.format_message()}", exc.exit_code)
     except errors.EtlctlError as exc:
-        if options.verbose and exc.detail:
+        code = _fail(f"{exc.message}", exc.exit_code)
+        if options.verbose and exc.detail and exc.detail != exc.message:
             click.echo(f"etlctl: detail: {exc.detail}", err=True)
-        return _fail(f"{exc.message}", exc.exit_code)
+        return code
     except (KeyboardInterrupt, Interrupted, click.Abort):
         return _fail("interrupted (SIGINT); nothing half-written", errors.INTERRUPTED)
     except Terminated:

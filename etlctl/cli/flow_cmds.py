@@ -139,7 +139,7 @@ def check(job, tenant, retry, backoff, as_json) -> None:
         grid = [[s["order"], s["step"], s["extraction"], s["transform"], s["embedding"], s["verdict"]] for s in views.step_rows(found)]
         render.emit_table(grid, ["#", "STEP", "EXTRACTION", "TRANSFORM", "EMBEDDING", "VERDICT"])
     if not completion.all_finished:
-        given_up = f" after {attempts} checks" if retry else ""
+        given_up = f" after {attempts} check{'s' if attempts != 1 else ''}" if retry else ""
         stop = " (a phase failed: waiting cannot help)" if retry and completion.failed else ""
         raise NotFinished(message=f"{found.label()} not finished{given_up}{stop}: {'; '.join(completion.reasons)}")
     if not as_json:

@@ -45,6 +45,10 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
 
     grace = config.parse_duration(chain_grace, "--chain-grace")
     with app().session(command_name()) as session:
+        if tenant is not None:
+            from etlctl import jobs
+
+            jobs.check_tenant(session, tenant)
         result = scheduler.tick(session, tenant=tenant, limit=limit, chain_grace=grace, dry_run=dry_run,
                                 explain=explain)
     if as_json:

@@ -31,6 +31,8 @@ def status(job: str | None, tenant: str | None, limit: int, as_json: bool) -> No
     with app().session(command_name()) as session:
         if job is None:
             rows = session.all("jobs_overview", tenant=tenant, limit=limit + 1)
+            if not rows:
+                jobs.check_tenant(session, tenant)
             views.show_overview(rows, as_json, limit)
         else:
             job_id = jobs.resolve(session, jobs.parse_ref(job, tenant))

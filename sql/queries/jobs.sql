@@ -73,3 +73,7 @@ FROM etlctl.job_kinds k
 LEFT JOIN etlctl.kind_steps s ON s.kind = k.name
 GROUP BY k.name, k.description
 ORDER BY k.name;
+
+-- name: tenant_exists
+-- Whether a tenant (id or name) exists: an unknown --tenant is an error, not an empty list.
+SELECT EXISTS (SELECT 1 FROM tenants t WHERE t.id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s)) AS found;
