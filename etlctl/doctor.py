@@ -383,7 +383,7 @@ def finished_job(f: explain.Facts, timings: lifecycle.Timings) -> Finding | None
                       "last_item=True and last_job_item=True?)")
         elif verdicts & {rules.IDLE, rules.MIXED}:
             cause += "; the run was completed before every step ran"
-        fixes = _step_fixes(f, "the next check then passes and the reset follows") + [_force_fix(f)]
+        fixes = _step_fixes(f, f"then the next check looks again (`etlctl why {job.id}` shows what is left)") + [_force_fix(f)]
     return Finding("timer_retrying", PROBLEM, summary, cause, tuple(fixes), (job.id,),
                    details={"reset_stage": reset.stage, "reset_attempt": reset.attempt,
                             "reasons": list(job.completion().reasons)})

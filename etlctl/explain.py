@@ -131,6 +131,10 @@ def since_phrase(facts: Facts, verdict: rules.StepVerdict) -> str:
     if change is not None and change.value == current:
         return (f"since {clock_time(change.at)} ({relative(change.at, now)}; set by `etlctl {change.command}` "
                 f"on {change.host} as {change.db_user})")
+    started = facts.job.last_run_started_at
+    if current == "idle" and started is not None and lifecycle.known(started):
+        # Every phase is idle from the start of a run: it has not moved since.
+        return f"(idle since the run started at {clock_time(started)}, {relative(started, now)})"
     updated = facts.job.last_updated_at
     audited = facts.job.row.get("last_audit_at")
     if updated is None or (audited is not None and audited >= updated):
@@ -139,8 +143,12 @@ def since_phrase(facts: Facts, verdict: rules.StepVerdict) -> str:
     return f"(no change to the job since {clock_time(updated)}, {relative(updated, now)})"
 
 
-def blockers_text(facts: Facts, with_since: bool = True, limit: int = 3) -> str:
+def blockers_text(facts: Facts, with_since: bool = True, limit: int = 6) -> str:
     items = not_done(facts)
+    if not items:
+        # Nothing step by step (no steps at all, or steps that are not an object): the document's own words.
+        completion = facts.job.completion()
+        return "; ".join(r for r in completion.reasons if not r.startswith("overall is"))
     parts = []
     for verdict in items[:limit]:
         phrase = blocker_phrase(verdict)

@@ -82,8 +82,8 @@ def test_timer_keeps_retrying_names_the_phase_and_since_when(db, cli, frozen, ac
         "as postgres); its worker never reported it finished (did it get the completion message with last_item=True "
         "and last_job_item=True?)\n"
         f"  fix:   etlctl step {job} jira_dev_status embedding finished --token tok-1\n"
-        "         # only if the embedding worker really finished jira_dev_status (check its logs); the next check then "
-        "passes and the reset follows\n"
+        "         # only if the embedding worker really finished jira_dev_status (check its logs); then the next check "
+        f"looks again (`etlctl why {job}` shows what is left)\n"
         f"         etlctl reset {job} --force\n"
         "         # warning: overrides the check; what did not finish is not redone until the next run\n"
         "\n"
@@ -554,3 +554,11 @@ def test_reading_only_candidate_jobs_finds_what_reading_every_job_finds(db, froz
     assert sorted(map(key, from_candidates)) == sorted(map(key, from_every_job))
     assert {f.code for f in from_every_job} == JOB_FINDINGS  # the random jobs exercise every kind of job finding
     assert len(from_every_job) > 50
+
+
+def test_a_finished_job_with_malformed_steps_names_the_cause(db, cli, frozen, acme):
+    job = db.job("Other", acme, None, status={"overall": "FINISHED", "token": "t", "steps": "corrupted"},
+                 last_run_finished_at=naive(-3600))
+    causes = [f["cause"] for f in cli("doctor", "--json").json()["findings"] if f["job_ids"] == [job]]
+    assert causes and all(c.strip() for c in causes)
+    assert any("steps is a string, not an object" in c for c in causes), causes

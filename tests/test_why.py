@@ -241,3 +241,12 @@ def _json(value):
     from psycopg.types.json import Jsonb
 
     return Jsonb(value)
+
+
+def test_a_step_idle_since_the_start_says_so(db, cli, frozen, acme):
+    job = db.job("Jira", acme, db.integration(acme))
+    assert cli("schedule-next").exit_code == 0
+    frozen.frozen.tick(300)
+    out = cli("why", job).stdout
+    assert "jira_projects_and_issue_types not started (all phases idle) (idle since the run started at 10:41:00, 5m ago)" in out
+    assert "set outside etlctl" not in out

@@ -21,7 +21,7 @@ from etlctl.cli.options import (
 @output_options
 @example("""
 etlctl doctor
-etlctl doctor --json | jq '.findings[] | select(.severity == "problem") | .fix[0].command'
+etlctl doctor --json | jq -r '.findings[] | select(.severity == "problem") | .fix[].command'
 """)
 def doctor(delay, backoff, cooldown, as_json) -> int:
     """Check the whole database for the flow document's common issues and
@@ -129,16 +129,15 @@ def history(job, tenant, since, limit, as_json) -> None:
         rows = audit.read(session, job_id, since, limit)
         if not rows and not session.one("job_exists", job_id=job_id)["found"]:
             raise JobNotFound(ref=job)
+    total = rows[0]["total"] if rows else 0
     if as_json:
         render.emit_json([audit.record(r) for r in rows])
-        return
-    if not rows:
+    elif not rows:
         render.note(f"job {job_id}: no audited changes" + (f" since {since}" if since else ""))
-        return
-    render.emit_table([audit.table_row(r) for r in rows], audit.HEADERS)
-    total = rows[0]["total"]
+    else:
+        render.emit_table([audit.table_row(r) for r in rows], audit.HEADERS)
     if total > len(rows):
-        render.note(f"showing the newest {len(rows)} of {total} changes (use --limit or --since)")
+        render.note(f"showing the newest {len(rows)} of {total} changes (use --limit{'' if since else ' or --since'})")
 
 
 @click.command()
