@@ -105,7 +105,7 @@ class Demo:
                 self.say("  (the worker finds no new pull requests: the step stays idle, which GitHub's rule allows)")
             else:
                 for phase in PHASES:
-                    self.etlctl("step", job, step, phase, "running", "--token", token, show=False)
+                    self.etlctl("step", job, step, phase, "running", "--token", token)
                     self.etlctl("step", job, step, phase, "finished", "--token", token)
             self.etlctl("queue", "done", str(message["id"]))
 
@@ -165,7 +165,7 @@ class Demo:
         self.cycle(2, wait_and_reset=False)
         self.section("What happened, from the audit log")
         if "history" in _available_commands():
-            self.etlctl("history", "Jira")
+            self.etlctl("history", "Jira", "--limit", "200")
         self.section("Done")
         self.say(f"Look around yourself: export ETLCTL_DSN=\"{self.env['ETLCTL_DSN']}\"; etlctl status")
         self.say("Stop the embedded server with: etlctl db stop")

@@ -106,7 +106,7 @@ def complete(session, job_id: int, *, token: str | None, sync_date: str | None, 
             raise JobNotFound(ref=job_id)
         if row["changed"]:
             return {"job_id": job_id, "result": "completed", "overall": "FINISHED", "token": row["token"],
-                    "status": row["new_status"], "last_sync_date": row["last_sync_date"]}
+                    "status": row["new_status"], "last_sync_date": row["last_sync_date"], "now": row["now"]}
         if token is not None and row["token"] != token:
             raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
         if row["overall"] == "FINISHED":

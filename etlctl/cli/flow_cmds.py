@@ -72,9 +72,12 @@ def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
     elif result["result"] == "already":
         click.echo(f"job {job_id} is already FINISHED (run {result['token'] or 'without a token'}): nothing to do")
     else:
-        deadline = result["status"].get("reset_deadline")
+        from datetime import datetime
+
+        deadline = datetime.fromisoformat(result["status"]["reset_deadline"]).astimezone(result["now"].tzinfo)
         prefix = "would mark" if dry_run else "marked"
-        click.echo(f"{prefix} job {job_id} FINISHED (run {result['token'] or 'without a token'}); first reset check due at {deadline}")
+        click.echo(f"{prefix} job {job_id} FINISHED (run {result['token'] or 'without a token'}); first reset check at "
+                   f"{render.clock_time(deadline)} ({render.relative(deadline, result['now'])})")
 
 
 _ISO_TIME = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"

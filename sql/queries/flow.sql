@@ -46,7 +46,7 @@ notified AS (
     SELECT pg_notify('etl_job_status', json_build_object('job_id', c.id, 'tenant_id', c.tenant_id, 'overall', 'FINISHED')::text)
     FROM changed c
 )
-SELECT b.id, b.overall, b.token,
+SELECT b.id, b.overall, b.token, (SELECT now FROM clock) AS now,
        (SELECT count(*) FROM changed) AS changed,
        (SELECT status FROM changed) AS new_status,
        (SELECT last_sync_date FROM changed) AS last_sync_date,
