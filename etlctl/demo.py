@@ -164,16 +164,7 @@ class Demo:
         self.wait_for_next_run()
         self.cycle(2, wait_and_reset=False)
         self.section("What happened, from the audit log")
-        if "history" in _available_commands():
-            self.etlctl("history", "Jira", "--limit", "200")
+        self.etlctl("history", "Jira", "--limit", "200")
         self.section("Done")
         self.say(f"Look around yourself: export ETLCTL_DSN=\"{self.env['ETLCTL_DSN']}\"; etlctl status")
         self.say("Stop the embedded server with: etlctl db stop")
-
-
-def _available_commands() -> set[str]:
-    import importlib.util
-
-    from etlctl.cli import COMMANDS
-
-    return {name for name, (module, _, _) in COMMANDS.items() if importlib.util.find_spec(module)}

@@ -8,7 +8,6 @@ click. Every expected error ends here as one line on stderr and its exit code.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import signal
 import sys
 
@@ -43,7 +42,7 @@ COMMANDS = {
 
 class EtlctlGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if _available(name)]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
@@ -76,11 +75,6 @@ class EtlctlGroup(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
-
-
-def _available(name: str) -> bool:
-    module = COMMANDS[name][0]
-    return importlib.util.find_spec(module) is not None
 
 
 class Terminated(BaseException):
