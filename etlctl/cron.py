@@ -36,10 +36,9 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     """The DSN without its secrets, and whether it had any."""
     from psycopg import conninfo
 
-    try:
-        params = conninfo.conninfo_to_dict(dsn)
-    except Exception:
-        raise UsageError(message="invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI") from None
+    from etlctl.db import parse_dsn
+
+    params = parse_dsn(dsn)
     removed = [params.pop(name, None) for name in SECRET_PARAMS]
     had = any(removed)
     return conninfo.make_conninfo(**params), had

@@ -57,14 +57,19 @@ def resolve_target(settings: ConnectionSettings) -> Target:
     return _embedded(settings.home)
 
 
-def _from_dsn(dsn: str) -> Target:
+def parse_dsn(dsn: str) -> dict:
+    """A DSN's parameters; a usage error when libpq cannot read it."""
     from psycopg import conninfo as ci
 
     try:
-        params = ci.conninfo_to_dict(dsn)
+        return ci.conninfo_to_dict(dsn)
     except Exception:
         # libpq's parse errors may quote the DSN, password included: say nothing of its text.
         raise UsageError(message="invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI") from None
+
+
+def _from_dsn(dsn: str) -> Target:
+    params = parse_dsn(dsn)
     host = params.get("host") or params.get("hostaddr") or "localhost"
     shown = f"{params.get('user', '')}@{host}:{params.get('port', '5432')}/{params.get('dbname', '')}"
     return Target(dsn, shown, password=params.get("password") or None)
@@ -188,21 +193,22 @@ class Session:
 
 
 @contextlib.contextmanager
-def connect(settings: ConnectionSettings, command: str = "", autocommit: bool = True) -> Iterator[Session]:
-    session = open_session(settings, command, autocommit)
+def connect(settings: ConnectionSettings, command: str = "") -> Iterator[Session]:
+    session = open_session(settings, command)
     try:
         yield session
     finally:
         session.close()
 
 
-def open_session(settings: ConnectionSettings, command: str = "", autocommit: bool = True) -> Session:
+def open_session(settings: ConnectionSettings, command: str = "") -> Session:
     """A session that the caller closes (``watch`` holds and replaces its own)."""
     target = resolve_target(settings)
-    return Session(_open(target, settings, autocommit), target, command)
+    return Session(_open(target, settings), target, command)
 
 
-def _open(target: Target, settings: ConnectionSettings, autocommit: bool):
+def _open(target: Target, settings: ConnectionSettings):
+    # Autocommit: a single statement is its own transaction; Session.transaction() opens longer ones.
     import psycopg
     from psycopg.rows import dict_row
 
@@ -215,7 +221,7 @@ def _open(target: Target, settings: ConnectionSettings, autocommit: bool):
         "options": f"{user_options} {session_options(settings)}".strip(),
     }
     try:
-        return _with_loaders(psycopg.connect(target.conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs))
+        return _with_loaders(psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row, **kwargs))
     except psycopg.Error as exc:
         if target.embedded_home is not None:
             # A stale postmaster.pid or a server that was never given etlctl's database: start, create, retry once.
@@ -224,7 +230,7 @@ def _open(target: Target, settings: ConnectionSettings, autocommit: bool):
             try:
                 found = embedded.ensure_running(target.embedded_home)
                 embedded.create_database(found)
-                return _with_loaders(psycopg.connect(found.conninfo(), autocommit=autocommit, row_factory=dict_row, **kwargs))
+                return _with_loaders(psycopg.connect(found.conninfo(), autocommit=True, row_factory=dict_row, **kwargs))
             except psycopg.Error as again:
                 exc = again
         raise translate(exc, target) from exc
@@ -270,7 +276,7 @@ _BUSY = {
     "40P01": "deadlock detected",
     "25P03": "idle-in-transaction timeout",
 }
-_CONFLICT = {"23505", "23514", "23503"}
+_CONFLICT = {"23505", "23514", "23503", "42P04"}
 
 
 def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlError | None:

@@ -22,9 +22,9 @@ import time
 from etlctl import clock, db, embedded
 from etlctl.config import ConnectionSettings
 from etlctl.errors import EtlctlError
+from etlctl.rules import PHASES
 
 DEMO_DATABASE = "etlctl_demo"
-PHASES = ("extraction", "transform", "embedding")
 # Short timings, so a cycle takes seconds instead of minutes.
 TIMINGS = {"ETLCTL_DELAY": "1", "ETLCTL_BACKOFF": "1,2,4", "ETLCTL_COOLDOWN": "3"}
 

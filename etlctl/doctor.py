@@ -59,6 +59,14 @@ TITLES = {
 ORDER = list(TITLES)
 
 
+def psql(*names: str, **ids: int) -> str:
+    """A fix to run by hand: the named statements of sql/queries/oncall.sql with ids filled in."""
+    from etlctl import queries
+
+    sql = "; ".join(queries.get(name) % {k: int(v) for k, v in ids.items()} for name in names)
+    return f'psql -c "{sql}"'
+
+
 def host_clock() -> float:
     """This host's wall clock (seconds since the epoch): the one place etlctl reads it."""
     return time.time()
@@ -239,9 +247,8 @@ def index_finding(index: dict, migration_pending: bool, conflicts: bool) -> Find
                                                        if conflicts else "")),)
         cause = f"migration {INDEX_MIGRATION} is not applied"
     else:
-        drop = "DROP INDEX etlctl_one_running_per_integration; " if index["present"] else ""
-        fixes = (Fix(f"psql -c \"{drop}CREATE UNIQUE INDEX etlctl_one_running_per_integration ON etl_jobs "
-                     "(integration_id) WHERE (status ->> 'overall') = 'RUNNING'\"",
+        statements = (["fix_drop_running_index"] if index["present"] else []) + ["fix_create_running_index"]
+        fixes = (Fix(psql(*statements),
                      f"SQL, as the schema's owner: {INDEX_MIGRATION} is recorded as applied, so db init will not "
                      "recreate it"),)
         cause = "it was dropped (or its build failed) after its migration was applied"
@@ -475,12 +482,12 @@ def not_starting(f: explain.Facts, plan: dict, troubled: set[int]) -> list[Findi
             return []
         fixes = []
         if job.active is not True:
-            fixes.append(Fix(f"psql -c \"UPDATE etl_jobs SET active = true WHERE id = {job.id}\"", "only if it was deactivated by mistake"))
+            fixes.append(Fix(psql("fix_activate_job", id=job.id), "only if it was deactivated by mistake"))
         if plan["integration_id"] is not None and plan["integration_active"] is not True:
-            fixes.append(Fix(f"psql -c \"UPDATE integrations SET active = true WHERE id = {plan['integration_id']}\"",
+            fixes.append(Fix(psql("fix_activate_integration", id=plan["integration_id"]),
                              "only if it was deactivated by mistake"))
         if plan["tenant_active"] is not True:
-            fixes.append(Fix(f"psql -c \"UPDATE tenants SET active = true WHERE id = {job.tenant_id}\"",
+            fixes.append(Fix(psql("fix_activate_tenant", id=job.tenant_id),
                              "only if it was deactivated by mistake"))
         return [Finding("not_starting", NOTE, f"{label}, {since}, will not start: {found.text}",
                         "schedule-next starts only jobs whose job, integration and tenant are active "
@@ -501,7 +508,7 @@ def not_starting(f: explain.Facts, plan: dict, troubled: set[int]) -> list[Findi
             f"{label}: next_run is {when(due_at)}, {duration(ahead)} away, but it runs every {duration(interval)}",
             "next_run was set further ahead than a reset would set it; naive times written in another zone than "
             "--db-timezone (ETLCTL_DB_TIMEZONE) look hours off",
-            (Fix(f"psql -c \"UPDATE etl_jobs SET next_run = NULL WHERE id = {job.id}\"",
+            (Fix(psql("fix_clear_next_run", id=job.id),
                  "makes it due now, only if next_run is wrong"),),
             (job.id,), details={"blocked_by": code, "next_run": due_at},
         )]

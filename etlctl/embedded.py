@@ -93,15 +93,15 @@ def _start(home: Path) -> None:
 
 
 def _ensure_database(found: Running) -> None:
-    import psycopg
+    from etlctl import db
+    from etlctl.config import ConnectionSettings
+    from etlctl.errors import Conflict
 
-    from etlctl import queries
-
-    with psycopg.connect(found.conninfo("postgres"), autocommit=True, application_name="etlctl") as conn:
-        if not conn.execute(queries.get("embedded_database_exists")).fetchone():
+    with db.connect(ConnectionSettings(dsn=found.conninfo("postgres")), "db") as session:
+        if not session.one("embedded_database_exists"):
             try:
-                conn.execute(queries.get("embedded_create_database"))
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                session.run("embedded_create_database")
+            except Conflict:
                 pass  # another etlctl process created it first (both cron lines start in the same second)
 
 

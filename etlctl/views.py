@@ -86,6 +86,15 @@ def step_rows(job: Job) -> list[dict]:
     return out
 
 
+def emit_step_grid(steps: list[dict]) -> None:
+    """The step x phase grid, in step order, each step with its verdict."""
+    grid = [[s["order"], s["step"], s["extraction"], s["transform"], s["embedding"], s["verdict"]] for s in steps]
+    if grid:
+        render.emit_table(grid, ["#", "STEP", "EXTRACTION", "TRANSFORM", "EMBEDDING", "VERDICT"])
+    else:
+        render.lines(["(no steps)"])
+
+
 def job_record(job: Job) -> dict:
     state = lifecycle.reset_state(job.status)
     completion = job.completion()
@@ -153,11 +162,7 @@ def show_job(job: Job, as_json: bool) -> None:
     width = max(len(k) for k, _ in header)
     render.lines(f"{key:<{width}}  {value}" for key, value in header)
     render.lines([""])
-    grid = [[s["order"], s["step"], s["extraction"], s["transform"], s["embedding"], s["verdict"]] for s in record["steps"]]
-    if grid:
-        render.emit_table(grid, ["#", "STEP", "EXTRACTION", "TRANSFORM", "EMBEDDING", "VERDICT"])
-    else:
-        render.lines(["(no steps)"])
+    emit_step_grid(record["steps"])
     if record["reasons"] and job.overall == "FINISHED":
         render.lines(["", "not finished: " + "; ".join(record["reasons"])])
 
@@ -173,12 +178,10 @@ class SweepPrinter:
 
     HEADER = f"{'JOB':>7}  {'NAME':<24} {'ACTION':<9} DETAIL"
 
-    def __init__(self, as_json: bool, dry_run: bool = False) -> None:
-        from etlctl.cli import options
-
+    def __init__(self, as_json: bool, dry_run: bool = False, verbose: bool = False) -> None:
         self.as_json = as_json
         self.dry_run = dry_run
-        self.verbose = options.verbose
+        self.verbose = verbose
         self.count = 0
 
     def busy(self) -> None:

@@ -17,19 +17,11 @@ from etlctl.cli.options import (
     timing_options,
 )
 
-PHASES = ("extraction", "transform", "embedding")
-PHASE_VALUES = ("idle", "running", "finished", "failed")
+from etlctl.rules import PHASE_VALUES, PHASES
 
 
-@contextlib.contextmanager
 def _session(dry_run: bool = False):
-    """A session for this command; with --dry-run, everything happens in one transaction that is rolled back."""
-    with app().session(command_name()) as session:
-        if dry_run:
-            with session.transaction(rollback=True):
-                yield session
-        else:
-            yield session
+    return app().session(command_name(), dry_run=dry_run)
 
 
 def _job_id(session, job: str, tenant: str | None) -> int:
@@ -139,8 +131,7 @@ def check(job, tenant, retry, backoff, as_json) -> None:
     else:
         from etlctl import views
 
-        grid = [[s["order"], s["step"], s["extraction"], s["transform"], s["embedding"], s["verdict"]] for s in views.step_rows(found)]
-        render.emit_table(grid, ["#", "STEP", "EXTRACTION", "TRANSFORM", "EMBEDDING", "VERDICT"])
+        views.emit_step_grid(views.step_rows(found))
     if not completion.all_finished:
         given_up = f" after {attempts} check{'s' if attempts != 1 else ''}" if retry else ""
         stop = " (a phase failed: waiting cannot help)" if retry and completion.failed else ""
@@ -321,7 +312,9 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     from etlctl.views import SweepPrinter
 
     timings = config.timings_from(delay, backoff, cooldown)
-    printer = SweepPrinter(as_json=as_json, dry_run=dry_run)
+    from etlctl.cli import options
+
+    printer = SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=options.verbose)
     with app().session(command_name()) as session, session.tick_lock("sweep") as taken:
         if not taken:
             printer.busy()

@@ -7,6 +7,7 @@ line wins over its environment variable, which wins over the default.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass
@@ -104,10 +105,14 @@ class App:
 
     settings: object  # etlctl.config.ConnectionSettings
 
-    def session(self, command: str, autocommit: bool = True):
+    @contextlib.contextmanager
+    def session(self, command: str, dry_run: bool = False):
+        """A session for this command; with ``dry_run``, all of it inside one transaction that is rolled back."""
         from etlctl import db
 
-        return db.connect(self.settings, command=command, autocommit=autocommit)
+        with db.connect(self.settings, command=command) as session:
+            with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
+                yield session
 
 
 def app(ctx: click.Context | None = None) -> App:

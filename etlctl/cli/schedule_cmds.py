@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import click
 
-import contextlib
-
 from etlctl.cli.options import app, command_name, connection_options, dry_run_option, example, output_options
-
-PHASES = ("extraction", "transform", "embedding")
+from etlctl.rules import PHASES
 
 
 @click.command("schedule-next")
@@ -76,17 +73,14 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
             click.echo(f"not starting job {row['job_id']} ({row['job_name']}, tenant {row['tenant'] or row['tenant_id']}): "
                        f"{row['reason']}")
 
-
 def _started_record(row: dict) -> dict:
     return {"job_id": row["id"], "job_name": row["job_name"], "tenant_id": row["tenant_id"],
             "integration_id": row["integration_id"], "from": row["from_state"], "token": row["token"],
             "first_step": row["first_step"], "queue_id": row["queue_id"], "retry_count": row["retry_count"]}
 
-
 @click.group()
 def queue() -> None:
     """List, claim and finish queued extraction messages (etlctl.queue)."""
-
 
 @queue.command("ls")
 @click.option("--pending", is_flag=True, help="Only messages not done yet.")
@@ -114,14 +108,6 @@ def queue_ls(pending, limit, as_json) -> None:
     else:
         render.note("the queue is empty" if not pending else "no pending messages")
 
-
-@contextlib.contextmanager
-def _session(dry_run: bool):
-    with app().session(command_name()) as session:
-        with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
-            yield session
-
-
 @queue.command("claim")
 @click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True)
 @click.option("--worker", required=True, metavar="NAME", help="Who claims it (recorded as claimed_by).")
@@ -140,7 +126,7 @@ def queue_claim(phase, worker, as_json, dry_run) -> int:
     from etlctl import render, scheduler
     from etlctl.errors import NOT_FINISHED
 
-    with _session(dry_run) as session:
+    with app().session(command_name(), dry_run=dry_run) as session:
         row = scheduler.claim(session, phase=phase, worker=worker)
     if row is None:
         if as_json:
@@ -154,7 +140,6 @@ def queue_claim(phase, worker, as_json, dry_run) -> int:
                    f"{row['phase']} (run {row['token']})")
     return 0
 
-
 @queue.command("done")
 @click.argument("message_id", metavar="ID", type=int)
 @connection_options
@@ -167,7 +152,7 @@ def queue_done(message_id, as_json, dry_run) -> None:
     """Mark a message done. Doing it twice is not an error; an unknown ID exits 5."""
     from etlctl import render, scheduler
 
-    with _session(dry_run) as session:
+    with app().session(command_name(), dry_run=dry_run) as session:
         outcome = scheduler.done(session, message_id)
     if as_json:
         render.emit_json({"id": message_id, "result": outcome, "dry_run": dry_run})
@@ -175,7 +160,6 @@ def queue_done(message_id, as_json, dry_run) -> None:
         click.echo(f"message {message_id} was already done")
     else:
         click.echo(f"message {message_id} {'would be ' if dry_run else ''}done")
-
 
 @click.command()
 @click.option("--every", default="1m", show_default=True, metavar="INTERVAL",

@@ -259,3 +259,25 @@ SELECT DISTINCT ON (job_id) job_id, from_state, to_state
 FROM etlctl.audit
 WHERE job_id = ANY (%(job_ids)s::int[]) AND from_state IS DISTINCT FROM to_state
 ORDER BY job_id, id DESC;
+
+-- Fixes that doctor prints for a person to run with psql (no etlctl command does
+-- these: they change what etlctl must never change on its own). doctor fills in
+-- the ids; they are never run by etlctl.
+
+-- name: fix_activate_job
+UPDATE etl_jobs SET active = true WHERE id = %(id)s;
+
+-- name: fix_activate_integration
+UPDATE integrations SET active = true WHERE id = %(id)s;
+
+-- name: fix_activate_tenant
+UPDATE tenants SET active = true WHERE id = %(id)s;
+
+-- name: fix_clear_next_run
+UPDATE etl_jobs SET next_run = NULL WHERE id = %(id)s;
+
+-- name: fix_drop_running_index
+DROP INDEX etlctl_one_running_per_integration;
+
+-- name: fix_create_running_index
+CREATE UNIQUE INDEX etlctl_one_running_per_integration ON etl_jobs (integration_id) WHERE (status ->> 'overall') = 'RUNNING';
