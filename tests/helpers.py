@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -178,6 +179,16 @@ def etlctl_process(args, dsn: str | None, env: dict | None = None, **popen) -> s
     full_env.update(env or {})
     return subprocess.Popen([sys.executable, "-m", "etlctl", *[str(a) for a in args]], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def wait_until(predicate, timeout: float = 20.0, every: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
 
 
 def run_process(args, dsn: str | None, env: dict | None = None, timeout: float = 60) -> Result:

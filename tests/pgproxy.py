@@ -173,12 +173,14 @@ class PgProxy:
                 thread = threading.Thread(target=target, args=args, daemon=True)
                 thread.start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, observe=None) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if observe is not None:
+                    observe(data)  # parse first: a count is complete once the server has the message
                 dst.sendall(data)
         except OSError:
             pass
@@ -187,19 +189,7 @@ class PgProxy:
                 dst.shutdown(socket.SHUT_WR)
 
     def _client_to_server(self, client: socket.socket, server: socket.socket, conn: Connection) -> None:
-        parser = _Parser(conn, self._lock)
-        try:
-            while True:
-                data = client.recv(65536)
-                if not data:
-                    break
-                parser.feed(data)  # parse first: a count is complete once the server has the message
-                server.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                server.shutdown(socket.SHUT_WR)
+        self._pipe(client, server, _Parser(conn, self._lock).feed)
 
 
 class _Parser:

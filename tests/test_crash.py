@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import Cli, etlctl_process, finished
+from tests.helpers import Cli, etlctl_process, finished, wait_until
 
 FAST = {"ETLCTL_DELAY": "0.1", "ETLCTL_BACKOFF": "0.1,0.2,0.4,0.8", "ETLCTL_COOLDOWN": "0.3"}
 
@@ -70,15 +70,6 @@ def test_kill_9_of_wait_and_reset_at_random_moments(db):
             assert result.exit_code == 0, (seed, job, result.stderr)
         assert db.status(job)["overall"] == "READY", (seed, job)
         assert resets_per_token(db, job) == {f"run-{job - jobs[0][0]}": 1}, (seed, job)
-
-
-def wait_until(predicate, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),

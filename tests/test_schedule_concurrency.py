@@ -12,7 +12,7 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from tests.helpers import REPO, Cli, etlctl_process
+from tests.helpers import REPO, Cli, etlctl_process, wait_until
 
 STARTABLE = ("READY", "FAILED", "RATE_LIMIT_REACHED")
 
@@ -124,13 +124,8 @@ def test_two_ticks_race_for_one_integration_one_starts_the_other_skips(db):
     assert cli("schedule-next", "--json").json()["started"] == []
 
 
-def wait_for_lock_wait(db, timeout=20):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if db.value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlctl' AND wait_event_type = 'Lock'"):
-            return True
-        time.sleep(0.05)
-    return False
+def etlctl_sessions(db, where: str = "true") -> int:
+    return db.value(f"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlctl' AND {where}")
 
 
 def test_the_unique_index_is_the_backstop_against_other_writers(db):
@@ -144,7 +139,7 @@ def test_the_unique_index_is_the_backstop_against_other_writers(db):
         legacy.execute("UPDATE etl_jobs SET status = status || '{\"overall\": \"RUNNING\", \"token\": \"legacy\"}' "
                        "WHERE id = %s", (b,))
         tick = etlctl_process(["schedule-next", "--json"], db.dsn)
-        assert wait_for_lock_wait(db), "the tick never reached the index"
+        assert wait_until(lambda: etlctl_sessions(db, "wait_event_type = 'Lock'")), "the tick never reached the index"
         legacy.commit()
     out, err = tick.communicate(timeout=30)
     assert tick.returncode == 0, err
@@ -155,25 +150,6 @@ def test_the_unique_index_is_the_backstop_against_other_writers(db):
     assert result["skipped"] == [{"integration_id": integration, "reason": "another scheduler started a job on it first"}]
     assert db.status(a)["overall"] == "READY" and db.status(b)["overall"] == "RUNNING"
     assert db.value("SELECT count(*) FROM etlctl.queue") == 0
-
-
-def wait_for_active_tick(db, timeout=20):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if db.value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlctl' AND state = 'active' "
-                    "AND query LIKE '%%etl_jobs%%'"):
-            return True
-        time.sleep(0.002)
-    return False
-
-
-def wait_for_no_tick(db, timeout=20):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if not db.value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlctl'"):
-            return
-        time.sleep(0.002)
-    raise AssertionError("a killed tick's server process is still there")
 
 
 @pytest.mark.slow
@@ -188,14 +164,15 @@ def test_kill_9_mid_tick_never_leaves_a_running_job_without_its_queue_row(db):
         proc = etlctl_process(["schedule-next"], db.dsn)
         if round_ % 2:
             # Kill while the server is running one of the tick's statements.
-            mid_statement += wait_for_active_tick(db) and proc.poll() is None
+            active = wait_until(lambda: etlctl_sessions(db, "state = 'active' AND query LIKE '%etl_jobs%'"), every=0.002)
+            mid_statement += active and proc.poll() is None
         else:
             time.sleep(rng.uniform(0.1, 1.0))  # anywhere: start-up, claim, start, commit, exit
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         # The killed tick's server process finishes the statement it was running (then rolls back, or
         # commits a COMMIT that reached it) before it notices: wait for that, or the reset below races it.
-        wait_for_no_tick(db)
+        assert wait_until(lambda: not etlctl_sessions(db), every=0.002), "a killed tick's server process is still there"
         running = {r["id"]: r["token"] for r in db.sql(
             "SELECT id, status->>'token' AS token FROM etl_jobs WHERE status->>'overall' = 'RUNNING'")}
         queued = {r["job_id"]: r["token"] for r in db.sql("SELECT job_id, token FROM etlctl.queue WHERE done_at IS NULL")}
