@@ -141,7 +141,7 @@ def paired_ratio_spread(a: list[float], b: list[float]) -> str:
 
 class Server:
     def __init__(self) -> None:
-        from etlctl import embedded
+        from etlctl.store import embedded
 
         HOME.mkdir(parents=True, exist_ok=True)
         result = subprocess.run([ETLCTL, "db", "init"], env=clean_env(), capture_output=True, text=True)
@@ -509,7 +509,12 @@ def explain_tick(session_dsn: str) -> dict[str, str]:
     run, and the whole tick is rolled back at the end."""
     import psycopg
 
-    from etlctl import config, db, flow, lifecycle, queries, scheduler
+    from etlctl.store import settings as config
+    from etlctl.store import connection as db
+    from etlctl.actions import flow
+    from etlctl.core import lifecycle
+    from etlctl.store import queries
+    from etlctl.actions import schedule as scheduler
 
     plans: dict[str, str] = {}
 
@@ -564,7 +569,11 @@ def execution_ms(plan: str) -> float | None:
 
 
 def bench_scale(report: Report, server: Server, sizes: list[int], reps: int) -> dict:
-    from etlctl import config, db, flow, lifecycle, scheduler
+    from etlctl.store import settings as config
+    from etlctl.store import connection as db
+    from etlctl.actions import flow
+    from etlctl.core import lifecycle
+    from etlctl.actions import schedule as scheduler
 
     results = {}
     plans_by_size = {}
@@ -799,7 +808,10 @@ def step_cost_breakdown(dsn: str, job: int, step: str, token: str) -> dict[str, 
     import psycopg
     from psycopg.rows import dict_row
 
-    from etlctl import config, db, flow, queries
+    from etlctl.store import settings as config
+    from etlctl.store import connection as db
+    from etlctl.actions import flow
+    from etlctl.store import queries
 
     from writer import step_update_variant
 
@@ -1120,7 +1132,7 @@ def main() -> None:
     compileall.compile_dir(str(REPO / "sql"), quiet=1)
     report = Report(args)
     server = Server()
-    from etlctl import queries
+    from etlctl.store import queries
 
     (WORK / "job_detail.sql").write_text(queries.get("job_detail"))
     try:

@@ -27,7 +27,7 @@ NOTIFY = ("SELECT pg_notify('etl_job_status', json_build_object('job_id', c.id, 
 
 def step_update_variant(name: str) -> str | None:
     """etlctl's step_update without some of its parts; None when the statement no longer has the expected shape."""
-    from etlctl import queries
+    from etlctl.store import queries
 
     sql = queries.get("step_update")
     if name == "sql-full":
@@ -60,7 +60,9 @@ def main() -> None:
     nxt = 0 if last != "running" else 1
 
     if mode == "etlctl":
-        from etlctl import config, db, flow
+        from etlctl.store import settings as config
+        from etlctl.store import connection as db
+        from etlctl.actions import flow
 
         session_cm = db.connect(config.ConnectionSettings(dsn=dsn), command="step")
         session = session_cm.__enter__()

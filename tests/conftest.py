@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import freezegun
 import pytest
 
-from etlctl import clock
+from etlctl.store import clock
 from tests.helpers import Cli, FrozenClock, TestDatabase, admin_connect, start_server
 
 DEFAULT_FROZEN_AT = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
@@ -90,7 +90,7 @@ def frozen(request, monkeypatch):
     moment = getattr(request.module, "FROZEN_AT", DEFAULT_FROZEN_AT)
     with freezegun.freeze_time(moment, ignore=["psycopg", "psycopg_binary"]) as frozen_time:
         # doctor's clock-skew check compares the host's real clock with the database's.
-        monkeypatch.setattr("etlctl.doctor.host_clock", freezegun.api.real_time)
+        monkeypatch.setattr("etlctl.oncall.doctor.host_clock", freezegun.api.real_time)
         fake = FrozenClock(frozen_time)
         previous = clock.use(fake)
         try:

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from etlctl.cli import cli as etlctl_cli
-from etlctl.clock import DatabaseClock
+from etlctl.store.clock import DatabaseClock
 
 REPO = Path(__file__).resolve().parent.parent
 

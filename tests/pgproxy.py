@@ -80,7 +80,7 @@ _NUMBERED = re.compile(r"\$\d+")
 
 def query_name(sql: str) -> str:
     """The name in sql/queries of a statement seen on the wire (psycopg numbers the parameters); else the SQL."""
-    from etlctl import queries
+    from etlctl.store import queries
 
     seen = _NUMBERED.sub("", sql)
     for name in queries.names():

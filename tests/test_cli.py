@@ -162,7 +162,8 @@ def test_pg_variables_are_used_when_no_dsn_is_given(db, pg_server):
 
 def test_sessions_carry_application_name_and_timeouts(db):
     """Every session announces itself and carries its limits, with no extra round trip."""
-    from etlctl import config, db as etl_db
+    from etlctl.store import settings as config
+    from etlctl.store import connection as etl_db
 
     settings = config.ConnectionSettings(dsn=db.dsn, statement_timeout=12, lock_timeout=3, idle_timeout=45,
                                          db_timezone="America/New_York")

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from etlctl import doctor
+from etlctl.oncall import doctor
 from tests.helpers import Cli, finished, running
 from tests.test_schema import load_existing_system, snapshot_rows
 
@@ -521,7 +521,9 @@ def test_reading_only_candidate_jobs_finds_what_reading_every_job_finds(db, froz
     """doctor_candidates (SQL) chooses which jobs doctor reads; it must never leave out one with a finding."""
     import random
 
-    from etlctl import config, db as etl_db, lifecycle
+    from etlctl.store import settings as config
+    from etlctl.store import connection as etl_db
+    from etlctl.core import lifecycle
 
     rng = random.Random(20261128)
     db.sql("DROP INDEX etlctl_one_running_per_integration")  # so that doubled RUNNING jobs can exist too

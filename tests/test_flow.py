@@ -259,12 +259,15 @@ def test_reset_dry_run_changes_nothing(db, cli):
 
 def test_a_reset_guarded_on_an_old_run_changes_nothing(db):
     """The check passed on run tok-1, then the job was restarted: the guarded write must miss."""
-    from etlctl import config, db as etl_db, flow, jobs
+    from etlctl.store import settings as config
+    from etlctl.store import connection as etl_db
+    from etlctl.actions import flow
+    from etlctl.store import jobs
 
     job_id = db.job("Jira", status=finished())
     with etl_db.connect(config.ConnectionSettings(dsn=db.dsn), "test") as session:
         job = jobs.load(session, job_id)
-        assert job.completion().all_finished
+        assert job.completion.all_finished
         db.set_status(job_id, finished(token="tok-2"))  # restarted and finished again in between
         expected, absent = flow.guard(job.status, flow.RUN_KEYS)
         transition = flow.Transition(job_id, "reset", expected, absent, "test", steps_digest=job.steps_digest,
@@ -274,12 +277,15 @@ def test_a_reset_guarded_on_an_old_run_changes_nothing(db):
 
 
 def test_a_phase_failing_between_check_and_reset_blocks_the_reset(db):
-    from etlctl import config, db as etl_db, flow, jobs
+    from etlctl.store import settings as config
+    from etlctl.store import connection as etl_db
+    from etlctl.actions import flow
+    from etlctl.store import jobs
 
     job_id = db.job("Jira", status=finished())
     with etl_db.connect(config.ConnectionSettings(dsn=db.dsn), "test") as session:
         job = jobs.load(session, job_id)
-        assert job.completion().all_finished
+        assert job.completion.all_finished
         db.sql("UPDATE etl_jobs SET status = jsonb_set(status, '{steps,jira_dev_status,embedding}', '\"failed\"') WHERE id = %s", job_id)
         expected, absent = flow.guard(job.status, flow.RUN_KEYS)
         transition = flow.Transition(job_id, "reset", expected, absent, "test", steps_digest=job.steps_digest,
@@ -317,7 +323,7 @@ def test_unknown_keys_survive_every_command(db, cli):
 
 def _interleave_before_the_write(monkeypatch, action):
     """Run `action` after `reset` has read and judged the job, just before its guarded write."""
-    from etlctl import flow
+    from etlctl.actions import flow
 
     real_apply = flow.apply
 

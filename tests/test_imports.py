@@ -62,7 +62,7 @@ def test_the_built_in_table_is_exactly_tabulates_simple_format():
     """render.table skips importing tabulate for plain cells; the output must not change."""
     import tabulate
 
-    from etlctl import render
+    from etlctl.views import render
 
     rng = random.Random(6)
     alphabet = string.ascii_letters + string.digits + " -_.:()/#"

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from etlctl import lifecycle
-from etlctl.lifecycle import Timings, decide
-from etlctl.rules import MUST_FINISH, StepRule
+from etlctl.core import lifecycle
+from etlctl.core.lifecycle import Timings, decide
+from etlctl.core.rules import MUST_FINISH, StepRule
 from tests.helpers import JIRA_STEPS, finished
 
 JIRA = tuple(StepRule(s, n, MUST_FINISH) for n, s in enumerate(JIRA_STEPS, 1))

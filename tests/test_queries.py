@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etlctl import queries
+from etlctl.store import queries
 
 
 def test_blocks_are_split_by_name_and_keep_their_comments():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from etlctl import rules
-from etlctl.rules import FINISHED_OR_IDLE, MUST_FINISH, StepRule, evaluate
+from etlctl.core import rules
+from etlctl.core.rules import FINISHED_OR_IDLE, MUST_FINISH, StepRule, evaluate
 from tests.helpers import GITHUB_STEPS, JIRA_STEPS
 
 JIRA = tuple(StepRule(s, n, MUST_FINISH) for n, s in enumerate(JIRA_STEPS, 1))

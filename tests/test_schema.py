@@ -95,7 +95,7 @@ def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_serv
 
 def test_migrations_alone_on_an_empty_database_match_schema_sql(pg_server, blank_db):
     """schema.sql is the truth: replaying every migration from nothing gives the same schema."""
-    from etlctl import schema
+    from etlctl.store import schema
     from tests.conftest import _new_database
 
     for migration in schema.migrations():

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 
-from etlctl import explain, lifecycle
-from etlctl.jobs import Job
+from etlctl.oncall import facts as explain
+from etlctl.core import lifecycle
+from etlctl.core.job import Job
 from tests.helpers import JIRA_STEPS, finished, running
 
 NOW = datetime(2026, 11, 28, 10, 41, 0, tzinfo=timezone.utc)
@@ -207,7 +208,7 @@ def _facts(status, **columns) -> explain.Facts:
            "retry_count": 0, "last_sync_date": None, "last_run_started_at": None, "last_run_finished_at": None,
            "last_updated_at": None, "last_audit_at": None, "error_message": None, "active": True,
            "integration_active": None, "tenant_active": True, "now": NOW, **columns}
-    return explain.Facts(Job(row))
+    return explain.Facts(Job.from_row(row))
 
 
 def test_explain_is_pure_and_follows_the_timings():

@@ -24,7 +24,9 @@ def value_for(k: int) -> str:
 
 
 def run_step(dsn: str, job: int, step: str, n: int) -> None:
-    from etlctl import config, db, flow
+    from etlctl.store import settings as config
+    from etlctl.store import connection as db
+    from etlctl.actions import flow
 
     with db.connect(config.ConnectionSettings(dsn=dsn, lock_timeout=30), command="step") as session:
         for k in range(n):
@@ -44,7 +46,8 @@ def run_rmw(dsn: str, job: int, step: str, n: int) -> None:
 
 
 def _session(dsn: str, command: str):
-    from etlctl import config, db
+    from etlctl.store import settings as config
+    from etlctl.store import connection as db
 
     return db.connect(config.ConnectionSettings(dsn=dsn, lock_timeout=30, statement_timeout=60), command=command)
 
@@ -52,7 +55,7 @@ def _session(dsn: str, command: str):
 def run_scheduler(dsn: str, rounds: int, stopfile: str) -> None:
     import random
 
-    from etlctl import scheduler
+    from etlctl.actions import schedule as scheduler
 
     with _session(dsn, "schedule-next") as session:
         for _ in range(rounds):
@@ -65,7 +68,7 @@ def run_sim_worker(dsn: str, stopfile: str) -> None:
     import os
     import random
 
-    from etlctl import flow
+    from etlctl.actions import flow
     from etlctl.errors import EtlctlError
 
     with _session(dsn, "complete") as session:
@@ -91,7 +94,8 @@ def run_sim_worker(dsn: str, stopfile: str) -> None:
 def run_sweeper(dsn: str, stopfile: str) -> None:
     import os
 
-    from etlctl import flow, lifecycle
+    from etlctl.actions import flow
+    from etlctl.core import lifecycle
 
     timings = lifecycle.Timings(delay=0, backoff=(0.05,), cooldown=0)
     with _session(dsn, "sweep") as session:

@@ -33,7 +33,8 @@ def init(as_json: bool, dry_run: bool) -> int:
     (two RUNNING jobs on one integration); it lists them, and applies
     everything else.
     """
-    from etlctl import render, schema
+    from etlctl.views import render
+    from etlctl.store import schema
     from etlctl.errors import CONFLICT, OK
 
     with app().session(command_name()) as session:
@@ -62,7 +63,7 @@ def stop() -> None:
     Other servers (--dsn, ETLCTL_DSN, PG*) are never touched. Stopping a
     server that is not running is not an error.
     """
-    from etlctl import embedded
+    from etlctl.store import embedded
 
     home = app().settings.home
     if embedded.stop(home):

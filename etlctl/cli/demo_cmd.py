@@ -22,6 +22,6 @@ def demo() -> None:
     ETLCTL_HOME, recreated each time; --dsn and ETLCTL_DSN are not used.
     Takes about two minutes, most of it waiting for next_run.
     """
-    from etlctl.demo import Demo
+    from etlctl.actions.demo import Demo
 
     Demo(app().settings.home).run()

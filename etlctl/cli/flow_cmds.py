@@ -6,7 +6,10 @@ import contextlib
 
 import click
 
+from etlctl.core.job import parse_ref
+
 from etlctl.cli.options import (
+    timings_from,
     app,
     command_name,
     connection_options,
@@ -17,7 +20,7 @@ from etlctl.cli.options import (
     timing_options,
 )
 
-from etlctl.rules import PHASE_VALUES, PHASES
+from etlctl.core.rules import PHASE_VALUES, PHASES
 
 
 def _session(dry_run: bool = False):
@@ -25,9 +28,9 @@ def _session(dry_run: bool = False):
 
 
 def _job_id(session, job: str, tenant: str | None) -> int:
-    from etlctl import jobs
+    from etlctl.store import jobs
 
-    return jobs.resolve(session, jobs.parse_ref(job, tenant))
+    return jobs.resolve(session, parse_ref(job, tenant))
 
 
 @click.command()
@@ -51,9 +54,11 @@ def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
     any other state, or with a token that is not the current run's, it exits
     4 and changes nothing.
     """
-    from etlctl import config, flow, render
+    from etlctl.actions import flow
+    from etlctl.core import humanize
+    from etlctl.views import render
 
-    timings = config.timings_from(delay, None, None)
+    timings = timings_from(delay, None, None)
     if sync_date is not None:
         _check_iso(sync_date)
     with _session(dry_run) as session:
@@ -69,7 +74,7 @@ def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
         deadline = datetime.fromisoformat(result["status"]["reset_deadline"]).astimezone(result["now"].tzinfo)
         prefix = "would mark" if dry_run else "marked"
         click.echo(f"{prefix} job {job_id} FINISHED (run {result['token'] or 'without a token'}); first reset check at "
-                   f"{render.clock_time(deadline)} ({render.relative(deadline, result['now'])})")
+                   f"{humanize.clock_time(deadline)} ({humanize.relative(deadline, result['now'])})")
 
 
 _ISO_TIME = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
@@ -109,16 +114,18 @@ def check(job, tenant, retry, backoff, as_json) -> None:
     after 30, 60, 180 and 300 seconds, stops at once when a phase has failed,
     and gives up (exit 3) naming what is not finished.
     """
-    from etlctl import config, flow, render
+    from etlctl.actions import flow
+    from etlctl.core import humanize
+    from etlctl.views import render
     from etlctl.errors import NotFinished
 
-    timings = config.timings_from(None, backoff, None)
+    timings = timings_from(None, backoff, None)
     with _session() as session:
         job_id = _job_id(session, job, tenant)
         if retry:
             def on_retry(attempt, completion, wait):
                 render.note(f"check {attempt} of {len(timings.backoff) + 1}: not finished "
-                            f"({'; '.join(completion.reasons)}); next check in {render.duration(wait)}")
+                            f"({'; '.join(completion.reasons)}); next check in {humanize.duration(wait)}")
 
             found, completion, attempts = flow.check_with_retry(session, job_id, timings.backoff, on_retry, ref=job)
         else:
@@ -129,7 +136,7 @@ def check(job, tenant, retry, backoff, as_json) -> None:
             "overall": completion.overall, "reasons": list(completion.reasons), "checks": attempts,
         })
     else:
-        from etlctl import views
+        from etlctl.views import jobs as views
 
         views.emit_step_grid(views.step_rows(found))
     if not completion.all_finished:
@@ -147,13 +154,15 @@ class _PrintingReporter:
         self.last = None
 
     def decided(self, job, decision) -> None:
-        from etlctl import lifecycle, render
+        from etlctl.core import lifecycle
+        from etlctl.core import humanize
+        from etlctl.views import render
 
         key = (decision.action, decision.stage, decision.attempt, decision.deadline)
         if key == self.last:
             return
         self.last = key
-        when = f"{render.clock_time(decision.deadline)} ({render.relative(decision.deadline, job.now)})" if decision.deadline else ""
+        when = f"{humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, job.now)})" if decision.deadline else ""
         if decision.action == lifecycle.SCHEDULE:
             render.note(f"{job.label()}: first check at {when}")
         elif decision.action == lifecycle.RETRY:
@@ -164,10 +173,12 @@ class _PrintingReporter:
             render.note(f"{job.label()}: {decision.reason}")
 
     def waiting(self, job, decision, seconds) -> None:
-        from etlctl import clock, lifecycle, render
+        from etlctl.store import clock
+        from etlctl.core import lifecycle
+        from etlctl.views import render
 
         if decision.stage == lifecycle.COOLDOWN:
-            render.Countdown().run(seconds)
+            render.Countdown(clock.sleep).run(seconds)
         else:
             clock.sleep(seconds)
 
@@ -196,13 +207,16 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
     130 and SIGTERM 143, with nothing half-written. --dry-run shows the next
     step and exits without waiting or writing.
     """
-    from etlctl import config, flow, lifecycle, render
+    from etlctl.actions import flow
+    from etlctl.core import lifecycle
+    from etlctl.core import humanize
+    from etlctl.views import render
 
-    timings = config.timings_from(delay, backoff, cooldown)
+    timings = timings_from(delay, backoff, cooldown)
     with _session() as session:
         job_id = _job_id(session, job, tenant)
         if dry_run:
-            from etlctl import jobs
+            from etlctl.store import jobs
 
             found = jobs.load(session, job_id, job)
             decision = lifecycle.decide(found.status, found.rules, found.now, timings, found.finished_at)
@@ -212,7 +226,7 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
             if as_json:
                 render.emit_json(plan)
             else:
-                when = f" at {render.when(decision.deadline)} ({render.relative(decision.deadline, found.now)})" if decision.deadline else ""
+                when = f" at {humanize.when(decision.deadline)} ({humanize.relative(decision.deadline, found.now)})" if decision.deadline else ""
                 click.echo(f"{found.label()}: next: {decision.action}{when}: {decision.reason}")
             return code
         outcome = flow.wait_and_reset(session, job_id, timings, _PrintingReporter(), ref=job)
@@ -221,7 +235,8 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
 
 def _dry_run_exit(job, decision) -> int:
     """What the real run would exit with, as far as its first step tells: 4 not FINISHED, 3 gave up."""
-    from etlctl import errors, lifecycle
+    from etlctl import errors
+    from etlctl.core import lifecycle
 
     if decision.action == lifecycle.SKIP:
         if job.overall != "FINISHED" or decision.state.problem:
@@ -231,7 +246,8 @@ def _dry_run_exit(job, decision) -> int:
 
 
 def _print_reset(job, row, as_json, *, by_other=False, overridden=(), dry_run=False) -> None:
-    from etlctl import render
+    from etlctl.core import humanize
+    from etlctl.views import render
 
     status = row["status"] if row else job.status
     steps = status.get("steps") if isinstance(status, dict) else None
@@ -254,8 +270,8 @@ def _print_reset(job, row, as_json, *, by_other=False, overridden=(), dry_run=Fa
         click.echo(f"{job.label()} is already READY: nothing to do")
     else:
         verb = "would reset" if dry_run else "reset"
-        click.echo(f"{verb} {job.label()} to READY; next run at {render.when(row['next_run'])} "
-                   f"({render.relative(row['next_run'], row['now'])})")
+        click.echo(f"{verb} {job.label()} to READY; next run at {humanize.when(row['next_run'])} "
+                   f"({humanize.relative(row['next_run'], row['now'])})")
 
 
 @click.command()
@@ -278,7 +294,8 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
     reason. --force resets a FINISHED, FAILED or RUNNING job regardless,
     prints what it overrode and records that in the audit row.
     """
-    from etlctl import flow, render
+    from etlctl.actions import flow
+    from etlctl.views import render
 
     with _session(dry_run) as session:
         job_id = _job_id(session, job, tenant)
@@ -308,10 +325,10 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     Prints nothing when nothing needed doing; otherwise one row per job it
     acted on. A second sweep running at the same time exits 0 at once.
     """
-    from etlctl import config, flow
-    from etlctl.views import SweepPrinter
+    from etlctl.actions import flow
+    from etlctl.views.jobs import SweepPrinter
 
-    timings = config.timings_from(delay, backoff, cooldown)
+    timings = timings_from(delay, backoff, cooldown)
     from etlctl.cli import options
 
     printer = SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=options.verbose)
@@ -344,7 +361,8 @@ def step(job, tenant, step_name, phase, value, token, as_json, dry_run) -> None:
     each other's updates. The job must be RUNNING or FINISHED; the step must be
     one of its kind's (exit 2 otherwise); a stale token exits 4.
     """
-    from etlctl import flow, render
+    from etlctl.actions import flow
+    from etlctl.views import render
 
     with _session(dry_run) as session:
         job_id = _job_id(session, job, tenant)

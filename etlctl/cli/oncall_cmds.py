@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from etlctl.core.job import parse_ref
+
 from etlctl.cli.options import (
+    timings_from,
     app,
     command_name,
     connection_options,
@@ -44,17 +47,19 @@ def doctor(delay, backoff, cooldown, as_json) -> int:
     count), 3 when it found problems, 6 when the database cannot be reached.
     --delay/--backoff/--cooldown must match what sweep uses.
     """
-    from etlctl import config, render
-    from etlctl import doctor as checks
+    from etlctl.views import render
+    from etlctl.oncall import doctor as checks
     from etlctl.errors import NOT_FINISHED, OK
 
-    timings = config.timings_from(delay, backoff, cooldown)
+    timings = timings_from(delay, backoff, cooldown)
     with app().session(command_name()) as session:
         report = checks.run(session, timings)
     if as_json:
         render.emit_json(report.record())
     else:
-        render.lines(checks.text_lines(report))
+        from etlctl.views import doctor as doctor_view
+
+        render.lines(doctor_view.text_lines(report))
     return OK if report.healthy else NOT_FINISHED
 
 
@@ -80,12 +85,14 @@ def why(job, tenant, delay, backoff, cooldown, as_json) -> None:
 
     It reads only. The times are the database's, in --db-timezone.
     """
-    from etlctl import config, explain, jobs, render
+    from etlctl.oncall import facts as explain
+    from etlctl.store import jobs
+    from etlctl.views import render
     from etlctl.errors import JobNotFound
 
-    timings = config.timings_from(delay, backoff, cooldown)
+    timings = timings_from(delay, backoff, cooldown)
     with app().session(command_name()) as session:
-        job_id = jobs.resolve(session, jobs.parse_ref(job, tenant))
+        job_id = jobs.resolve(session, parse_ref(job, tenant))
         facts = explain.load(session, [job_id])
     if not facts:
         raise JobNotFound(ref=job)
@@ -119,23 +126,25 @@ def history(job, tenant, since, limit, as_json) -> None:
     write the table directly leave no rows here. The history of a deleted job
     stays readable by its id.
     """
-    from etlctl import history as audit
-    from etlctl import jobs, render
+    from etlctl.oncall import history as audit
+    from etlctl.views import history as history_view
+    from etlctl.store import jobs
+    from etlctl.views import render
     from etlctl.errors import JobNotFound
 
     audit.parse_since(since)  # a bad --since is a usage error before connecting
     with app().session(command_name()) as session:
-        job_id = jobs.resolve(session, jobs.parse_ref(job, tenant))
+        job_id = jobs.resolve(session, parse_ref(job, tenant))
         rows = audit.read(session, job_id, since, limit)
         if not rows and not session.one("job_exists", job_id=job_id)["found"]:
             raise JobNotFound(ref=job)
     total = rows[0]["total"] if rows else 0
     if as_json:
-        render.emit_json([audit.record(r) for r in rows])
+        render.emit_json([history_view.record(r) for r in rows])
     elif not rows:
         render.note(f"job {job_id}: no audited changes" + (f" since {since}" if since else ""))
     else:
-        render.emit_table([audit.table_row(r) for r in rows], audit.HEADERS)
+        render.emit_table([history_view.table_row(r) for r in rows], history_view.HEADERS)
     if total > len(rows):
         render.note(f"showing the newest {len(rows)} of {total} changes (use --limit{'' if since else ' or --since'})")
 
@@ -162,17 +171,20 @@ def watch(jobs, tenant, as_json) -> None:
     watched jobs and prints what changed meanwhile ("resync": true), since
     NOTIFY is not replayed. Ctrl-C stops it (exit 130).
     """
-    from etlctl import db, jobs as found
-    from etlctl import watch as watching
+    from etlctl.store import connection as db
+    from etlctl.store import jobs as found
+    from etlctl.oncall import watch as watching
+    from etlctl.views import render
+    from etlctl.views import watch as watch_view
 
     settings = app().settings
     command = command_name()
     ids = None
     if jobs:
         with db.connect(settings, command) as session:
-            ids = sorted({found.resolve(session, found.parse_ref(j, tenant)) for j in jobs})
+            ids = sorted({found.resolve(session, parse_ref(j, tenant)) for j in jobs})
 
-    watcher = watching.Watcher(lambda: db.open_session(settings, command), ids, watching.Printer(as_json))
+    watcher = watching.Watcher(lambda: db.open_session(settings, command), ids, watch_view.Printer(as_json), render.note)
     watcher.run(show_current=ids is not None)
 
 
@@ -195,7 +207,7 @@ def metrics(textfile) -> None:
     """
     import sys
 
-    from etlctl import metrics as prometheus
+    from etlctl.oncall import metrics as prometheus
 
     with app().session(command_name()) as session:
         if textfile:

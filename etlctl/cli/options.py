@@ -40,7 +40,7 @@ def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool):
 def _seconds(ctx: click.Context, param: click.Parameter, value):
     if value is None:
         return _remember(ctx, param, None)
-    from etlctl.config import parse_duration
+    from etlctl.core.humanize import parse_duration
     from etlctl.errors import UsageError
 
     try:
@@ -51,6 +51,24 @@ def _seconds(ctx: click.Context, param: click.Parameter, value):
         # PostgreSQL reads 0 as "no limit": a cron job would then wait forever.
         raise click.BadParameter(f"{value!r}: must be at least 1ms (0 would mean no limit at all)")
     return _remember(ctx, param, seconds)
+
+
+def timings_from(delay: str | None, backoff: str | None, cooldown: str | None) -> "Timings":  # noqa: F821 (imported lazily: --help must stay cheap)
+    """Flags, else ETLCTL_DELAY / ETLCTL_BACKOFF / ETLCTL_COOLDOWN, else 30 / 30,60,180,300 / 30."""
+    import os
+
+    from etlctl.core.humanize import parse_backoff, parse_duration
+    from etlctl.core.lifecycle import Timings
+
+    defaults = Timings()
+    delay = delay if delay is not None else os.environ.get("ETLCTL_DELAY")
+    backoff = backoff if backoff is not None else os.environ.get("ETLCTL_BACKOFF")
+    cooldown = cooldown if cooldown is not None else os.environ.get("ETLCTL_COOLDOWN")
+    return Timings(
+        delay=defaults.delay if delay is None else parse_duration(delay, "--delay"),
+        backoff=defaults.backoff if backoff is None else parse_backoff(backoff),
+        cooldown=defaults.cooldown if cooldown is None else parse_duration(cooldown, "--cooldown"),
+    )
 
 
 _CONNECTION = [
@@ -103,12 +121,12 @@ def timing_options(f):
 class App:
     """What a command needs from the command line beyond its own arguments."""
 
-    settings: object  # etlctl.config.ConnectionSettings
+    settings: object  # etlctl.store.settings.ConnectionSettings
 
     @contextlib.contextmanager
     def session(self, command: str, dry_run: bool = False):
         """A session for this command; with ``dry_run``, all of it inside one transaction that is rolled back."""
-        from etlctl import db
+        from etlctl.store import connection as db
 
         with db.connect(self.settings, command=command) as session:
             with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
@@ -116,7 +134,7 @@ class App:
 
 
 def app(ctx: click.Context | None = None) -> App:
-    from etlctl import config
+    from etlctl.store import settings as config
 
     ctx = ctx or click.get_current_context()
     stored = {name: value for name, (value, _) in ctx.find_root().meta.get(_STORE, {}).items() if value is not None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from etlctl.cli.options import app, command_name, connection_options, dry_run_option, example, output_options
-from etlctl.rules import PHASES
+from etlctl.core.rules import PHASES
 
 
 @click.command("schedule-next")
@@ -38,12 +38,15 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     Quiet when it started nothing; a second tick running at the same time
     exits 0 at once.
     """
-    from etlctl import config, render, scheduler
+    from etlctl.views import render
+    from etlctl.actions import schedule as scheduler
 
-    grace = config.parse_duration(chain_grace, "--chain-grace")
+    from etlctl.core.humanize import parse_duration
+
+    grace = parse_duration(chain_grace, "--chain-grace")
     with app().session(command_name()) as session:
         if tenant is not None:
-            from etlctl import jobs
+            from etlctl.store import jobs
 
             jobs.check_tenant(session, tenant)
         result = scheduler.tick(session, tenant=tenant, limit=limit, chain_grace=grace, dry_run=dry_run,
@@ -92,7 +95,7 @@ etlctl queue ls --pending
 """)
 def queue_ls(pending, limit, as_json) -> None:
     """List queued messages, oldest first (the newest --limit of them)."""
-    from etlctl import render
+    from etlctl.views import render
 
     with app().session(command_name()) as session:
         rows = session.all("queue_list", pending=pending, limit=limit)
@@ -123,7 +126,8 @@ def queue_claim(phase, worker, as_json, dry_run) -> int:
     Concurrent claimers never get the same message (FOR UPDATE SKIP LOCKED).
     Exits 3 when there is nothing to claim.
     """
-    from etlctl import render, scheduler
+    from etlctl.views import render
+    from etlctl.actions import schedule as scheduler
     from etlctl.errors import NOT_FINISHED
 
     with app().session(command_name(), dry_run=dry_run) as session:
@@ -150,7 +154,8 @@ etlctl queue done 12
 """)
 def queue_done(message_id, as_json, dry_run) -> None:
     """Mark a message done. Doing it twice is not an error; an unknown ID exits 5."""
-    from etlctl import render, scheduler
+    from etlctl.views import render
+    from etlctl.actions import schedule as scheduler
 
     with app().session(command_name(), dry_run=dry_run) as session:
         outcome = scheduler.done(session, message_id)
@@ -180,8 +185,8 @@ def cron(every, install, log_path) -> None:
     hang (statement, lock and connect timeouts). --install is idempotent: it
     replaces the block between the etlctl markers and keeps the rest.
     """
-    from etlctl import cron as crontab
-    from etlctl import render
+    from etlctl.actions import cron as crontab
+    from etlctl.views import render
 
     settings = app().settings
     block = crontab.block(every, settings, log_path)

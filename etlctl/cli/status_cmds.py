@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from etlctl.core.job import parse_ref
+
 from etlctl.cli.options import app, command_name, connection_options, example, output_options
 
 
@@ -26,7 +28,8 @@ def status(job: str | None, tenant: str | None, limit: int, as_json: bool) -> No
     or a name): a header and the step x phase grid in step order, each step
     with the verdict the completion check gives it.
     """
-    from etlctl import jobs, views
+    from etlctl.store import jobs
+    from etlctl.views import jobs as views
 
     with app().session(command_name()) as session:
         if job is None:
@@ -35,7 +38,7 @@ def status(job: str | None, tenant: str | None, limit: int, as_json: bool) -> No
                 jobs.check_tenant(session, tenant)
             views.show_overview(rows, as_json, limit)
         else:
-            job_id = jobs.resolve(session, jobs.parse_ref(job, tenant))
+            job_id = jobs.resolve(session, parse_ref(job, tenant))
             views.show_job(jobs.load(session, job_id, job), as_json)
 
 
@@ -55,7 +58,7 @@ def kinds(as_json: bool) -> None:
     change kinds with SQL on etlctl.job_kinds and etlctl.kind_steps; see
     the README.
     """
-    from etlctl import render
+    from etlctl.views import render
 
     with app().session(command_name()) as session:
         rows = session.all("kinds_list")

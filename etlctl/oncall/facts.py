@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from etlctl import lifecycle, rules, scheduling
-from etlctl.jobs import Job
-from etlctl.render import clock_time, duration, relative
+from etlctl.core import lifecycle
+from etlctl.core import rules
+from etlctl.core import due as scheduling
+from etlctl.core.job import Job
+from etlctl.core.humanize import clock_time, duration, relative
 
 # A due job not started this long after it became due: schedule-next (every
 # minute from cron) should have started it.
@@ -86,7 +88,7 @@ class Explanation:
 def load(session, job_ids: Sequence[int] | None = None, *, plans: bool = True) -> list[Facts]:
     """Facts for these jobs (every job when None), in id order."""
     ids = list(job_ids) if job_ids is not None else None
-    jobs = [Job(row) for row in session.all("oncall_jobs", job_ids=ids)]
+    jobs = [Job.from_row(row) for row in session.all("oncall_jobs", job_ids=ids)]
     if not jobs:
         return []
     plan = {row["id"]: row for row in session.all("schedule_plan", job_ids=ids, tenant=None, limit=None)} if plans else {}
@@ -119,7 +121,7 @@ def blocker_phrase(verdict: rules.StepVerdict) -> str:
 
 
 def not_done(facts: Facts) -> list[rules.StepVerdict]:
-    return [v for v in facts.job.completion().steps if not v.done]
+    return [v for v in facts.job.completion.steps if not v.done]
 
 
 def since_phrase(facts: Facts, verdict: rules.StepVerdict) -> str:
@@ -136,7 +138,7 @@ def since_phrase(facts: Facts, verdict: rules.StepVerdict) -> str:
         # Every phase is idle from the start of a run: it has not moved since.
         return f"(idle since the run started at {clock_time(started)}, {relative(started, now)})"
     updated = facts.job.last_updated_at
-    audited = facts.job.row.get("last_audit_at")
+    audited = facts.job.last_audit_at
     if updated is None or (audited is not None and audited >= updated):
         # Set outside etlctl, and etlctl's own writes (the reset flow's) came after: no record of when.
         return "(set outside etlctl: when is not recorded)"
@@ -147,7 +149,7 @@ def blockers_text(facts: Facts, with_since: bool = True, limit: int = 6) -> str:
     items = not_done(facts)
     if not items:
         # Nothing step by step (no steps at all, or steps that are not an object): the document's own words.
-        completion = facts.job.completion()
+        completion = facts.job.completion
         return "; ".join(r for r in completion.reasons if not r.startswith("overall is"))
     parts = []
     for verdict in items[:limit]:
@@ -225,7 +227,7 @@ def _running(facts: Facts, timings: lifecycle.Timings):
         state.append(f"integration {job.integration_id} also has job {plan['busy_job_id']} RUNNING: "
                      "only one may run at a time (see `etlctl doctor`)")
     items = not_done(facts)
-    steps_known = bool(job.completion().steps)
+    steps_known = bool(job.completion.steps)
     if steps_known and not items:
         waiting = ["every step finished: waiting for the embedding worker to complete the run"]
     elif items:
@@ -244,7 +246,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
     when = f" {relative(done_at, now)} (at {clock_time(done_at)})" if done_at else ""
     state = [f"FINISHED{when}, {run_label(facts)}"]
     reset = lifecycle.reset_state(job.status)
-    completion = job.completion()
+    completion = job.completion
     passes = completion.all_finished
     blockers = blockers_text(facts)
 

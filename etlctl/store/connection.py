@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from etlctl import clock, queries
-from etlctl.config import ConnectionSettings
+from etlctl.store import clock
+from etlctl.store import queries
+from etlctl.store.settings import ConnectionSettings
 from etlctl.errors import (
     Busy,
     Conflict,
@@ -76,7 +77,7 @@ def _from_dsn(dsn: str) -> Target:
 
 
 def _embedded(home: Path) -> Target:
-    from etlctl import embedded
+    from etlctl.store import embedded
 
     global _announced_embedded
     if not _announced_embedded:
@@ -225,15 +226,29 @@ def _open(target: Target, settings: ConnectionSettings):
     except psycopg.Error as exc:
         if target.embedded_home is not None:
             # A stale postmaster.pid or a server that was never given etlctl's database: start, create, retry once.
-            from etlctl import embedded
+            from etlctl.store import embedded
 
             try:
                 found = embedded.ensure_running(target.embedded_home)
-                embedded.create_database(found)
+                _create_embedded_database(found, settings)
                 return _with_loaders(psycopg.connect(found.conninfo(), autocommit=True, row_factory=dict_row, **kwargs))
             except psycopg.Error as again:
                 exc = again
         raise translate(exc, target) from exc
+
+
+def _create_embedded_database(found, settings: ConnectionSettings) -> None:
+    """etlctl's database on a freshly started embedded server (its postgres database always exists)."""
+    admin = Target(found.conninfo("postgres"), f"embedded server in {found.socket_dir}")
+    session = Session(_open(admin, settings), admin, "db")
+    try:
+        if not session.one("embedded_database_exists"):
+            try:
+                session.run("embedded_create_database")
+            except Conflict:
+                pass  # another etlctl process created it first (both cron lines start in the same second)
+    finally:
+        session.close()
 
 
 def _with_loaders(conn):

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from etlctl.errors import Conflict, UsageError
-from etlctl.scheduling import why_not
+from etlctl.core.due import why_not
 
 # A unique violation on the one-RUNNING index: another writer started a job first.
 _TAKEN = re.compile(r"\(integration_id\)=\((\d+)\)")

@@ -23,13 +23,12 @@ latest audited transition.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from etlctl import clock, render
+from etlctl.store import clock
 from etlctl.errors import DatabaseUnavailable, JobNotFound
-from etlctl.jobs import Job
+from etlctl.core.job import Job
 
 CHANNEL = "etl_job_status"
 POLL = 1.0  # seconds between looks at Ctrl-C and the keep-alive
@@ -69,87 +68,17 @@ class Change:
 
 def seen(job: Job) -> Seen:
     return Seen(job.id, job.job_name, str(job.tenant_name or job.tenant_id), job.overall,
-                job.completion().steps_status if isinstance(job.status, dict) else None)
-
-
-def describe(change: Change) -> str:
-    """'RUNNING → FINISHED', 'jira_dev_status.embedding running → finished', ..."""
-    before, after = change.before, change.after
-    suffix = " (while disconnected)" if change.resync else ""
-    if after is None:
-        return "deleted" + suffix
-    if before is None:
-        if change.transition is not None and change.transition[1] == after.overall:
-            return f"{change.transition[0]} → {change.transition[1]}" + suffix
-        return "current state" + suffix
-    parts = []
-    if before.overall != after.overall:
-        parts.append(f"{before.overall} → {after.overall}")
-    phases = phase_changes(before.steps, after.steps)
-    if phases and (not parts or len(phases) <= 2):
-        parts.extend(phases[:3] + ([f"and {len(phases) - 3} more"] if len(phases) > 3 else []))
-    elif phases:
-        parts.append(f"{len(phases)} phases changed")
-    return "; ".join(parts or ["changed"]) + suffix
-
-
-def phase_changes(before: object, after: object) -> list[str]:
-    b = before if isinstance(before, dict) else {}
-    a = after if isinstance(after, dict) else {}
-    out = []
-    for step in list(a) + [s for s in b if s not in a]:
-        old, new = b.get(step), a.get(step)
-        if old == new:
-            continue
-        if isinstance(old, (dict, type(None))) and isinstance(new, (dict, type(None))):
-            old, new = old or {}, new or {}
-            for phase in list(new) + [p for p in old if p not in new]:
-                if old.get(phase) != new.get(phase):
-                    out.append(f"{step}.{phase} {old.get(phase) or 'unset'} → {new.get(phase) or 'unset'}")
-        else:
-            out.append(f"{step} {json.dumps(old)} → {json.dumps(new)}")
-    return out
-
-
-class Printer:
-    """Table rows on stdout, or one JSON object per line; flushed at once."""
-
-    def __init__(self, as_json: bool, stream=None) -> None:
-        self.as_json = as_json
-        self.stream = stream or sys.stdout
-        self.header_done = False
-
-    def change(self, change: Change) -> None:
-        if self.as_json:
-            after = change.after
-            record = {"job_id": change.job_id, "overall": after.overall if after else None,
-                      "steps": after.steps if after else None, "resync": change.resync}
-            if after is None:
-                record["deleted"] = True
-            self.stream.write(render.to_json(record, indent=None) + "\n")
-        else:
-            if not self.header_done:
-                self.stream.write(f"{'TIME':<8}  {'JOB':>6}  {'NAME':<16}  {'TENANT':<12}  {'OVERALL':<18}  CHANGE\n")
-                self.header_done = True
-            who = change.after or change.before
-            overall = str(change.after.overall) if change.after else "-"
-            self.stream.write(f"{render.clock_time(change.at):<8}  {who.job_id:>6}  {_fit(who.name, 16)}  "
-                              f"{_fit(who.tenant, 12)}  {overall:<18}  {describe(change)}\n")
-        self.stream.flush()
-
-
-def _fit(text: str, width: int) -> str:
-    return (render.truncate(text, width) or "").ljust(width)
+                job.completion.steps_status if isinstance(job.status, dict) else None)
 
 
 class Watcher:
     """LISTEN, print changes, reconnect; runs until interrupted."""
 
-    def __init__(self, connect: Callable[[], object], job_ids: Sequence[int] | None, printer: Printer,
-                 note: Callable[[str], None] = render.note) -> None:
+    def __init__(self, connect: Callable[[], object], job_ids: Sequence[int] | None, printer,
+                 note: Callable[[str], None]) -> None:
         self.connect = connect  # returns an open etlctl.db.Session
         self.job_ids = list(job_ids) if job_ids else None
-        self.printer = printer
+        self.printer = printer  # views.watch.Printer: receives each Change
         self.note = note
         self.known: dict[int, Seen] = {}
         self.mark = 0  # the newest audit row when last read: what changed after it, changed since
@@ -178,7 +107,7 @@ class Watcher:
         rows = (self.reader.all("oncall_jobs", job_ids=list(ids)) if ids is not None
                 else self.reader.all("watch_in_flight"))
         now = rows[0]["now"] if rows else self.reader.one("oncall_clock")["db_clock"]
-        return now, {row["id"]: seen(Job(row)) for row in rows}
+        return now, {row["id"]: seen(Job.from_row(row)) for row in rows}
 
     def watched(self, resync: bool) -> list[int]:
         """The jobs to look at again: the JOBs given; else those remembered, plus, after a

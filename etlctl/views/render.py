@@ -12,10 +12,12 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from etlctl.core.humanize import infinity_text, when
+
 
 def _default(value: object):
     if isinstance(value, datetime) and value.year in (1, 9999):
-        return _infinity(value)
+        return infinity_text(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -84,54 +86,6 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _infinity(value: datetime) -> str:
-    # How etlctl.db loads a database 'infinity' (or a year it cannot hold).
-    return "infinity" if value.year == 9999 else "-infinity"
-
-
-def when(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    if value.year in (1, 9999):
-        return _infinity(value)
-    return value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def clock_time(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    if value.year in (1, 9999):
-        return _infinity(value)
-    return value.strftime("%H:%M:%S")
-
-
-def duration(seconds: float) -> str:
-    """'45s', '1m10s', '3h12m', '2d4h': the two largest units."""
-    seconds = int(round(abs(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours}h" if hours else f"{days}d"
-
-
-def relative(moment: datetime | None, now: datetime) -> str:
-    """'in 3h12m', '5m ago' or 'now'."""
-    if moment is None:
-        return "-"
-    if moment.year in (1, 9999):
-        return "never" if moment.year == 9999 else "long ago"
-    delta = (moment - now).total_seconds()
-    if abs(delta) < 1:
-        return "now"
-    return f"in {duration(delta)}" if delta > 0 else f"{duration(delta)} ago"
-
-
 def truncate(text: str | None, width: int = 60) -> str | None:
     if text is None:
         return None
@@ -151,11 +105,9 @@ class Countdown:
     every 10 seconds, which reads well in a log file.
     """
 
-    def __init__(self, stream=None, sleep=None) -> None:
-        from etlctl import clock
-
+    def __init__(self, sleep, stream=None) -> None:
+        self.sleep = sleep  # the clock seam's sleep: tests move frozen time instead of waiting
         self.stream = stream or sys.stderr
-        self.sleep = sleep or clock.sleep
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def run(self, seconds: float) -> None:

@@ -36,7 +36,7 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     """The DSN without its secrets, and whether it had any."""
     from psycopg import conninfo
 
-    from etlctl.db import parse_dsn
+    from etlctl.store.connection import parse_dsn
 
     params = parse_dsn(dsn)
     removed = [params.pop(name, None) for name in SECRET_PARAMS]
@@ -46,7 +46,7 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
 
 def block(every: str, settings, log_path: str | None = None, environ=None) -> str:
     """The crontab block; it selects the database the way this very command did."""
-    from etlctl import config
+    from etlctl.store import settings as config
 
     environ = os.environ if environ is None else environ
     fields = schedule(every)

@@ -19,10 +19,12 @@ import subprocess
 import sys
 import time
 
-from etlctl import clock, db, embedded
-from etlctl.config import ConnectionSettings
+from etlctl.store import clock
+from etlctl.store import connection as db
+from etlctl.store import embedded
+from etlctl.store.settings import ConnectionSettings
 from etlctl.errors import EtlctlError
-from etlctl.rules import PHASES
+from etlctl.core.rules import PHASES
 
 DEMO_DATABASE = "etlctl_demo"
 # Short timings, so a cycle takes seconds instead of minutes.

@@ -12,9 +12,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from etlctl import clock, lifecycle, rules
+from etlctl.store import clock
+from etlctl.core import lifecycle
+from etlctl.core import rules
 from etlctl.errors import Busy, Conflict, JobNotFound, NotFinished, UsageError
-from etlctl.jobs import Job, load
+from etlctl.core.job import Job
+from etlctl.store.jobs import load
 
 # The keys of the status document that etlctl reads to decide, and so guards on.
 OWNED_KEYS = ("overall", "token") + lifecycle.RESET_KEYS
@@ -155,7 +158,7 @@ def step(session, job_id: int, *, step_name: str, phase: str, value: str, token:
 
 def check(session, job_id: int, ref: object = None) -> tuple[Job, rules.Completion]:
     job = load(session, job_id, ref)
-    return job, job.completion()
+    return job, job.completion
 
 
 def check_with_retry(
@@ -207,7 +210,7 @@ def reset(session, job_id: int, *, force: bool, ref=None) -> ResetResult:
     """
     with session.transaction():
         job = load(session, job_id, ref)
-        completion = job.completion()
+        completion = job.completion
         overall = job.overall
         if not force:
             if overall != "FINISHED":
@@ -263,7 +266,7 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
         rows = session.all("sweep_batch", after_id=after, batch=batch)
         if not rows:
             break
-        jobs = [Job(row) for row in rows]
+        jobs = [Job.from_row(row) for row in rows]
         decisions = [lifecycle.decide(j.status, j.rules, j.now, timings, j.finished_at) for j in jobs]
         todo = [transition_for(j, d) for j, d in zip(jobs, decisions) if d.writes]
         changed = {row["id"]: row for row in apply(session, todo, skip_locked=True)}

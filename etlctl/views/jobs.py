@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from etlctl import lifecycle, render, rules
-from etlctl.jobs import Job
+from etlctl.core import lifecycle
+from etlctl.core import humanize
+from etlctl.views import render
+from etlctl.core import rules
+from etlctl.core.job import Job
 
 
 def active_text(job_active, integration_active, tenant_active, has_integration: bool = True) -> str:
@@ -48,7 +51,7 @@ def show_overview(rows: list[dict], as_json: bool, limit: int) -> None:
             overall = rec["overall"] or "?"
             if rec["reset_stage"]:
                 overall += f" ({rec['reset_stage'].replace('_', ' ')})"
-            next_run = "-" if rec["next_run"] is None else f"{render.when(rec['next_run'])} ({render.relative(rec['next_run'], row['now'])})"
+            next_run = "-" if rec["next_run"] is None else f"{humanize.when(rec['next_run'])} ({humanize.relative(rec['next_run'], row['now'])})"
             table.append([
                 rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "unknown", overall, next_run,
                 active_text(rec["active"], rec["integration_active"], rec["tenant_active"], rec["integration_id"] is not None),
@@ -64,7 +67,7 @@ def show_overview(rows: list[dict], as_json: bool, limit: int) -> None:
 
 def step_rows(job: Job) -> list[dict]:
     """One entry per step in display order, with the phases and the verdict."""
-    completion = job.completion()
+    completion = job.completion
     verdicts = {v.step: v for v in completion.steps}
     step_rules = {r.step: r for r in (job.rules or ())}
     document = rules.document_steps(job.status) or {}
@@ -97,7 +100,7 @@ def emit_step_grid(steps: list[dict]) -> None:
 
 def job_record(job: Job) -> dict:
     state = lifecycle.reset_state(job.status)
-    completion = job.completion()
+    completion = job.completion
     return {
         "id": job.id,
         "job_name": job.job_name,
@@ -141,10 +144,10 @@ def show_job(job: Job, as_json: bool) -> None:
     if reset["problem"]:
         state_line += f"  (malformed reset state: {reset['problem']})"
     elif reset["stage"] == lifecycle.GAVE_UP:
-        state_line += f"  (reset gave up at {render.when(reset['gave_up_at'])})"
+        state_line += f"  (reset gave up at {humanize.when(reset['gave_up_at'])})"
     elif reset["stage"] in (lifecycle.CHECK, lifecycle.COOLDOWN):
         what = "cool-down ends" if reset["stage"] == lifecycle.COOLDOWN else f"check {reset['attempt'] + 1}"
-        state_line += f"  (reset pending: {what} at {render.when(reset['deadline'])}, {render.relative(reset['deadline'], now)})"
+        state_line += f"  (reset pending: {what} at {humanize.when(reset['deadline'])}, {humanize.relative(reset['deadline'], now)})"
     header = [
         ("job", f"{job.id} {job.job_name}"),
         ("tenant", f"{job.tenant_id} {job.tenant_name or ''}".strip()),
@@ -153,10 +156,10 @@ def show_job(job: Job, as_json: bool) -> None:
         ("overall", state_line),
         ("token", job.token or "-"),
         ("active", active_text(job.active, job.integration_active, job.tenant_active, job.integration_id is not None)),
-        ("next run", "-" if job.next_run is None else f"{render.when(job.next_run)} ({render.relative(job.next_run, now)})"),
-        ("last started", render.when(job.last_run_started_at)),
-        ("last finished", render.when(job.last_run_finished_at)),
-        ("last sync", render.when(job.last_sync_date)),
+        ("next run", "-" if job.next_run is None else f"{humanize.when(job.next_run)} ({humanize.relative(job.next_run, now)})"),
+        ("last started", humanize.when(job.last_run_started_at)),
+        ("last finished", humanize.when(job.last_run_finished_at)),
+        ("last sync", humanize.when(job.last_sync_date)),
         ("error", job.error_message or "-"),
     ]
     width = max(len(k) for k, _ in header)
@@ -225,15 +228,15 @@ class SweepPrinter:
             action = decision.action
             now = row["now"]
             if action == lifecycle.RESET:
-                detail = f"READY; next run at {render.when(row['next_run'])} ({render.relative(row['next_run'], now)})"
+                detail = f"READY; next run at {humanize.when(row['next_run'])} ({humanize.relative(row['next_run'], now)})"
             elif action == lifecycle.GIVE_UP:
                 detail = decision.reason
             elif action == lifecycle.SCHEDULE:
-                detail = f"first check at {render.clock_time(decision.deadline)} ({render.relative(decision.deadline, now)})"
+                detail = f"first check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
             elif action == lifecycle.START_COOLDOWN:
-                detail = f"{decision.reason}; reset at {render.clock_time(decision.deadline)} ({render.relative(decision.deadline, now)})"
+                detail = f"{decision.reason}; reset at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
             else:
-                detail = f"{decision.reason}; next check at {render.clock_time(decision.deadline)} ({render.relative(decision.deadline, now)})"
+                detail = f"{decision.reason}; next check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
             if self.dry_run:
                 action = f"{action}?"
         return {"job_id": job.id, "job_name": job.job_name, "tenant_id": job.tenant_id, "action": action,

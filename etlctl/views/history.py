@@ -1,43 +1,14 @@
-"""`etlctl history`: a job's audit rows (etlctl.audit), as a table or JSON.
-
-Every state change etlctl makes writes one audit row in the same statement:
-who (database user), from which host and process, with which command, and
-the details (the step and phase set, the reset-flow action and its reason,
-what a forced reset overrode).
-"""
+"""How `etlctl history` prints audit rows: a table, or JSON records."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
 
-from etlctl import render
-from etlctl.errors import UsageError
+from etlctl.core import humanize
+from etlctl.views import render
 
 HEADERS = ["TIME", "FROM → TO", "TOKEN", "COMMAND", "HOST", "WHO", "DETAIL"]
-
-
-def parse_since(text: str | None) -> tuple[str | None, float | None]:
-    """--since: an ISO time (naive: in the database zone), or a duration ago ('30m', '2h')."""
-    if text is None:
-        return None, None
-    from etlctl.config import parse_duration
-
-    try:
-        return None, parse_duration(text, "--since")
-    except UsageError:
-        pass
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(message=f"invalid --since {text!r}: expected an ISO time such as 2026-11-28T10:00:00-05:00 "
-                                 "or a duration ago such as 30m or 2h") from None
-    return text, None
-
-
-def read(session, job_id: int, since: str | None, limit: int) -> list[dict]:
-    iso, seconds = parse_since(since)
-    return session.all("history", job_id=job_id, since=iso, since_seconds=seconds, limit=limit)
 
 
 def record(row: Mapping) -> dict:
@@ -58,7 +29,7 @@ def describe(details: object) -> str:
     if action:
         reason = d.get("reason") or ""
         deadline = d.get("reset_deadline")
-        when = f", next at {render.clock_time(datetime.fromisoformat(deadline))}" if isinstance(deadline, str) and _iso(deadline) else ""
+        when = f", next at {humanize.clock_time(datetime.fromisoformat(deadline))}" if isinstance(deadline, str) and _iso(deadline) else ""
         if reason.startswith(f"{action}:"):
             reason = reason[len(action) + 1:].strip()
         return f"{action}{when}: {reason}" if reason else f"{action}{when}"
@@ -72,7 +43,7 @@ def describe(details: object) -> str:
 
 def table_row(row: Mapping) -> list:
     token = row["token"]
-    return [render.when(row["at"]), f"{row['from_state'] or '-'} → {row['to_state'] or '-'}",
+    return [humanize.when(row["at"]), f"{row['from_state'] or '-'} → {row['to_state'] or '-'}",
             token[:8] if isinstance(token, str) else "-", row["command"], f"{row['host']}:{row['pid']}",
             row["db_user"], render.truncate(describe(row["details"]), 90) or "-"]
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from etlctl.render import clock_time, duration, relative
+from etlctl.core.humanize import clock_time, duration, relative
 
 STARTABLE = ("READY", "FAILED", "RATE_LIMIT_REACHED")
 

@@ -49,7 +49,9 @@ def running(home: Path) -> Running | None:
 
 
 def ensure_running(home: Path) -> Running:
-    """Attach to the server, starting it (and creating its data) when needed."""
+    """Attach to the server, starting it (and creating its data directory) when needed.
+
+    etlctl's database on it is created by the connection layer when a connection finds it missing."""
     found = running(home)
     if found is not None:
         return found
@@ -57,12 +59,7 @@ def ensure_running(home: Path) -> Running:
     found = running(home)
     if found is None:
         raise DatabaseUnavailable(target=f"embedded server in {pgdata(home)}", reason="it did not start; see its log file 'log' there")
-    _ensure_database(found)
     return found
-
-
-def create_database(found: Running) -> None:
-    _ensure_database(found)
 
 
 def stop(home: Path) -> bool:
@@ -90,19 +87,6 @@ def _start(home: Path) -> None:
         raise DatabaseUnavailable(
             target=f"embedded server in {pgdata(home)}", reason=f"could not start it: {exc}"
         ) from exc
-
-
-def _ensure_database(found: Running) -> None:
-    from etlctl import db
-    from etlctl.config import ConnectionSettings
-    from etlctl.errors import Conflict
-
-    with db.connect(ConnectionSettings(dsn=found.conninfo("postgres")), "db") as session:
-        if not session.one("embedded_database_exists"):
-            try:
-                session.run("embedded_create_database")
-            except Conflict:
-                pass  # another etlctl process created it first (both cron lines start in the same second)
 
 
 def _import():

@@ -32,9 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from etlctl import explain, lifecycle, rules, scheduling
+from etlctl.oncall import facts as explain
+from etlctl.core import lifecycle
+from etlctl.core import rules
+from etlctl.core import due as scheduling
 from etlctl.errors import NotInitialized
-from etlctl.render import clock_time, duration, relative, when
+from etlctl.core.humanize import clock_time, duration, relative, when
 
 SKEW_LIMIT = 5.0  # seconds
 QUEUE_LIMIT = 900.0  # seconds a message may stay unclaimed (or stale) before it is reported
@@ -61,7 +64,7 @@ ORDER = list(TITLES)
 
 def psql(*names: str, **ids: int) -> str:
     """A fix to run by hand: the named statements of sql/queries/oncall.sql with ids filled in."""
-    from etlctl import queries
+    from etlctl.store import queries
 
     sql = "; ".join(queries.get(name) % {k: int(v) for k, v in ids.items()} for name in names)
     return f'psql -c "{sql}"'
@@ -127,7 +130,7 @@ class Report:
 
 
 def run(session, timings: lifecycle.Timings, clock=None) -> Report:
-    from etlctl import schema
+    from etlctl.store import schema
 
     report = Report()
     skew = measure_skew(session, clock or host_clock)
@@ -335,7 +338,7 @@ def finished_job(f: explain.Facts, timings: lifecycle.Timings) -> Finding | None
         return None  # malformed_status reports it
     done_at = explain.finished_at(f)
     age = (now - done_at).total_seconds() if done_at else None
-    passes = job.completion().all_finished
+    passes = job.completion.all_finished
     patience = timings.patience()
     label = job.label()
     overdue = reset.deadline is not None and (now - reset.deadline).total_seconds() > patience
@@ -379,7 +382,7 @@ def finished_job(f: explain.Facts, timings: lifecycle.Timings) -> Finding | None
         progress = "the check fails"
     summary = f"{label} {for_how_long}: {progress}"
     cause = explain.blockers_text(f)
-    failed = job.completion().failed
+    failed = job.completion.failed
     if failed:
         cause += ": a failed phase cannot finish by waiting, the reset gives up"
         fixes = [_force_fix(f)]
@@ -393,7 +396,7 @@ def finished_job(f: explain.Facts, timings: lifecycle.Timings) -> Finding | None
         fixes = _step_fixes(f, f"then the next check looks again (`etlctl why {job.id}` shows what is left)") + [_force_fix(f)]
     return Finding("timer_retrying", PROBLEM, summary, cause, tuple(fixes), (job.id,),
                    details={"reset_stage": reset.stage, "reset_attempt": reset.attempt,
-                            "reasons": list(job.completion().reasons)})
+                            "reasons": list(job.completion.reasons)})
 
 
 def long_running(f: explain.Facts) -> Finding | None:
@@ -570,29 +573,3 @@ def queue_findings(rows: Sequence[dict]) -> list[Finding]:
     if total > len(rows) and out:
         out[-1].details["more_not_listed"] = total - len(rows)
     return out
-
-
-# --- text -----------------------------------------------------------------------------
-
-
-def text_lines(report: Report) -> list[str]:
-    lines: list[str] = []
-    for finding in report.findings:
-        lines.append(f"[{finding.severity}] {finding.title}: {finding.summary}")
-        lines.append(f"  cause: {finding.cause}")
-        for n, fix in enumerate(finding.fixes):
-            lines.append(f"  {'fix:  ' if n == 0 else '      '} {fix.command}")
-            if fix.note:
-                lines.append(f"         # {fix.note}")
-        lines.append("")
-    for skipped in report.skipped:
-        lines.append(f"skipped: {skipped}")
-    counts = f"{report.problems} problem{'s' if report.problems != 1 else ''}"
-    if report.notes:
-        counts += f", {report.notes} note{'s' if report.notes != 1 else ''}"
-    checked = f"{report.jobs_checked} job{'s' if report.jobs_checked != 1 else ''} checked"
-    if report.healthy:
-        lines.append(f"no problems found ({checked}{', ' + counts.split(', ', 1)[1] if report.notes else ''})")
-    else:
-        lines.append(f"{counts} ({checked})")
-    return lines

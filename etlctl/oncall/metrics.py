@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from etlctl.errors import EtlctlError
-from etlctl.rules import OVERALL_STATES, PHASES
+from etlctl.core.rules import OVERALL_STATES, PHASES
 
 QUEUE_STATES = ("unclaimed", "claimed")
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from etlctl.rules import Completion, StepRule, evaluate
+from etlctl.core.rules import Completion, StepRule, evaluate
 
 DEFAULT_DELAY = 30.0
 DEFAULT_BACKOFF = (30.0, 60.0, 180.0, 300.0)

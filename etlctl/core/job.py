@@ -1,0 +1,96 @@
+"""A job as etlctl reads it (one row of the `job_row` query), and what a user
+types to name one. Pure values: no database here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+
+from etlctl.core import rules
+from etlctl.errors import UsageError
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What the user typed: JOB (an id or a name) and maybe --tenant."""
+
+    text: str
+    tenant: str | None = None
+
+    @property
+    def job_id(self) -> int | None:
+        """The id, when JOB is one and no --tenant asks for a name lookup."""
+        return int(self.text) if self.text.isdigit() and self.tenant is None else None
+
+    def __str__(self) -> str:
+        shown = self.text if self.text.isdigit() else repr(self.text)
+        return shown if self.tenant is None else f"{shown} in tenant {self.tenant!r}"
+
+
+def parse_ref(text: str, tenant: str | None = None) -> JobRef:
+    text = (text or "").strip()
+    if not text:
+        raise UsageError(message="JOB must be a job id or a job name")
+    if text.isdigit() and len(text) > 9:
+        raise UsageError(message=f"job id {text} is out of range")
+    return JobRef(text, tenant.strip() if tenant else None)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job, its kind's step rules, and the database's now when it was read.
+
+    Built from a `job_row` row with :meth:`from_row`; the completion verdict is
+    computed once, when the job is built.
+    """
+
+    id: int
+    job_name: str
+    tenant_id: int
+    tenant_name: str | None
+    integration_id: int | None
+    provider: str | None
+    kind: str | None
+    rules: tuple[rules.StepRule, ...] | None  # None: the job's kind is unknown
+    status: object  # the status document as stored: usually a dict, but anything another program wrote
+    steps_digest: str | None  # md5 of the steps, computed by PostgreSQL: what a reset is guarded on
+    next_run: datetime | None
+    schedule_interval_minutes: int | None
+    retry_interval_minutes: int | None
+    retry_count: int | None
+    last_sync_date: datetime | None
+    last_run_started_at: datetime | None
+    last_run_finished_at: datetime | None
+    last_updated_at: datetime | None
+    error_message: str | None
+    active: bool | None
+    integration_active: bool | None
+    tenant_active: bool | None
+    last_audit_at: datetime | None  # etlctl's latest write to the job (its audit)
+    now: datetime
+    completion: rules.Completion = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "completion", rules.evaluate(self.rules, self.status))
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> Job:
+        values = {f.name: row.get(f.name) for f in fields(cls) if f.init and f.name != "rules"}
+        return cls(rules=rules.rules_from_rows(row.get("kind_steps")), **values)
+
+    @property
+    def overall(self) -> object:
+        return self.status.get("overall") if isinstance(self.status, dict) else None
+
+    @property
+    def token(self) -> object:
+        return self.status.get("token") if isinstance(self.status, dict) else None
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return self.last_run_finished_at
+
+    def label(self) -> str:
+        return f"job {self.id} ({self.job_name}, tenant {self.tenant_name or self.tenant_id})"

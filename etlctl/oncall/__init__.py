@@ -1,0 +1,1 @@
+"""Read-only diagnosis: facts about jobs, why, doctor, history, watch and metrics."""

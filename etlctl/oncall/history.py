@@ -1,0 +1,36 @@
+"""`etlctl history`: a job's audit rows (etlctl.audit).
+
+Every state change etlctl makes writes one audit row in the same statement:
+who (database user), from which host and process, with which command, and
+the details (the step and phase set, the reset-flow action and its reason,
+what a forced reset overrode).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from etlctl.errors import UsageError
+
+
+def parse_since(text: str | None) -> tuple[str | None, float | None]:
+    """--since: an ISO time (naive: in the database zone), or a duration ago ('30m', '2h')."""
+    if text is None:
+        return None, None
+    from etlctl.core.humanize import parse_duration
+
+    try:
+        return None, parse_duration(text, "--since")
+    except UsageError:
+        pass
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(message=f"invalid --since {text!r}: expected an ISO time such as 2026-11-28T10:00:00-05:00 "
+                                 "or a duration ago such as 30m or 2h") from None
+    return text, None
+
+
+def read(session, job_id: int, since: str | None, limit: int) -> list[dict]:
+    iso, seconds = parse_since(since)
+    return session.all("history", job_id=job_id, since=iso, since_seconds=seconds, limit=limit)

@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, named queries, the clock seam, the embedded server, migrations."""
