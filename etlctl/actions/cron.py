@@ -59,11 +59,11 @@ def block(every: str, settings, log_path: str | None = None, environ=None) -> st
         "SHELL=/bin/sh",
         f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
     ]
-    if settings.dsn:
+    if settings.dsn and settings.dsn.strip() != config.EMBEDDED:  # embedded: ETLCTL_HOME below, attach only
         dsn, _ = dsn_without_password(settings.dsn)
         lines.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
         lines.append(f'ETLCTL_DSN="{dsn}"')
-    elif environ.get("PGHOST") or environ.get("PGDATABASE"):
+    elif not settings.dsn and config.libpq_environment(environ):
         lines.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
         lines += [f'{name}="{environ[name]}"' for name in PG_VARIABLES if environ.get(name)]
     else:
