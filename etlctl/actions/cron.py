@@ -37,8 +37,11 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     """The DSN without its secrets, and whether it had any."""
     from psycopg import conninfo
 
+    from etlctl.store import settings as config
     from etlctl.store.connection import parse_dsn
 
+    if dsn.strip() == config.EMBEDDED:
+        return dsn, False
     params = parse_dsn(dsn)
     removed = [params.pop(name, None) for name in SECRET_PARAMS]
     had = any(removed)
