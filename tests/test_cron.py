@@ -125,4 +125,4 @@ def test_dsn_embedded_gives_a_block_that_attaches_and_never_creates(tmp_path):
     """ETLCTL_DSN=embedded in a crontab would create a new, empty server if the old one were removed."""
     result = Cli("embedded")("cron", env={"ETLCTL_HOME": str(tmp_path)})
     assert result.exit_code == 0, result.stderr
-    assert f'ETLCTL_HOME="{tmp_path}"' in result.stdout and "ETLCTL_DSN" not in result.stdout
+    assert f'ETLCTL_HOME="{tmp_path}"' in result.stdout and "ETLCTL_DSN=" not in result.stdout
