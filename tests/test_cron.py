@@ -112,3 +112,17 @@ def test_a_password_in_the_dsn_is_left_out_and_said_so():
     result = Cli("host=db user=etl password=s3cret sslpassword=k3y dbname=etl")("cron")
     assert "s3cret" not in result.stdout and "k3y" not in result.stdout
     assert result.stderr == "etlctl: the DSN's password is not written to the crontab: put it in ~/.pgpass\n"
+
+
+def test_a_service_alone_chose_the_database_so_the_block_carries_it():
+    result = Cli(None)("cron", env={"PGSERVICE": "etl", "PGSERVICEFILE": "/etc/etl/pg_service.conf"})
+    assert result.exit_code == 0, result.stderr
+    assert 'PGSERVICE="etl"' in result.stdout and 'PGSERVICEFILE="/etc/etl/pg_service.conf"' in result.stdout
+    assert "ETLCTL_HOME" not in result.stdout
+
+
+def test_dsn_embedded_gives_a_block_that_attaches_and_never_creates(tmp_path):
+    """ETLCTL_DSN=embedded in a crontab would create a new, empty server if the old one were removed."""
+    result = Cli("embedded")("cron", env={"ETLCTL_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.stderr
+    assert f'ETLCTL_HOME="{tmp_path}"' in result.stdout and "ETLCTL_DSN=" not in result.stdout

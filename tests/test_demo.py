@@ -10,8 +10,8 @@ from tests.helpers import run_process
 
 
 @pytest.mark.slow
-def test_demo_runs_two_full_cycles(tmp_path):
-    env = {"ETLCTL_HOME": str(tmp_path / "home")}
+def test_demo_runs_two_full_cycles(embedded_home):
+    env = {"ETLCTL_HOME": str(embedded_home)}
     try:
         result = run_process(["demo"], None, env=env, timeout=400)
         assert result.exit_code == 0, result.stdout[-3000:] + result.stderr

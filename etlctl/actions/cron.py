@@ -28,7 +28,8 @@ def schedule(every: str) -> str:
 
 
 SECRET_PARAMS = ("password", "sslpassword")
-PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSSLMODE", "PGPASSFILE")
+PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE",
+                "PGPASSFILE")
 CARRIED = ("ETLCTL_DELAY", "ETLCTL_BACKOFF", "ETLCTL_COOLDOWN")
 
 
@@ -36,8 +37,11 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     """The DSN without its secrets, and whether it had any."""
     from psycopg import conninfo
 
+    from etlctl.store import settings as config
     from etlctl.store.connection import parse_dsn
 
+    if dsn.strip() == config.EMBEDDED:
+        return dsn, False
     params = parse_dsn(dsn)
     removed = [params.pop(name, None) for name in SECRET_PARAMS]
     had = any(removed)
@@ -59,11 +63,11 @@ def block(every: str, settings, log_path: str | None = None, environ=None) -> st
         "SHELL=/bin/sh",
         f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
     ]
-    if settings.dsn:
+    if settings.dsn and settings.dsn.strip() != config.EMBEDDED:  # embedded: ETLCTL_HOME below, attach only
         dsn, _ = dsn_without_password(settings.dsn)
         lines.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
         lines.append(f'ETLCTL_DSN="{dsn}"')
-    elif environ.get("PGHOST") or environ.get("PGDATABASE"):
+    elif not settings.dsn and config.libpq_environment(environ):
         lines.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
         lines += [f'{name}="{environ[name]}"' for name in PG_VARIABLES if environ.get(name)]
     else:

@@ -68,7 +68,7 @@ class Demo:
     # --- setting up ----------------------------------------------------------------
 
     def prepare(self) -> None:
-        found = embedded.ensure_running(self.home)
+        found = embedded.ensure_running(self.home, create=True)
         with db.connect(ConnectionSettings(dsn=found.conninfo("postgres")), "demo") as session:
             session.run("demo_drop_database")
             session.run("demo_create_database")

@@ -146,8 +146,10 @@ def cli() -> None:
     complete, check, wait-and-reset, reset, sweep and schedule jobs, and find
     out why one is stuck.
 
-    Without --dsn, ETLCTL_DSN or PGHOST/PGDATABASE, etlctl uses its embedded
-    PostgreSQL server (started on first use, stopped by `etlctl db stop`).
+    Without --dsn, ETLCTL_DSN or PGHOST/PGDATABASE/PGSERVICE, etlctl uses the
+    embedded PostgreSQL server in ETLCTL_HOME if one exists, and otherwise
+    exits 6. Only `etlctl db init`, `etlctl demo` and --dsn embedded create it;
+    `etlctl db stop` stops it.
 
     \b
     Example:

@@ -32,12 +32,17 @@ def init(as_json: bool, dry_run: bool) -> int:
     Exits 4 when rows in the database break a rule that a migration enforces
     (two RUNNING jobs on one integration); it lists them, and applies
     everything else.
+
+    With no database configured (no --dsn, ETLCTL_DSN, PGHOST, PGDATABASE or
+    PGSERVICE) it creates the embedded PostgreSQL server in ETLCTL_HOME, which
+    later commands then find by themselves.
     """
     from etlctl.views import render
-    from etlctl.store import schema
+    from etlctl.store import connection, schema
     from etlctl.errors import CONFLICT, OK
 
-    with app().session(command_name()) as session:
+    # The one command (with demo and --dsn embedded) allowed to create the embedded server.
+    with connection.connect(app().settings, command_name(), create_embedded=True) as session:
         report = schema.init(session, dry_run=dry_run)
     if as_json:
         render.emit_json({"fresh": report.fresh, "applied": report.applied, "failed": report.failed, "ok": report.ok,
@@ -60,12 +65,13 @@ def init(as_json: bool, dry_run: bool) -> int:
 def stop() -> None:
     """Stop the embedded PostgreSQL server (ETLCTL_HOME/pgdata).
 
-    Other servers (--dsn, ETLCTL_DSN, PG*) are never touched. Stopping a
-    server that is not running is not an error.
+    It acts on nothing else: with --dsn, ETLCTL_DSN or PGHOST/PGDATABASE/PGSERVICE
+    naming another database it refuses (exit 2). Stopping a server that is not
+    running is not an error. The next command that needs it starts it again.
     """
-    from etlctl.store import embedded
+    from etlctl.store import connection, embedded
 
-    home = app().settings.home
+    home = connection.embedded_home(app().settings, command_name())
     if embedded.stop(home):
         click.echo(f"stopped the embedded server in {embedded.pgdata(home)}")
     else:

@@ -19,7 +19,8 @@ def demo() -> None:
     starts them again. Each command is printed with its output.
 
     It uses its own database (etlctl_demo) on the embedded server in
-    ETLCTL_HOME, recreated each time; --dsn and ETLCTL_DSN are not used.
+    ETLCTL_HOME (created if there is none), recreated each time; --dsn and
+    ETLCTL_DSN are not used.
     Takes about two minutes, most of it waiting for next_run.
     """
     from etlctl.actions.demo import Demo

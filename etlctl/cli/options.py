@@ -72,7 +72,7 @@ def timings_from(delay: str | None, backoff: str | None, cooldown: str | None) -
 
 
 _CONNECTION = [
-    (("--dsn",), dict(envvar="ETLCTL_DSN", metavar="DSN", help="libpq connection string or postgresql:// URI [env: ETLCTL_DSN]")),
+    (("--dsn",), dict(envvar="ETLCTL_DSN", metavar="DSN", help="libpq connection string or postgresql:// URI; `embedded` for the embedded server [env: ETLCTL_DSN]")),
     (("--db-timezone",), dict(envvar="ETLCTL_DB_TIMEZONE", metavar="ZONE",
                               help="Zone of the naive timestamp columns [env: ETLCTL_DB_TIMEZONE; default: UTC]")),
     (("--statement-timeout",), dict(envvar="ETLCTL_STATEMENT_TIMEOUT", metavar="SECONDS", callback=_seconds,

@@ -5,6 +5,7 @@ Checks, in the order they are reported:
 
 - schema not initialised / migrations pending / the partial index missing
 - clock skew between this host and the database server over SKEW_LIMIT
+- no jobs at all (a note: an empty or wrong database is not a healthy one)
 - Multiple jobs running: more than one RUNNING job per integration
 - Stuck on FINISHED: the reset gave up (at any age), or FINISHED for longer
   than delay + the whole backoff + cool-down with no reset pending, or with
@@ -51,6 +52,7 @@ TITLES = {
     "migrations_pending": "Migrations pending",
     "index_missing": "Partial index missing",
     "clock_skew": "Clock skew",
+    "no_jobs": "No jobs",
     "multiple_running": "Multiple jobs running",
     "stuck_finished": "Stuck on FINISHED",
     "timer_retrying": "Timer keeps retrying",
@@ -160,6 +162,8 @@ def run(session, timings: lifecycle.Timings, clock=None) -> Report:
 
     count = session.one("doctor_job_count")
     report.jobs_checked, report.now = count["jobs"], count["now"]
+    if not report.jobs_checked:
+        report.findings.append(NO_JOBS)  # "no problems found" alone would read as a healthy fleet
     try:
         # Only the jobs that can have a finding: a few rows of a big database, chosen in SQL.
         candidates = [r["id"] for r in session.all("doctor_candidates", overdue=explain.OVERDUE,
@@ -195,6 +199,14 @@ def examine(session, timings: lifecycle.Timings, job_ids: Sequence[int] | None, 
         if f is not None:
             findings += not_starting(f, plan, troubled)
     return findings
+
+
+NO_JOBS = Finding(
+    "no_jobs", NOTE, "etl_jobs is empty: there was nothing to check",
+    "nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / ETLCTL_DSN "
+    "(or PGHOST/PGDATABASE/PGSERVICE)",
+    (Fix("etlctl --dsn DSN doctor", "run it against the ETL database (or set ETLCTL_DSN)"),),
+)
 
 
 def _sorted(report: Report) -> Report:

@@ -1,9 +1,12 @@
 """Connections: where the database is, how each session is set up, and the
 one place where psycopg errors become etlctl errors.
 
-Where: ``--dsn``, else ``ETLCTL_DSN`` (both arrive as ``settings.dsn``), else
-libpq's ``PG*`` variables when ``PGHOST`` or ``PGDATABASE`` is set, else the
-embedded server (announced once on stderr).
+Where: ``--dsn``, else ``ETLCTL_DSN`` (both arrive as ``settings.dsn``; the
+value ``embedded`` means the embedded server, created if missing), else libpq's
+``PG*`` variables when ``PGHOST``, ``PGDATABASE`` or ``PGSERVICE`` is set, else
+the embedded server if it exists (announced once on stderr). Only ``db init``
+(``create_embedded``) and ``--dsn embedded`` create it: any other command with
+nothing configured exits 6 rather than start a new, empty database.
 
 Every session carries ``application_name=etlctl`` and its statement, lock and
 idle-in-transaction timeouts in the startup packet (no extra round trip), and
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from etlctl.store import clock
 from etlctl.store import queries
+from etlctl.store import settings as config
 from etlctl.store.settings import ConnectionSettings
 from etlctl.errors import (
     Busy,
@@ -30,6 +34,7 @@ from etlctl.errors import (
     DatabaseError,
     DatabaseUnavailable,
     EtlctlError,
+    NoDatabaseConfigured,
     NotInitialized,
     UsageError,
 )
@@ -46,16 +51,37 @@ class Target:
     embedded_home: Path | None = None
 
 
-def resolve_target(settings: ConnectionSettings) -> Target:
-    if settings.dsn:
-        return _from_dsn(settings.dsn)
-    if os.environ.get("PGHOST") or os.environ.get("PGDATABASE"):
-        shown = "{}@{}:{}/{}".format(
-            os.environ.get("PGUSER", ""), os.environ.get("PGHOST", "localhost"),
-            os.environ.get("PGPORT", "5432"), os.environ.get("PGDATABASE", ""),
-        )
+def resolve_target(settings: ConnectionSettings, create_embedded: bool = False) -> Target:
+    """Where to connect; ``create_embedded`` lets a missing embedded server be created (``db init``)."""
+    dsn = config.configured_dsn(settings.dsn)
+    if dsn is not None and dsn.strip() == config.EMBEDDED:
+        return _embedded(settings.home, create=True)
+    if dsn is not None:
+        return _from_dsn(dsn)
+    if config.libpq_environment():
+        if os.environ.get("PGSERVICE") and not (os.environ.get("PGHOST") or os.environ.get("PGDATABASE")):
+            shown = f"service {os.environ['PGSERVICE']}"
+        else:
+            shown = "{}@{}:{}/{}".format(
+                os.environ.get("PGUSER", ""), os.environ.get("PGHOST", "localhost"),
+                os.environ.get("PGPORT", "5432"), os.environ.get("PGDATABASE", ""),
+            )
         return Target("", f"PG* variables: {shown}", password=os.environ.get("PGPASSWORD"))
-    return _embedded(settings.home)
+    return _embedded(settings.home, create=create_embedded)
+
+
+def embedded_home(settings: ConnectionSettings, command: str) -> Path:
+    """ETLCTL_HOME, for a command that acts only on the embedded server (``db stop``); a usage
+    error when another database is configured, so it never acts on the wrong one silently."""
+    dsn = config.configured_dsn(settings.dsn)
+    if dsn is not None and dsn.strip() != config.EMBEDDED:
+        configured = "--dsn/ETLCTL_DSN names another database"
+    elif dsn is None and config.libpq_environment():
+        configured = f"{'/'.join(config.LIBPQ_VARIABLES)} name another database"
+    else:
+        return settings.home
+    raise UsageError(message=f"`etlctl {command}` acts only on the embedded server in ETLCTL_HOME, but {configured}: "
+                             "stop that server with its own tools, or leave --dsn out (--dsn embedded is accepted)")
 
 
 def parse_dsn(dsn: str) -> dict:
@@ -76,18 +102,23 @@ def _from_dsn(dsn: str) -> Target:
     return Target(dsn, shown, password=params.get("password") or None)
 
 
-def _embedded(home: Path) -> Target:
+def _embedded(home: Path, create: bool) -> Target:
     from etlctl.store import embedded
 
     global _announced_embedded
+    if not embedded.exists(home):
+        if not create:
+            raise NoDatabaseConfigured()
+        embedded.binaries()  # without the embedded extra: say so before announcing a server
     if not _announced_embedded:
         _announced_embedded = True
+        verb = "using" if embedded.exists(home) else "creating"
         print(
-            f"etlctl: using the embedded PostgreSQL server in {embedded.pgdata(home)} "
+            f"etlctl: {verb} the embedded PostgreSQL server in {embedded.pgdata(home)} "
             "(set ETLCTL_DSN or --dsn for another server)",
             file=sys.stderr,
         )
-    found = embedded.ensure_running(home)
+    found = embedded.ensure_running(home, create=create)
     return Target(found.conninfo(), f"embedded server in {embedded.pgdata(home)}", embedded_home=home)
 
 
@@ -194,17 +225,17 @@ class Session:
 
 
 @contextlib.contextmanager
-def connect(settings: ConnectionSettings, command: str = "") -> Iterator[Session]:
-    session = open_session(settings, command)
+def connect(settings: ConnectionSettings, command: str = "", create_embedded: bool = False) -> Iterator[Session]:
+    session = open_session(settings, command, create_embedded)
     try:
         yield session
     finally:
         session.close()
 
 
-def open_session(settings: ConnectionSettings, command: str = "") -> Session:
+def open_session(settings: ConnectionSettings, command: str = "", create_embedded: bool = False) -> Session:
     """A session that the caller closes (``watch`` holds and replaces its own)."""
-    target = resolve_target(settings)
+    target = resolve_target(settings, create_embedded)
     return Session(_open(target, settings), target, command)
 
 

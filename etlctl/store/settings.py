@@ -47,6 +47,25 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("etlctl", appauthor=False))
 
 
+EMBEDDED = "embedded"  # --dsn embedded / ETLCTL_DSN=embedded: the embedded server, created if missing
+LIBPQ_VARIABLES = ("PGHOST", "PGDATABASE", "PGSERVICE")  # any of these names a database through libpq alone
+
+
+def configured_dsn(dsn: str | None, environ=os.environ) -> str | None:
+    """The --dsn/ETLCTL_DSN value, or None when neither is set; an empty one is a usage error
+    (click reads an empty ETLCTL_DSN as unset, hence the look at the environment)."""
+    if dsn is None and environ.get("ETLCTL_DSN") == "":
+        dsn = ""
+    if dsn is not None and not dsn.strip():
+        raise UsageError(message="empty --dsn/ETLCTL_DSN: give a connection string, or `embedded` for the embedded server")
+    return dsn
+
+
+def libpq_environment(environ=os.environ) -> bool:
+    """Whether libpq's own variables name a database (a service counts: its file says where)."""
+    return any(environ.get(name) for name in LIBPQ_VARIABLES)
+
+
 def validate_timezone(name: str) -> str:
     """An IANA zone name such as 'UTC' or 'America/New_York'."""
     import zoneinfo
