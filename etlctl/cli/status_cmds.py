@@ -1,4 +1,4 @@
-"""`etlctl status` and `etlctl kinds`: read-only (:mod:`etlctl.oncall.status`, shown by :mod:`etlctl.views.jobs`)."""
+"""`etlctl status` and `etlctl kinds`: read-only (:mod:`etlctl.oncall.status`, shown by :mod:`etlctl.views.status`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def status(job: str | None, tenant: str | None, limit: int, as_json: bool) -> No
     with the verdict the completion check gives it.
     """
     from etlctl.oncall import status as reading
-    from etlctl.views import jobs as views
+    from etlctl.views import status as views
 
     if job is None:
         with session() as s:
@@ -58,7 +58,7 @@ def kinds(as_json: bool) -> None:
     the README.
     """
     from etlctl.oncall import status as reading
-    from etlctl.views import jobs as views
+    from etlctl.views import status as views
 
     with session() as s:
         rows = reading.kinds(s)

@@ -13,7 +13,7 @@ from datetime import datetime
 from etlctl.core import humanize
 from etlctl.core import lifecycle
 from etlctl.views import render
-from etlctl.views.jobs import emit_step_grid, step_rows
+from etlctl.views.status import emit_step_grid, step_rows
 
 
 def _run(token: object) -> str:
@@ -34,15 +34,14 @@ def show_complete(result: dict, as_json: bool, dry_run: bool) -> None:
 
 
 def show_step(result: dict, as_json: bool, dry_run: bool) -> None:
-    where = f"job {result['job_id']}: {result['step']}.{result['phase']}"
+    job_id, phase = result["job_id"], f"{result['step']}.{result['phase']}"
     if as_json:
         render.emit_json({**result, "dry_run": dry_run})
     elif result["result"] == "already":
-        render.line(f"{where} is already {result['status']}")
+        render.line(f"job {job_id}: {phase} is already {result['status']}")
     else:
         verb = "would set" if dry_run else "set"
-        render.line(f"job {result['job_id']}: {verb} {result['step']}.{result['phase']} "
-                    f"{result['previous'] or 'unset'} -> {result['status']}")
+        render.line(f"job {job_id}: {verb} {phase} {result['previous'] or 'unset'} -> {result['status']}")
 
 
 def check_retry_note(attempt: int, checks: int, completion, wait: float) -> None:
