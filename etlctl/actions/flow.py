@@ -193,11 +193,11 @@ def check(session, ref: JobRef | int, *, backoff: tuple[float, ...] | None = Non
     job_id = resolve(session, ref)
     if backoff is None:
         return CheckResult(load(session, job_id, ref), attempts=1, retried=False)
-    job, _, attempts = check_with_retry(session, job_id, backoff, on_retry, ref)
+    job, _, attempts = _check_with_retry(session, job_id, backoff, on_retry, ref)
     return CheckResult(job, attempts, retried=True)
 
 
-def check_with_retry(
+def _check_with_retry(
     session, job_id: int, backoff: tuple[float, ...], on_retry: OnRetry, ref=None,
 ) -> tuple[Job, rules.Completion, int]:
     """Check, then again after each wait of ``backoff``; stop early on a failed phase."""

@@ -74,8 +74,8 @@ class EtlctlGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Run the CLI; expected errors become one stderr line and an exit code."""
-        # One Invocation per run, in click's context (tests run many in one process); the handler keeps it too.
-        invocation = extra.pop("obj", None) or options.Invocation()
+        # One Invocation per run (tests run many in one process): click's ctx.obj, and the handler keeps it too.
+        invocation = options.Invocation()
         code = run(lambda: super(EtlctlGroup, self).main(
             args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False,
             obj=invocation, **extra,
