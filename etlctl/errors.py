@@ -112,9 +112,15 @@ class Busy(EtlctlError):
 
 
 class Interrupted(EtlctlError):
-    """interrupted by {signal}; nothing half-written"""
+    """interrupted (SIGINT); nothing half-written"""
 
     exit_code = INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """terminated (SIGTERM); nothing half-written"""
+
+    exit_code = TERMINATED
 
 
 class DatabaseError(EtlctlError):

@@ -65,6 +65,15 @@ def test_unreachable_database_exits_6_with_one_line_and_no_password(tmp_path):
     assert "s3cret-pw" not in verbose.stderr + verbose.stdout
 
 
+def test_verbose_belongs_to_the_run_that_asked_for_it(tmp_path):
+    cli = Cli(f"postgresql://etl@/nowhere?host={tmp_path}&port=5999&connect_timeout=2")
+    for args in (["-v", "status"], ["status", "-v"]):
+        verbose = cli(*args)
+        assert verbose.exit_code == 6 and "\netlctl: detail: " in verbose.stderr, verbose.stderr
+    plain = cli("status")  # the same process, the next run: no details unless asked again
+    assert plain.exit_code == 6 and plain.stderr.count("\n") == 1, plain.stderr
+
+
 def test_a_dsn_that_does_not_parse_is_a_usage_error_that_does_not_echo_it():
     result = Cli("host=x password=s3cret-pw = =")("status")
     assert result.exit_code == 2

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from etlctl.store import connection, embedded
+from etlctl.store import embedded
 from tests.helpers import Cli, etlctl_process, run_process
 
 NO_DATABASE = ("etlctl: no database configured: set ETLCTL_DSN (or --dsn, PGHOST/PGDATABASE/PGSERVICE), "

@@ -124,3 +124,32 @@ def test_textfile_in_a_missing_directory_fails_with_one_line(db, cli, tmp_path):
     result = cli("metrics", "--textfile", tmp_path / "nope" / "etlctl.prom")
     assert result.exit_code == 1
     assert result.stderr == f"etlctl: cannot write --textfile {tmp_path / 'nope' / 'etlctl.prom'}: No such file or directory\n"
+
+
+def test_the_per_job_family_is_written_while_it_streams(db, seeded):
+    """A million jobs must never sit in memory: each per-job sample is written as soon as its row is read."""
+    from etlctl.oncall import metrics
+    from etlctl.store import connection
+    from etlctl.store.settings import ConnectionSettings
+    from etlctl.views import metrics as views
+
+    read_so_far: list[int] = []
+    written_after: list[int] = []
+
+    class Out:
+        def write(self, text: str) -> None:
+            if text.startswith("etlctl_job_last_success_age_seconds{"):
+                written_after.append(len(read_so_far))
+
+    with connection.connect(ConnectionSettings(dsn=db.dsn), "metrics") as session:
+        stream = session.stream
+
+        def counted(query, **params):
+            for row in stream(query, **params):
+                read_so_far.append(row["id"])
+                yield row
+
+        session.stream = counted
+        views.write(metrics.read(session), Out())
+    assert len(read_so_far) == 4  # the jobs that have a last finish
+    assert written_after == [1, 2, 3, 4]  # each sample written before the next row was read

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 
-from etlctl.oncall import facts as explain
+from etlctl.oncall import why as explain
+from etlctl.oncall.facts import Facts, RunHistory
 from etlctl.core import lifecycle
 from etlctl.core.job import Job
 from tests.helpers import JIRA_STEPS, finished, running
@@ -201,14 +202,14 @@ def test_unknown_job_exits_5(cli):
 # --- explain() alone: no database ------------------------------------------------------
 
 
-def _facts(status, **columns) -> explain.Facts:
+def _facts(status, **columns) -> Facts:
     row = {"id": 3, "job_name": "Jira", "tenant_id": 1, "tenant_name": "acme", "integration_id": None, "provider": None,
            "kind": "jira", "kind_steps": [{"step": s, "position": n, "rule": "finished"} for n, s in enumerate(JIRA_STEPS, 1)],
            "status": status, "next_run": None, "schedule_interval_minutes": 360, "retry_interval_minutes": 15,
            "retry_count": 0, "last_sync_date": None, "last_run_started_at": None, "last_run_finished_at": None,
            "last_updated_at": None, "last_audit_at": None, "error_message": None, "active": True,
            "integration_active": None, "tenant_active": True, "now": NOW, **columns}
-    return explain.Facts(Job.from_row(row))
+    return Facts(Job.from_row(row))
 
 
 def test_explain_is_pure_and_follows_the_timings():
@@ -225,7 +226,7 @@ def test_explain_is_pure_and_follows_the_timings():
 
 def test_explain_a_running_job_far_longer_than_usual():
     facts = _facts({"overall": "RUNNING", "token": "t", "steps": {}}, last_run_started_at=NOW - timedelta(hours=3))
-    facts = explain.Facts(facts.job, history=explain.RunHistory(runs=4, median=1800, longest=2400))
+    facts = Facts(facts.job, history=RunHistory(runs=4, median=1800, longest=2400))
     result = explain.explain(facts)
     assert result.state == ["RUNNING for 3h (run t, started 07:41:00)",
                             "far longer than usual: its last 4 runs took 30m (median), 40m at most"]

@@ -7,12 +7,31 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from etlctl.errors import EtlctlError, UsageError
 
 BEGIN = "# BEGIN etlctl"
 END = "# END etlctl"
+
+
+@dataclass(frozen=True)
+class Crontab:
+    block: str
+    every: str
+    password_left_out: bool  # the DSN had a password, which the block never carries
+    installed: bool
+
+
+def crontab(settings, every: str, log_path: str | None = None, *, install_it: bool = False) -> Crontab:
+    """`etlctl cron`: the block for the database this command selected; with ``install_it``,
+    written into the user's crontab (replacing an earlier etlctl block)."""
+    text = block(every, settings, log_path)
+    left_out = bool(settings.dsn) and dsn_without_password(settings.dsn)[1]
+    if install_it:
+        install(text)
+    return Crontab(text, every, left_out, install_it)
 
 
 def schedule(every: str) -> str:

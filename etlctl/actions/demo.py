@@ -1,7 +1,8 @@
 """`etlctl demo`: the whole lifecycle, twice, on the embedded server.
 
 It runs the real commands as separate processes, exactly as a person or cron
-would, and prints each command line with its output. It works in its own
+would, and tells its transcript (each command line with its output) to the
+view it is given (:class:`etlctl.views.demo.Transcript`). It works in its own
 database (`etlctl_demo` on the embedded server), recreated on every run, so it
 never touches anyone's data.
 
@@ -36,20 +37,12 @@ class DemoFailed(EtlctlError):
 
 
 class Demo:
-    def __init__(self, home, out=None) -> None:
+    def __init__(self, home, transcript) -> None:
         self.home = home
-        self.out = out or sys.stdout
+        self.transcript = transcript  # say(text), section(title), command(args, output)
+        self.say = transcript.say
+        self.section = transcript.section
         self.env: dict[str, str] = {}
-
-    # --- output ----------------------------------------------------------------
-
-    def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def section(self, title: str) -> None:
-        self.say()
-        self.say(f"== {title}")
 
     def etlctl(self, *args: str, expect=(0,), show: bool = True) -> str:
         """Run one etlctl command as its own process; print it and what it printed."""
@@ -57,9 +50,7 @@ class Demo:
         proc = subprocess.run([sys.executable, "-m", "etlctl", *args], env=self.env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT if show else subprocess.PIPE)
         if show:
-            self.say(f"$ etlctl {' '.join(args)}")
-            for line in proc.stdout.splitlines():
-                self.say(f"  {line}")
+            self.transcript.command(args, proc.stdout)
         if proc.returncode not in expect:
             last = (proc.stderr or proc.stdout or "no output").strip().splitlines()[-1]
             raise DemoFailed(command=" ".join(args), code=proc.returncode, output=last)
@@ -99,7 +90,7 @@ class Demo:
                 if not chained.strip():
                     return
                 for line in chained.splitlines():
-                    self.say(f"$ etlctl schedule-next --chain-grace 0\n  {line}")
+                    self.transcript.command(("schedule-next", "--chain-grace", "0"), line)
                 continue
             job, step, token = str(message["job_id"]), message["step"], message["token"]
             self.say(f"$ etlctl queue claim --worker demo-worker   (message {message['id']}: job {job} {step})")
@@ -116,9 +107,7 @@ class Demo:
         for _ in range(30):
             out = self.etlctl("sweep", show=False)
             if out.strip():
-                self.say("$ etlctl sweep")
-                for line in out.splitlines():
-                    self.say(f"  {line}")
+                self.transcript.command(("sweep",), out)
             states = [self.state(name) for name in names]
             if all(state == "READY" for state in states):
                 return

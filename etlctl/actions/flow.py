@@ -1,9 +1,13 @@
-"""The reset flow against the database: complete, check, step, reset, sweep
-and wait-and-reset.
+"""The reset flow against the database: complete, step, check, reset and sweep,
+and the guarded transitions they (and :mod:`etlctl.actions.wait_and_reset`) write.
 
-Decisions come from :mod:`etlctl.rules` and :mod:`etlctl.lifecycle` (pure);
-this module reads jobs, applies decisions with the guarded statements of
-``sql/queries/flow.sql`` and says why when a guard did not match.
+Decisions come from :mod:`etlctl.core.rules` and :mod:`etlctl.core.lifecycle`
+(pure); this module reads jobs, applies decisions with the guarded statements
+of ``sql/queries/flow.sql`` and says why when a guard did not match.
+
+Each command is one call here, given JOB as the user typed it (a
+:class:`~etlctl.core.job.JobRef`) or a job id. On a ``--dry-run`` session
+everything runs as usual and is rolled back with the session's transaction.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from etlctl.store import clock
 from etlctl.core import lifecycle
 from etlctl.core import rules
 from etlctl.errors import Busy, Conflict, JobNotFound, NotFinished, UsageError
-from etlctl.core.job import Job
-from etlctl.store.jobs import load
+from etlctl.core.job import Job, JobRef
+from etlctl.store.jobs import load, resolve
 
 # The keys of the status document that etlctl reads to decide, and so guards on.
 OWNED_KEYS = ("overall", "token") + lifecycle.RESET_KEYS
@@ -101,8 +105,9 @@ def apply(session, transitions: list[Transition], skip_locked: bool = False) -> 
 # --- complete --------------------------------------------------------------
 
 
-def complete(session, job_id: int, *, token: str | None, sync_date: str | None, delay: float) -> dict:
+def complete(session, ref: JobRef | int, *, token: str | None, sync_date: str | None, delay: float) -> dict:
     """RUNNING -> FINISHED with a pending reset. Idempotent on the same run."""
+    job_id = resolve(session, ref)
     for _ in range(CONCURRENT_RETRIES):
         row = session.one("complete_job", job_id=job_id, token=token, sync_date=sync_date, delay=delay)
         if row is None:
@@ -123,8 +128,9 @@ def complete(session, job_id: int, *, token: str | None, sync_date: str | None, 
 # --- step ------------------------------------------------------------------
 
 
-def step(session, job_id: int, *, step_name: str, phase: str, value: str, token: str | None) -> dict:
+def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, token: str | None) -> dict:
     """One worker status update; never a read-modify-write."""
+    job_id = resolve(session, ref)
     if phase not in rules.PHASES:
         raise UsageError(message=f"unknown phase {phase!r}: expected one of {', '.join(rules.PHASES)}")
     if value not in rules.PHASE_VALUES:
@@ -156,13 +162,43 @@ def step(session, job_id: int, *, step_name: str, phase: str, value: str, token:
 # --- check -----------------------------------------------------------------
 
 
-def check(session, job_id: int, ref: object = None) -> tuple[Job, rules.Completion]:
-    job = load(session, job_id, ref)
-    return job, job.completion
+@dataclass(frozen=True)
+class CheckResult:
+    job: Job  # as last read; its completion is the verdict
+    attempts: int
+    retried: bool  # checked again after each wait of a backoff (--retry)
+
+    @property
+    def completion(self) -> rules.Completion:
+        return self.job.completion
+
+    @property
+    def failure(self) -> NotFinished | None:
+        """The error `check` exits with, after showing the steps, when the job is not finished."""
+        completion = self.completion
+        if completion.all_finished:
+            return None
+        given_up = f" after {self.attempts} check{'s' if self.attempts != 1 else ''}" if self.retried else ""
+        stop = " (a phase failed: waiting cannot help)" if self.retried and completion.failed else ""
+        return NotFinished(message=f"{self.job.label()} not finished{given_up}{stop}: {'; '.join(completion.reasons)}")
 
 
-def check_with_retry(
-    session, job_id: int, backoff: tuple[float, ...], on_retry: Callable[[int, rules.Completion, float], None], ref=None,
+# on_retry(attempt, of how many checks, its completion, seconds until the next one)
+OnRetry = Callable[[int, int, rules.Completion, float], None]
+
+
+def check(session, ref: JobRef | int, *, backoff: tuple[float, ...] | None = None,
+          on_retry: OnRetry = lambda attempt, checks, completion, wait: None) -> CheckResult:
+    """Judge every step (checkJobCompletion); with ``backoff``, check again after each of its waits."""
+    job_id = resolve(session, ref)
+    if backoff is None:
+        return CheckResult(load(session, job_id, ref), attempts=1, retried=False)
+    job, _, attempts = _check_with_retry(session, job_id, backoff, on_retry, ref)
+    return CheckResult(job, attempts, retried=True)
+
+
+def _check_with_retry(
+    session, job_id: int, backoff: tuple[float, ...], on_retry: OnRetry, ref=None,
 ) -> tuple[Job, rules.Completion, int]:
     """Check, then again after each wait of ``backoff``; stop early on a failed phase."""
     import tenacity
@@ -173,12 +209,12 @@ def check_with_retry(
     def attempt() -> rules.Completion:
         nonlocal attempts
         attempts += 1
-        job, completion = check(session, job_id, ref)
+        job = load(session, job_id, ref)
         latest[:] = [job]
-        return completion
+        return job.completion
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        on_retry(state.attempt_number, state.outcome.result(), state.next_action.sleep)
+        on_retry(state.attempt_number, len(backoff) + 1, state.outcome.result(), state.next_action.sleep)
 
     retrying = tenacity.Retrying(
         sleep=clock.sleep,
@@ -202,12 +238,13 @@ class ResetResult:
     overridden: tuple[str, ...] = ()
 
 
-def reset(session, job_id: int, *, force: bool, ref=None) -> ResetResult:
+def reset(session, ref: JobRef | int, *, force: bool) -> ResetResult:
     """FINISHED -> READY when the check passes; --force also from FAILED or RUNNING.
 
     One transaction: read, judge, then a write guarded on the run and on the
     very steps that were judged.
     """
+    job_id = resolve(session, ref)
     with session.transaction():
         job = load(session, job_id, ref)
         completion = job.completion
@@ -241,7 +278,7 @@ def reset(session, job_id: int, *, force: bool, ref=None) -> ResetResult:
         return ResetResult(job, changed[0], overridden)
 
 
-# --- the durable state machine: sweep and wait-and-reset -----------------------
+# --- the durable state machine: sweep (wait-and-reset: actions/wait_and_reset.py) ---
 
 
 @dataclass(frozen=True)
@@ -278,58 +315,17 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
     return total
 
 
-class WaitReporter:
-    """What wait-and-reset tells its user; the CLI supplies one that prints."""
-
-    def decided(self, job: Job, decision: lifecycle.Decision) -> None: ...
-
-    def waiting(self, job: Job, decision: lifecycle.Decision, seconds: float) -> None:
-        clock.sleep(seconds)
-
-
 @dataclass(frozen=True)
-class WaitOutcome:
-    job: Job  # as last read
-    reset_row: dict | None  # the reset this command made, if it made it
-    by_other: bool = False  # someone else (a sweep, a person) reset or restarted the job
+class SweepTick:
+    locked: bool  # False: another sweep holds this database's tick lock; this one did nothing
+    acted: int = 0  # transitions that took effect
 
 
-def wait_and_reset(session, job_id: int, timings: lifecycle.Timings, reporter: WaitReporter, ref=None) -> WaitOutcome:
-    """The UI's flow in one command, durable: each wait is written down first."""
-    token = None
-    first = True
-    lost = 0
-    while True:
-        job = load(session, job_id, ref)
-        if first:
-            if job.overall != "FINISHED":
-                raise Conflict(message=f"{job.label()} is {job.overall}, not FINISHED: nothing to wait for")
-            token, first = job.token, False
-        elif job.overall != "FINISHED" or job.token != token:
-            return WaitOutcome(job, None, by_other=True)
-
-        decision = lifecycle.decide(job.status, job.rules, job.now, timings, job.finished_at)
-        if decision.action == lifecycle.SKIP:
-            if decision.state.stage == lifecycle.GAVE_UP:
-                raise NotFinished(message=f"{job.label()}: the reset gave up earlier ({job.error_message or 'no reason recorded'}); "
-                                          "after fixing it, run `etlctl reset JOB`")
-            raise Conflict(message=f"{job.label()}: {decision.reason}")
-        if decision.action == lifecycle.WAIT:
-            reporter.decided(job, decision)
-            reporter.waiting(job, decision, max(0.0, (decision.deadline - job.now).total_seconds()))
-            continue
-
-        changed = apply(session, [transition_for(job, decision)])
-        if not changed:
-            # Another process moved the job first: read it again. A guard that keeps missing
-            # while the job looks unchanged would spin: stop instead.
-            lost += 1
-            if lost >= CONCURRENT_RETRIES * 10:
-                raise Busy(reason=f"job {job_id} kept changing under wait-and-reset ({lost} writes missed)")
-            continue
-        lost = 0
-        reporter.decided(job, decision)
-        if decision.action == lifecycle.RESET:
-            return WaitOutcome(load(session, job_id, ref), changed[0])
-        if decision.action == lifecycle.GIVE_UP:
-            raise NotFinished(message=f"{job.label()}: {decision.reason}")
+def sweep_tick(session, timings: lifecycle.Timings, *, batch: int = 1000,
+               on_batch: Callable[[list[Step]], None] = lambda steps: None) -> SweepTick:
+    """`etlctl sweep`: one :func:`sweep` under the per-database tick lock, so that a second
+    sweep at the same moment returns at once. Correctness never depends on the lock."""
+    with session.tick_lock("sweep") as taken:
+        if not taken:
+            return SweepTick(locked=False)
+        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from etlctl.errors import Conflict, UsageError
 from etlctl.core.due import why_not
+from etlctl.store.jobs import check_tenant
 
 # A unique violation on the one-RUNNING index: another writer started a job first.
 _TAKEN = re.compile(r"\(integration_id\)=\((\d+)\)")
@@ -24,18 +25,20 @@ class Tick:
 
 
 def tick(session, *, tenant: str | None = None, limit: int = 1000, chain_grace: float = 60.0,
-         dry_run: bool = False, explain: bool = False, explain_limit: int = 1000, exclusive: bool = True) -> Tick:
-    """One non-blocking scheduler tick. With dry_run, it all happens in a transaction that is rolled back.
+         explain: bool = False, explain_limit: int = 1000, exclusive: bool = True) -> Tick:
+    """One non-blocking scheduler tick, in one transaction (on a --dry-run session, rolled back with it).
 
     ``exclusive`` takes the per-database tick lock first, so that a second
     tick at the same moment returns at once; correctness never depends on it.
+    An unknown ``tenant`` is NotFound rather than a tick that starts nothing.
     """
+    check_tenant(session, tenant)
     result = Tick()
     with contextlib.ExitStack() as stack:
         if exclusive and not stack.enter_context(session.tick_lock("schedule")):
             result.locked = False
             return result
-        with session.transaction(rollback=dry_run):
+        with session.transaction():
             _start(session, result, tenant, limit)
             result.chained = session.all("schedule_chain", tenant=tenant, grace=chain_grace)
             if explain:
@@ -83,6 +86,11 @@ def _explain(session, result: Tick, tenant: str | None, explain_limit: int) -> N
 
 
 # --- the queue -------------------------------------------------------------------
+
+
+def queue_list(session, *, pending: bool, limit: int) -> list[dict]:
+    """The newest ``limit`` messages (only those not done with ``pending``), oldest first."""
+    return session.all("queue_list", pending=pending, limit=limit)
 
 
 def claim(session, *, phase: str, worker: str) -> dict | None:

@@ -2,7 +2,10 @@
 
 Commands live in small modules that are imported only when the command runs,
 so ``etlctl --version`` and ``etlctl --help`` cost little more than importing
-click. Every expected error ends here as one line on stderr and its exit code.
+click. Each command parses its arguments, makes one call into the library
+(``etlctl.actions``, ``etlctl.oncall``, ``etlctl.store``) and hands the result
+to one function of ``etlctl.views``. Every expected error ends here as its
+exit code and one line on stderr (written by ``etlctl.views.errors``).
 """
 
 from __future__ import annotations
@@ -59,37 +62,40 @@ class EtlctlGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
-        # Ctrl-C: click would print an empty line before our message; let it pass click as our own exception
-        # (psycopg has already seen the KeyboardInterrupt and cancelled the running query).
+        # Ctrl-C and SIGTERM, once the command has unwound, become etlctl's errors: click would print an
+        # empty line before our message for a KeyboardInterrupt (psycopg has already seen it and cancelled
+        # the running query).
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            raise Interrupted() from None
+            raise errors.Interrupted() from None
+        except TerminateSignal:
+            raise errors.Terminated() from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Run the CLI; expected errors become one stderr line and an exit code."""
-        options.verbose = False  # per invocation (tests run many in one process)
+        # One Invocation per run (tests run many in one process): click's ctx.obj, and the handler keeps it too.
+        invocation = options.Invocation()
         code = run(lambda: super(EtlctlGroup, self).main(
-            args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False, **extra,
-        ))
+            args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False,
+            obj=invocation, **extra,
+        ), invocation)
         if standalone_mode:
             sys.exit(code)
         return code
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the process is so that open work unwinds."""
-
-
-class Interrupted(BaseException):
-    """Ctrl-C, once it has left the command."""
+class TerminateSignal(BaseException):
+    """SIGTERM, raised where the process is so that open work unwinds, as KeyboardInterrupt is for
+    SIGINT: a BaseException, so that no `except Exception` on the way swallows it. Reported as
+    errors.Terminated."""
 
 
 def _on_sigterm(signum, frame):
-    raise Terminated()
+    raise TerminateSignal()
 
 
-def run(invoke) -> int:
+def run(invoke, invocation: options.Invocation) -> int:
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -101,30 +107,25 @@ def run(invoke) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help())  # `etlctl` (or `etlctl db`) alone: the help, as asked
+        _views().help_page(exc.ctx.get_help())
         return errors.OK
     except click.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        return _fail(f"error: {exc.format_message()}{hint}", errors.USAGE)
+        _views().usage_error(exc.format_message(), exc.ctx.command_path if exc.ctx else None)
+        return errors.USAGE
     except click.ClickException as exc:
-        return _fail(f"error: {exc.format_message()}", exc.exit_code)
+        _views().error(f"error: {exc.format_message()}")
+        return exc.exit_code
     except errors.EtlctlError as exc:
-        code = _fail(f"{exc.message}", exc.exit_code)
-        if options.verbose and exc.detail and exc.detail != exc.message:
-            click.echo(f"etlctl: detail: {exc.detail}", err=True)
-        return code
-    except (KeyboardInterrupt, Interrupted, click.Abort):
-        return _fail("interrupted (SIGINT); nothing half-written", errors.INTERRUPTED)
-    except Terminated:
-        return _fail("terminated (SIGTERM); nothing half-written", errors.TERMINATED)
+        return _report(exc, invocation)
+    except (KeyboardInterrupt, click.Abort):  # Ctrl-C outside the command (while parsing, say)
+        return _report(errors.Interrupted(), invocation)
+    except TerminateSignal:
+        return _report(errors.Terminated(), invocation)
     except BrokenPipeError:
         return errors.OK  # `etlctl status | head`: the reader left, that is not an error
     except Exception as exc:  # the last line of defence: one line, traceback only with -v
-        if options.verbose:
-            import traceback
-
-            traceback.print_exc()
-        return _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", errors.UNEXPECTED)
+        _views().unexpected(exc, invocation.verbose)
+        return errors.UNEXPECTED
     finally:
         if previous is not None:
             try:
@@ -133,9 +134,15 @@ def run(invoke) -> int:
                 pass
 
 
-def _fail(message: str, code: int) -> int:
-    click.echo(f"etlctl: {message}", err=True)
-    return code
+def _report(exc: errors.EtlctlError, invocation: options.Invocation) -> int:
+    _views().error(exc.message, exc.detail if invocation.verbose else None)
+    return exc.exit_code
+
+
+def _views():
+    from etlctl.views import errors as shown  # only once there is an error to show: --version stays cheap
+
+    return shown
 
 
 @click.group("etlctl", cls=EtlctlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

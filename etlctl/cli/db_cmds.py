@@ -1,10 +1,11 @@
-"""`etlctl db init` and `etlctl db stop`."""
+"""`etlctl db init` (:mod:`etlctl.store.schema`) and `etlctl db stop` (:mod:`etlctl.store.embedded`),
+shown by :mod:`etlctl.views.db`."""
 
 from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import app, command_name, connection_options, dry_run_option, example, output_options
+from etlctl.cli.options import command_name, connection_options, dry_run_option, example, output_options, session, settings
 
 
 @click.group()
@@ -37,25 +38,14 @@ def init(as_json: bool, dry_run: bool) -> int:
     PGSERVICE) it creates the embedded PostgreSQL server in ETLCTL_HOME, which
     later commands then find by themselves.
     """
-    from etlctl.views import render
-    from etlctl.store import connection, schema
     from etlctl.errors import CONFLICT, OK
+    from etlctl.store import schema
+    from etlctl.views import db as views
 
     # The one command (with demo and --dsn embedded) allowed to create the embedded server.
-    with connection.connect(app().settings, command_name(), create_embedded=True) as session:
-        report = schema.init(session, dry_run=dry_run)
-    if as_json:
-        render.emit_json({"fresh": report.fresh, "applied": report.applied, "failed": report.failed, "ok": report.ok,
-                          "dry_run": dry_run})
-    elif report.fresh:
-        verb = "would create" if dry_run else "created"
-        click.echo(f"{verb} etlctl's schema on an empty database: {', '.join(report.applied)}")
-    elif report.applied:
-        click.echo(f"{'would apply' if dry_run else 'applied'} migrations: {', '.join(report.applied)}")
-    elif report.ok:
-        click.echo("etlctl's schema is up to date")
-    for name, why in report.failed.items():
-        render.note(f"etlctl: migration {name} not applied: {why}")
+    with session(dry_run, create_embedded=True) as s:
+        report = schema.init(s)
+    views.show_init(report, as_json, dry_run)
     return OK if report.ok else CONFLICT
 
 
@@ -70,9 +60,8 @@ def stop() -> None:
     running is not an error. The next command that needs it starts it again.
     """
     from etlctl.store import connection, embedded
+    from etlctl.views import db as views
 
-    home = connection.embedded_home(app().settings, command_name())
-    if embedded.stop(home):
-        click.echo(f"stopped the embedded server in {embedded.pgdata(home)}")
-    else:
-        click.echo(f"the embedded server in {embedded.pgdata(home)} is not running")
+    home = connection.embedded_home(settings(), command_name())
+    stopped = embedded.stop(home)
+    views.show_stop(stopped, embedded.pgdata(home))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import app, example
+from etlctl.cli.options import example, settings
 
 
 @click.command()
@@ -24,5 +24,6 @@ def demo() -> None:
     Takes about two minutes, most of it waiting for next_run.
     """
     from etlctl.actions.demo import Demo
+    from etlctl.views.demo import Transcript
 
-    Demo(app().settings.home).run()
+    Demo(settings().home, Transcript()).run()

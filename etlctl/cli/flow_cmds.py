@@ -1,36 +1,27 @@
-"""The reset flow: complete, check, wait-and-reset, reset, sweep, step."""
+"""The reset flow: complete, check, wait-and-reset, reset, sweep, step.
+
+Each command parses, makes one call into :mod:`etlctl.actions.flow` (or
+:mod:`etlctl.actions.wait_and_reset`) and shows the result with
+:mod:`etlctl.views.flow`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
-from etlctl.core.job import parse_ref
-
 from etlctl.cli.options import (
-    timings_from,
-    app,
-    command_name,
     connection_options,
     dry_run_option,
     example,
+    invocation,
     job_argument,
     output_options,
+    session,
     timing_options,
+    timings_from,
 )
-
+from etlctl.core.job import parse_ref
 from etlctl.core.rules import PHASE_VALUES, PHASES
-
-
-def _session(dry_run: bool = False):
-    return app().session(command_name(), dry_run=dry_run)
-
-
-def _job_id(session, job: str, tenant: str | None) -> int:
-    from etlctl.store import jobs
-
-    return jobs.resolve(session, parse_ref(job, tenant))
 
 
 @click.command()
@@ -55,26 +46,15 @@ def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
     4 and changes nothing.
     """
     from etlctl.actions import flow
-    from etlctl.core import humanize
-    from etlctl.views import render
+    from etlctl.views import flow as views
 
     timings = timings_from(delay, None, None)
     if sync_date is not None:
         _check_iso(sync_date)
-    with _session(dry_run) as session:
-        job_id = _job_id(session, job, tenant)
-        result = flow.complete(session, job_id, token=token, sync_date=sync_date, delay=timings.delay)
-    if as_json:
-        render.emit_json({**result, "dry_run": dry_run})
-    elif result["result"] == "already":
-        click.echo(f"job {job_id} is already FINISHED (run {result['token'] or 'without a token'}): nothing to do")
-    else:
-        from datetime import datetime
-
-        deadline = datetime.fromisoformat(result["status"]["reset_deadline"]).astimezone(result["now"].tzinfo)
-        prefix = "would mark" if dry_run else "marked"
-        click.echo(f"{prefix} job {job_id} FINISHED (run {result['token'] or 'without a token'}); first reset check at "
-                   f"{humanize.clock_time(deadline)} ({humanize.relative(deadline, result['now'])})")
+    ref = parse_ref(job, tenant)
+    with session(dry_run) as s:
+        result = flow.complete(s, ref, token=token, sync_date=sync_date, delay=timings.delay)
+    views.show_complete(result, as_json, dry_run)
 
 
 _ISO_TIME = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
@@ -115,72 +95,15 @@ def check(job, tenant, retry, backoff, as_json) -> None:
     and gives up (exit 3) naming what is not finished.
     """
     from etlctl.actions import flow
-    from etlctl.core import humanize
-    from etlctl.views import render
-    from etlctl.errors import NotFinished
+    from etlctl.views import flow as views
 
     timings = timings_from(None, backoff, None)
-    with _session() as session:
-        job_id = _job_id(session, job, tenant)
-        if retry:
-            def on_retry(attempt, completion, wait):
-                render.note(f"check {attempt} of {len(timings.backoff) + 1}: not finished "
-                            f"({'; '.join(completion.reasons)}); next check in {humanize.duration(wait)}")
-
-            found, completion, attempts = flow.check_with_retry(session, job_id, timings.backoff, on_retry, ref=job)
-        else:
-            (found, completion), attempts = flow.check(session, job_id, job), 1
-    if as_json:
-        render.emit_json({
-            "job_id": found.id, "all_finished": completion.all_finished, "steps_status": completion.steps_status,
-            "overall": completion.overall, "reasons": list(completion.reasons), "checks": attempts,
-        })
-    else:
-        from etlctl.views import jobs as views
-
-        views.emit_step_grid(views.step_rows(found))
-    if not completion.all_finished:
-        given_up = f" after {attempts} check{'s' if attempts != 1 else ''}" if retry else ""
-        stop = " (a phase failed: waiting cannot help)" if retry and completion.failed else ""
-        raise NotFinished(message=f"{found.label()} not finished{given_up}{stop}: {'; '.join(completion.reasons)}")
-    if not as_json:
-        click.echo(f"{found.label()}: all steps finished")
-
-
-class _PrintingReporter:
-    """wait-and-reset's progress on stderr; the countdown is live on a terminal."""
-
-    def __init__(self) -> None:
-        self.last = None
-
-    def decided(self, job, decision) -> None:
-        from etlctl.core import lifecycle
-        from etlctl.core import humanize
-        from etlctl.views import render
-
-        key = (decision.action, decision.stage, decision.attempt, decision.deadline)
-        if key == self.last:
-            return
-        self.last = key
-        when = f"{humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, job.now)})" if decision.deadline else ""
-        if decision.action == lifecycle.SCHEDULE:
-            render.note(f"{job.label()}: first check at {when}")
-        elif decision.action == lifecycle.RETRY:
-            render.note(f"{job.label()}: {decision.reason}; next check at {when}")
-        elif decision.action == lifecycle.WAIT and decision.stage != lifecycle.COOLDOWN:
-            render.note(f"{job.label()}: waiting for {decision.reason} at {when}")
-        elif decision.action == lifecycle.START_COOLDOWN:
-            render.note(f"{job.label()}: {decision.reason}")
-
-    def waiting(self, job, decision, seconds) -> None:
-        from etlctl.store import clock
-        from etlctl.core import lifecycle
-        from etlctl.views import render
-
-        if decision.stage == lifecycle.COOLDOWN:
-            render.Countdown(clock.sleep).run(seconds)
-        else:
-            clock.sleep(seconds)
+    ref = parse_ref(job, tenant)
+    with session() as s:
+        result = flow.check(s, ref, backoff=timings.backoff if retry else None, on_retry=views.check_retry_note)
+    views.show_check(result, as_json)
+    if result.failure is not None:
+        raise result.failure
 
 
 @click.command("wait-and-reset")
@@ -207,71 +130,15 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
     130 and SIGTERM 143, with nothing half-written. --dry-run shows the next
     step and exits without waiting or writing.
     """
-    from etlctl.actions import flow
-    from etlctl.core import lifecycle
-    from etlctl.core import humanize
-    from etlctl.views import render
+    from etlctl.actions import wait_and_reset as waiting
+    from etlctl.views import flow as views
 
     timings = timings_from(delay, backoff, cooldown)
-    with _session() as session:
-        job_id = _job_id(session, job, tenant)
-        if dry_run:
-            from etlctl.store import jobs
-
-            found = jobs.load(session, job_id, job)
-            decision = lifecycle.decide(found.status, found.rules, found.now, timings, found.finished_at)
-            plan = {"job_id": job_id, "action": decision.action, "reason": decision.reason,
-                    "deadline": decision.deadline, "attempt": decision.attempt, "dry_run": True}
-            code = _dry_run_exit(found, decision)
-            if as_json:
-                render.emit_json(plan)
-            else:
-                when = f" at {humanize.when(decision.deadline)} ({humanize.relative(decision.deadline, found.now)})" if decision.deadline else ""
-                click.echo(f"{found.label()}: next: {decision.action}{when}: {decision.reason}")
-            return code
-        outcome = flow.wait_and_reset(session, job_id, timings, _PrintingReporter(), ref=job)
-    _print_reset(outcome.job, outcome.reset_row, as_json, by_other=outcome.by_other)
-
-
-def _dry_run_exit(job, decision) -> int:
-    """What the real run would exit with, as far as its first step tells: 4 not FINISHED, 3 gave up."""
-    from etlctl import errors
-    from etlctl.core import lifecycle
-
-    if decision.action == lifecycle.SKIP:
-        if job.overall != "FINISHED" or decision.state.problem:
-            return errors.CONFLICT
-        return errors.NOT_FINISHED
-    return errors.OK
-
-
-def _print_reset(job, row, as_json, *, by_other=False, overridden=(), dry_run=False) -> None:
-    from etlctl.core import humanize
-    from etlctl.views import render
-
-    status = row["status"] if row else job.status
-    steps = status.get("steps") if isinstance(status, dict) else None
-    if as_json:
-        render.emit_json({
-            "success": row is not None or by_other or job.overall == "READY",
-            "job_id": job.id,
-            "overall": status.get("overall") if isinstance(status, dict) else None,
-            "steps": steps,
-            "next_run": row["next_run"] if row else job.next_run,
-            "reset_by_other": by_other,
-            "forced": bool(overridden),
-            "overridden": list(overridden),
-            "dry_run": dry_run,
-        })
-        return
-    if row is None and by_other:
-        click.echo(f"{job.label()} was reset or restarted by someone else: it is {job.overall} now")
-    elif row is None:
-        click.echo(f"{job.label()} is already READY: nothing to do")
-    else:
-        verb = "would reset" if dry_run else "reset"
-        click.echo(f"{verb} {job.label()} to READY; next run at {humanize.when(row['next_run'])} "
-                   f"({humanize.relative(row['next_run'], row['now'])})")
+    ref = parse_ref(job, tenant)
+    with session(dry_run) as s:
+        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter())
+    views.show_wait_and_reset(outcome, as_json)
+    return outcome.exit_code
 
 
 @click.command()
@@ -295,14 +162,12 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
     prints what it overrode and records that in the audit row.
     """
     from etlctl.actions import flow
-    from etlctl.views import render
+    from etlctl.views import flow as views
 
-    with _session(dry_run) as session:
-        job_id = _job_id(session, job, tenant)
-        result = flow.reset(session, job_id, force=force, ref=job)
-    if result.overridden:
-        render.note(f"etlctl: warning: forced reset of {result.job.label()} overrode: {'; '.join(result.overridden)}")
-    _print_reset(result.job, result.row, as_json, overridden=result.overridden, dry_run=dry_run)
+    ref = parse_ref(job, tenant)
+    with session(dry_run) as s:
+        result = flow.reset(s, ref, force=force)
+    views.show_reset(result, as_json, dry_run)
 
 
 @click.command()
@@ -326,19 +191,13 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     acted on. A second sweep running at the same time exits 0 at once.
     """
     from etlctl.actions import flow
-    from etlctl.views.jobs import SweepPrinter
+    from etlctl.views import flow as views
 
     timings = timings_from(delay, backoff, cooldown)
-    from etlctl.cli import options
-
-    printer = SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=options.verbose)
-    with app().session(command_name()) as session, session.tick_lock("sweep") as taken:
-        if not taken:
-            printer.busy()
-            return
-        with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
-            flow.sweep(session, timings, batch=batch, on_batch=printer.batch)
-    printer.close()
+    printer = views.SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=invocation().verbose)
+    with session(dry_run) as s:
+        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch)  # rows print batch by batch
+    printer.finish(swept)
 
 
 @click.command()
@@ -362,15 +221,9 @@ def step(job, tenant, step_name, phase, value, token, as_json, dry_run) -> None:
     one of its kind's (exit 2 otherwise); a stale token exits 4.
     """
     from etlctl.actions import flow
-    from etlctl.views import render
+    from etlctl.views import flow as views
 
-    with _session(dry_run) as session:
-        job_id = _job_id(session, job, tenant)
-        result = flow.step(session, job_id, step_name=step_name, phase=phase, value=value, token=token)
-    if as_json:
-        render.emit_json({**result, "dry_run": dry_run})
-    elif result["result"] == "already":
-        click.echo(f"job {job_id}: {step_name}.{phase} is already {value}")
-    else:
-        verb = "would set" if dry_run else "set"
-        click.echo(f"job {job_id}: {verb} {step_name}.{phase} {result['previous'] or 'unset'} -> {value}")
+    ref = parse_ref(job, tenant)
+    with session(dry_run) as s:
+        result = flow.step(s, ref, step_name=step_name, phase=phase, value=value, token=token)
+    views.show_step(result, as_json, dry_run)

@@ -1,21 +1,22 @@
-"""On-call tooling: doctor, why, history, watch and metrics. All read-only."""
+"""On-call tooling: doctor, why, history, watch and metrics. All read-only
+(:mod:`etlctl.oncall`), each shown by its module of :mod:`etlctl.views`."""
 
 from __future__ import annotations
 
 import click
 
-from etlctl.core.job import parse_ref
-
 from etlctl.cli.options import (
-    timings_from,
-    app,
     command_name,
     connection_options,
     example,
     job_argument,
     output_options,
+    session,
+    settings,
     timing_options,
+    timings_from,
 )
+from etlctl.core.job import parse_ref
 
 
 @click.command()
@@ -47,19 +48,14 @@ def doctor(delay, backoff, cooldown, as_json) -> int:
     count), 3 when it found problems, 6 when the database cannot be reached.
     --delay/--backoff/--cooldown must match what sweep uses.
     """
-    from etlctl.views import render
-    from etlctl.oncall import doctor as checks
     from etlctl.errors import NOT_FINISHED, OK
+    from etlctl.oncall import doctor as checks
+    from etlctl.views import doctor as views
 
     timings = timings_from(delay, backoff, cooldown)
-    with app().session(command_name()) as session:
-        report = checks.run(session, timings)
-    if as_json:
-        render.emit_json(report.record())
-    else:
-        from etlctl.views import doctor as doctor_view
-
-        render.lines(doctor_view.text_lines(report))
+    with session() as s:
+        report = checks.run(s, timings)
+    views.show(report, as_json)
     return OK if report.healthy else NOT_FINISHED
 
 
@@ -85,26 +81,14 @@ def why(job, tenant, delay, backoff, cooldown, as_json) -> None:
 
     It reads only. The times are the database's, in --db-timezone.
     """
-    from etlctl.oncall import facts as explain
-    from etlctl.store import jobs
-    from etlctl.views import render
-    from etlctl.errors import JobNotFound
+    from etlctl.oncall import why as explaining
+    from etlctl.views import why as views
 
     timings = timings_from(delay, backoff, cooldown)
-    with app().session(command_name()) as session:
-        job_id = jobs.resolve(session, parse_ref(job, tenant))
-        facts = explain.load(session, [job_id])
-    if not facts:
-        raise JobNotFound(ref=job)
-    result = explain.explain(facts[0], timings)
-    if as_json:
-        render.emit_json(result.record())
-        return
-    lines = [result.label]
-    for label, items in (("state", result.state), ("waiting", result.waiting), ("next", result.next)):
-        for n, item in enumerate(items):
-            lines.append(f"  {label if n == 0 else '':<8} {item}")
-    render.lines(lines)
+    ref = parse_ref(job, tenant)
+    with session() as s:
+        explanation = explaining.explain_job(s, ref, timings)
+    views.show(explanation, as_json)
 
 
 @click.command()
@@ -127,26 +111,13 @@ def history(job, tenant, since, limit, as_json) -> None:
     stays readable by its id.
     """
     from etlctl.oncall import history as audit
-    from etlctl.views import history as history_view
-    from etlctl.store import jobs
-    from etlctl.views import render
-    from etlctl.errors import JobNotFound
+    from etlctl.views import history as views
 
     audit.parse_since(since)  # a bad --since is a usage error before connecting
-    with app().session(command_name()) as session:
-        job_id = jobs.resolve(session, parse_ref(job, tenant))
-        rows = audit.read(session, job_id, since, limit)
-        if not rows and not session.one("job_exists", job_id=job_id)["found"]:
-            raise JobNotFound(ref=job)
-    total = rows[0]["total"] if rows else 0
-    if as_json:
-        render.emit_json([history_view.record(r) for r in rows])
-    elif not rows:
-        render.note(f"job {job_id}: no audited changes" + (f" since {since}" if since else ""))
-    else:
-        render.emit_table([history_view.table_row(r) for r in rows], history_view.HEADERS)
-    if total > len(rows):
-        render.note(f"showing the newest {len(rows)} of {total} changes (use --limit{'' if since else ' or --since'})")
+    ref = parse_ref(job, tenant)
+    with session() as s:
+        found = audit.read(s, ref, since, limit)
+    views.show(found, as_json, since)
 
 
 @click.command()
@@ -171,21 +142,12 @@ def watch(jobs, tenant, as_json) -> None:
     watched jobs and prints what changed meanwhile ("resync": true), since
     NOTIFY is not replayed. Ctrl-C stops it (exit 130).
     """
-    from etlctl.store import connection as db
-    from etlctl.store import jobs as found
     from etlctl.oncall import watch as watching
     from etlctl.views import render
-    from etlctl.views import watch as watch_view
+    from etlctl.views import watch as views
 
-    settings = app().settings
-    command = command_name()
-    ids = None
-    if jobs:
-        with db.connect(settings, command) as session:
-            ids = sorted({found.resolve(session, parse_ref(j, tenant)) for j in jobs})
-
-    watcher = watching.Watcher(lambda: db.open_session(settings, command), ids, watch_view.Printer(as_json), render.note)
-    watcher.run(show_current=ids is not None)
+    refs = [parse_ref(j, tenant) for j in jobs]
+    watching.watch(settings(), command_name(), refs, views.Printer(as_json), render.note)
 
 
 @click.command()
@@ -205,12 +167,9 @@ def metrics(textfile) -> None:
     (see RUNBOOK.md); exit 6 when the database cannot be reached, and the file
     then keeps its last content (alert on node_textfile_mtime_seconds).
     """
-    import sys
-
     from etlctl.oncall import metrics as prometheus
+    from etlctl.views import metrics as views
 
-    with app().session(command_name()) as session:
-        if textfile:
-            prometheus.write_textfile(textfile, lambda out: prometheus.write(session, out))
-        else:
-            prometheus.write(session, sys.stdout)
+    with session() as s:
+        # Inside the session: the per-job family streams from a server-side cursor while it is written.
+        views.show(prometheus.read(s), textfile)

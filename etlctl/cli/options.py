@@ -7,15 +7,31 @@ line wins over its environment variable, which wins over the default.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
 
-verbose = False  # set by -v; read by the error handler
+if TYPE_CHECKING:  # imported lazily at run time: --help must stay cheap
+    from etlctl.core.lifecycle import Timings
+    from etlctl.store.settings import ConnectionSettings
+
+
+@dataclass
+class Invocation:
+    """One run of etlctl: what it carries besides the arguments. It lives in click's
+    context (the root's ``obj``), and the error handler holds it too, so that it can
+    still read -v after the command has ended."""
+
+    verbose: bool = False
+
+
+def invocation(ctx: click.Context | None = None) -> Invocation:
+    ctx = ctx or click.get_current_context()
+    return ctx.find_root().ensure_object(Invocation)
+
 
 _RANK = {ParameterSource.DEFAULT: 0, ParameterSource.DEFAULT_MAP: 1, ParameterSource.ENVIRONMENT: 2, ParameterSource.COMMANDLINE: 3}
 _STORE = "etlctl.connection"
@@ -31,9 +47,8 @@ def _remember(ctx: click.Context, param: click.Parameter, value):
 
 
 def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool):
-    global verbose
     if value:
-        verbose = True
+        invocation(ctx).verbose = True
     return value
 
 
@@ -53,7 +68,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value):
     return _remember(ctx, param, seconds)
 
 
-def timings_from(delay: str | None, backoff: str | None, cooldown: str | None) -> "Timings":  # noqa: F821 (imported lazily: --help must stay cheap)
+def timings_from(delay: str | None, backoff: str | None, cooldown: str | None) -> Timings:
     """Flags, else ETLCTL_DELAY / ETLCTL_BACKOFF / ETLCTL_COOLDOWN, else 30 / 30,60,180,300 / 30."""
     import os
 
@@ -101,6 +116,8 @@ def output_options(f):
 
 
 def dry_run_option(f):
+    """--dry-run, the same for every command that writes: its session (see :func:`session`) runs
+    everything inside one transaction that is rolled back at the end."""
     return click.option("--dry-run", is_flag=True,
                         help="Do everything inside a transaction, then roll it back: show what would change.")(f)
 
@@ -117,23 +134,16 @@ def timing_options(f):
     return click.option("--delay", metavar="SECONDS", help="Wait before the first check [env: ETLCTL_DELAY; default: 30]")(f)
 
 
-@dataclass(frozen=True)
-class App:
-    """What a command needs from the command line beyond its own arguments."""
+def session(dry_run: bool = False, create_embedded: bool = False):
+    """The command's database session; with ``dry_run`` (the shared --dry-run), everything it
+    does runs inside one transaction that is rolled back when the session closes."""
+    from etlctl.store import connection
 
-    settings: object  # etlctl.store.settings.ConnectionSettings
-
-    @contextlib.contextmanager
-    def session(self, command: str, dry_run: bool = False):
-        """A session for this command; with ``dry_run``, all of it inside one transaction that is rolled back."""
-        from etlctl.store import connection as db
-
-        with db.connect(self.settings, command=command) as session:
-            with session.transaction(rollback=True) if dry_run else contextlib.nullcontext():
-                yield session
+    return connection.connect(settings(), command_name(), dry_run=dry_run, create_embedded=create_embedded)
 
 
-def app(ctx: click.Context | None = None) -> App:
+def settings(ctx: click.Context | None = None) -> ConnectionSettings:
+    """The connection settings from the flags given before or after the command, else the environment."""
     from etlctl.store import settings as config
 
     ctx = ctx or click.get_current_context()
@@ -148,7 +158,7 @@ def app(ctx: click.Context | None = None) -> App:
             kwargs[name] = stored[name]
     if "connect_timeout" in stored:
         kwargs["connect_timeout"] = max(1, int(round(stored["connect_timeout"])))
-    return App(config.ConnectionSettings(verbose=verbose, **kwargs))
+    return config.ConnectionSettings(**kwargs)
 
 
 def command_name(ctx: click.Context | None = None) -> str:
@@ -168,10 +178,3 @@ def example(text: str):
 
     return decorate
 
-
-def pass_app(f):
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        return f(app(), *args, **kwargs)
-
-    return wrapper

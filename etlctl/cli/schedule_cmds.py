@@ -1,15 +1,16 @@
-"""Scheduling: schedule-next, the queue, and cron."""
+"""Scheduling: schedule-next, the queue (:mod:`etlctl.actions.schedule`) and cron
+(:mod:`etlctl.actions.cron`), shown by :mod:`etlctl.views.schedule`."""
 
 from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import app, command_name, connection_options, dry_run_option, example, output_options
+from etlctl.cli.options import connection_options, dry_run_option, example, output_options, session, settings
 from etlctl.core.rules import PHASES
 
 
 @click.command("schedule-next")
-@click.option("--dry-run", is_flag=True, help="Run the tick in a transaction and roll it back: show what it would start.")
+@dry_run_option
 @click.option("--explain", is_flag=True, help="Also say, for every job not started, why not.")
 @click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name).")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Most jobs to start in this tick.")
@@ -38,48 +39,15 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     Quiet when it started nothing; a second tick running at the same time
     exits 0 at once.
     """
-    from etlctl.views import render
     from etlctl.actions import schedule as scheduler
-
     from etlctl.core.humanize import parse_duration
+    from etlctl.views import schedule as views
 
     grace = parse_duration(chain_grace, "--chain-grace")
-    with app().session(command_name()) as session:
-        if tenant is not None:
-            from etlctl.store import jobs
+    with session(dry_run) as s:
+        tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain)
+    views.show_tick(tick, as_json, dry_run, explain)
 
-            jobs.check_tenant(session, tenant)
-        result = scheduler.tick(session, tenant=tenant, limit=limit, chain_grace=grace, dry_run=dry_run,
-                                explain=explain)
-    if as_json:
-        render.emit_json({
-            "dry_run": dry_run, "locked_out": not result.locked,
-            "started": [_started_record(r) for r in result.started], "skipped": result.skipped,
-            "queued_next_steps": result.chained,
-            **({"not_started": result.not_started} if explain else {}),
-        })
-        return
-    if not result.locked:
-        if explain or dry_run:
-            render.note("etlctl: another schedule-next tick is running on this database; nothing to do")
-        return
-    verb = "would start" if dry_run else "started"
-    for row in result.started:
-        click.echo(f"{verb} job {row['id']} ({row['job_name']}): {row['from_state']} -> RUNNING, run {row['token']}, "
-                   f"queued {row['first_step']} extraction")
-    for row in result.skipped:
-        click.echo(f"skipped integration {row['integration_id']}: {row['reason']}")
-    for row in result.chained:
-        click.echo(f"{'would queue' if dry_run else 'queued'} job {row['job_id']}: {row['step']} extraction (next step)")
-    if explain:
-        for row in result.not_started:
-            click.echo(f"not starting job {row['job_id']} ({row['job_name']}, tenant {row['tenant'] or row['tenant_id']}): "
-                       f"{row['reason']}")
-
-def _started_record(row: dict) -> dict:
-    return {"job_id": row["id"], "job_name": row["job_name"], "tenant_id": row["tenant_id"],
-            "integration_id": row["integration_id"], "from": row["from_state"], "token": row["token"],
-            "first_step": row["first_step"], "queue_id": row["queue_id"], "retry_count": row["retry_count"]}
 
 @click.group()
 def queue() -> None:
@@ -95,21 +63,12 @@ etlctl queue ls --pending
 """)
 def queue_ls(pending, limit, as_json) -> None:
     """List queued messages, oldest first (the newest --limit of them)."""
-    from etlctl.views import render
+    from etlctl.actions import schedule as scheduler
+    from etlctl.views import schedule as views
 
-    with app().session(command_name()) as session:
-        rows = session.all("queue_list", pending=pending, limit=limit)
-    if as_json:
-        render.emit_json(rows)
-        return
-    table = [[r["id"], r["job_id"], r["job_name"], r["step"], r["phase"], r["token"],
-              "yes" if r["current_run"] else "no (stale)",
-              "done" if r["done_at"] else (f"claimed by {r['claimed_by']}" if r["claimed_at"] else "pending"),
-              r["created_at"]] for r in rows]
-    if table:
-        render.emit_table(table, ["ID", "JOB", "NAME", "STEP", "PHASE", "TOKEN", "CURRENT RUN", "STATE", "QUEUED"])
-    else:
-        render.note("the queue is empty" if not pending else "no pending messages")
+    with session() as s:
+        rows = scheduler.queue_list(s, pending=pending, limit=limit)
+    views.show_queue(rows, as_json, pending)
 
 @queue.command("claim")
 @click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True)
@@ -126,23 +85,14 @@ def queue_claim(phase, worker, as_json, dry_run) -> int:
     Concurrent claimers never get the same message (FOR UPDATE SKIP LOCKED).
     Exits 3 when there is nothing to claim.
     """
-    from etlctl.views import render
     from etlctl.actions import schedule as scheduler
-    from etlctl.errors import NOT_FINISHED
+    from etlctl.errors import NOT_FINISHED, OK
+    from etlctl.views import schedule as views
 
-    with app().session(command_name(), dry_run=dry_run) as session:
-        row = scheduler.claim(session, phase=phase, worker=worker)
-    if row is None:
-        if as_json:
-            render.emit_json(None)
-        render.note(f"etlctl: no unclaimed {phase} message")
-        return NOT_FINISHED
-    if as_json:
-        render.emit_json({**row, "dry_run": dry_run})
-    else:
-        click.echo(f"{'would claim' if dry_run else 'claimed'} message {row['id']}: job {row['job_id']} {row['step']} "
-                   f"{row['phase']} (run {row['token']})")
-    return 0
+    with session(dry_run) as s:
+        row = scheduler.claim(s, phase=phase, worker=worker)
+    views.show_claim(row, phase, as_json, dry_run)
+    return OK if row is not None else NOT_FINISHED
 
 @queue.command("done")
 @click.argument("message_id", metavar="ID", type=int)
@@ -154,17 +104,12 @@ etlctl queue done 12
 """)
 def queue_done(message_id, as_json, dry_run) -> None:
     """Mark a message done. Doing it twice is not an error; an unknown ID exits 5."""
-    from etlctl.views import render
     from etlctl.actions import schedule as scheduler
+    from etlctl.views import schedule as views
 
-    with app().session(command_name(), dry_run=dry_run) as session:
-        outcome = scheduler.done(session, message_id)
-    if as_json:
-        render.emit_json({"id": message_id, "result": outcome, "dry_run": dry_run})
-    elif outcome == "already":
-        click.echo(f"message {message_id} was already done")
-    else:
-        click.echo(f"message {message_id} {'would be ' if dry_run else ''}done")
+    with session(dry_run) as s:
+        outcome = scheduler.done(s, message_id)
+    views.show_done(message_id, outcome, as_json, dry_run)
 
 @click.command()
 @click.option("--every", default="1m", show_default=True, metavar="INTERVAL",
@@ -186,14 +131,7 @@ def cron(every, install, log_path) -> None:
     replaces the block between the etlctl markers and keeps the rest.
     """
     from etlctl.actions import cron as crontab
-    from etlctl.views import render
+    from etlctl.views import schedule as views
 
-    settings = app().settings
-    block = crontab.block(every, settings, log_path)
-    if settings.dsn and crontab.dsn_without_password(settings.dsn)[1]:
-        render.note("etlctl: the DSN's password is not written to the crontab: put it in ~/.pgpass")
-    if not install:
-        click.echo(block, nl=False)
-        return
-    crontab.install(block)
-    click.echo(f"installed the etlctl block into your crontab (runs every {every})")
+    result = crontab.crontab(settings(), every, log_path, install_it=install)
+    views.show_cron(result)

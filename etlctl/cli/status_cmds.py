@@ -1,12 +1,11 @@
-"""`etlctl status` and `etlctl kinds`: read-only views."""
+"""`etlctl status` and `etlctl kinds`: read-only (:mod:`etlctl.oncall.status`, shown by :mod:`etlctl.views.status`)."""
 
 from __future__ import annotations
 
 import click
 
+from etlctl.cli.options import connection_options, example, output_options, session
 from etlctl.core.job import parse_ref
-
-from etlctl.cli.options import app, command_name, connection_options, example, output_options
 
 
 @click.command()
@@ -28,18 +27,18 @@ def status(job: str | None, tenant: str | None, limit: int, as_json: bool) -> No
     or a name): a header and the step x phase grid in step order, each step
     with the verdict the completion check gives it.
     """
-    from etlctl.store import jobs
-    from etlctl.views import jobs as views
+    from etlctl.oncall import status as reading
+    from etlctl.views import status as views
 
-    with app().session(command_name()) as session:
-        if job is None:
-            rows = session.all("jobs_overview", tenant=tenant, limit=limit + 1)
-            if not rows:
-                jobs.check_tenant(session, tenant)
-            views.show_overview(rows, as_json, limit)
-        else:
-            job_id = jobs.resolve(session, parse_ref(job, tenant))
-            views.show_job(jobs.load(session, job_id, job), as_json)
+    if job is None:
+        with session() as s:
+            overview = reading.overview(s, tenant=tenant, limit=limit)
+        views.show_overview(overview, as_json)
+    else:
+        ref = parse_ref(job, tenant)
+        with session() as s:
+            found = reading.job(s, ref)
+        views.show_job(found, as_json)
 
 
 @click.command()
@@ -58,18 +57,9 @@ def kinds(as_json: bool) -> None:
     change kinds with SQL on etlctl.job_kinds and etlctl.kind_steps; see
     the README.
     """
-    from etlctl.views import render
+    from etlctl.oncall import status as reading
+    from etlctl.views import status as views
 
-    with app().session(command_name()) as session:
-        rows = session.all("kinds_list")
-    if as_json:
-        render.emit_json(rows)
-        return
-    table = []
-    for row in rows:
-        for n, step in enumerate(row["steps"] or [{}]):
-            table.append([
-                row["kind"] if n == 0 else "",
-                step.get("position"), step.get("step"), step.get("display_name"), step.get("rule"),
-            ])
-    render.emit_table(table, ["KIND", "#", "STEP", "DISPLAY NAME", "RULE"])
+    with session() as s:
+        rows = reading.kinds(s)
+    views.show_kinds(rows, as_json)

@@ -114,7 +114,7 @@ def judge_step(rule: StepRule, body: object) -> StepVerdict:
     if body is None:
         return StepVerdict(name, MISSING, None, f"{name}: missing from the status document")
     if not isinstance(body, Mapping):
-        return StepVerdict(name, MALFORMED, None, f"{name}: is {_json_type(body)}, not an object")
+        return StepVerdict(name, MALFORMED, None, f"{name}: is {json_type(body)}, not an object")
     values = {}
     for phase in PHASES:
         if phase not in body:
@@ -150,11 +150,11 @@ def evaluate(rules: Sequence[StepRule] | None, status: object) -> Completion:
     steps = document_steps(status)
     reasons: list[str] = []
     if not isinstance(status, Mapping):
-        reasons.append(f"the status document is {_json_type(status)}, not an object")
+        reasons.append(f"the status document is {json_type(status)}, not an object")
     elif "steps" not in status:
         reasons.append("the status document has no steps")
     elif steps is None:
-        reasons.append(f"steps is {_json_type(status['steps'])}, not an object")
+        reasons.append(f"steps is {json_type(status['steps'])}, not an object")
 
     verdicts = tuple(judge_step(rule, (steps or {}).get(rule.step)) for rule in rules)
     reasons.extend(v.detail for v in verdicts if not v.done)
@@ -194,7 +194,8 @@ def ordered_step_names(rules: Sequence[StepRule] | None, status: object) -> list
     return known + [n for n in extra if n not in known]
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """A JSON value's type as messages name it: 'null', 'a number', 'an array', ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -213,4 +214,4 @@ def _show(value: object) -> str:
         return "null"
     if isinstance(value, str):
         return repr(value)
-    return f"{_json_type(value)} ({value!r})"
+    return f"{json_type(value)} ({value!r})"

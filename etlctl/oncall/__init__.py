@@ -1,1 +1,1 @@
-"""Read-only diagnosis: facts about jobs, why, doctor, history, watch and metrics."""
+"""Read-only: status and kinds, facts about jobs, why, doctor, history, watch and metrics."""

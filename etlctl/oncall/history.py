@@ -8,9 +8,12 @@ what a forced reset overrode).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from etlctl.errors import UsageError
+from etlctl.core.job import JobRef
+from etlctl.errors import JobNotFound, UsageError
+from etlctl.store import jobs
 
 
 def parse_since(text: str | None) -> tuple[str | None, float | None]:
@@ -31,6 +34,18 @@ def parse_since(text: str | None) -> tuple[str | None, float | None]:
     return text, None
 
 
-def read(session, job_id: int, since: str | None, limit: int) -> list[dict]:
+@dataclass(frozen=True)
+class History:
+    job_id: int
+    rows: list[dict]  # the newest `limit` audit rows (since `since`), oldest first
+    total: int  # how many there are in all
+
+
+def read(session, ref: JobRef | int, since: str | None, limit: int) -> History:
+    """A job's audit rows; a job that no longer exists keeps its history, one that never did is NotFound."""
+    job_id = jobs.resolve(session, ref)
     iso, seconds = parse_since(since)
-    return session.all("history", job_id=job_id, since=iso, since_seconds=seconds, limit=limit)
+    rows = session.all("history", job_id=job_id, since=iso, since_seconds=seconds, limit=limit)
+    if not rows and not session.one("job_exists", job_id=job_id)["found"]:
+        raise JobNotFound(ref=ref)
+    return History(job_id, rows, rows[0]["total"] if rows else 0)

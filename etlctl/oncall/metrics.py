@@ -1,4 +1,4 @@
-"""`etlctl metrics`: Prometheus text exposition format (version 0.0.4).
+"""`etlctl metrics`: the Prometheus metrics about jobs and the queue, read from the database.
 
 Every metric is a gauge named ``etlctl_*``, computed from the database at one
 instant (the clock seam's now):
@@ -12,20 +12,15 @@ instant (the clock seam's now):
     etlctl_queue_oldest_pending_age_seconds{phase}        age of the oldest message not done (0: none)
     etlctl_oldest_finished_job_age_seconds                age of the oldest FINISHED job (0: none)
 
-``--textfile PATH`` writes the same text for node_exporter's textfile
-collector atomically: a temporary file in the same directory, then a rename.
+This module reads them (:func:`read`); the exposition text, and writing it
+atomically for node_exporter's textfile collector, is :mod:`etlctl.views.metrics`.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
 
-from etlctl.errors import EtlctlError
 from etlctl.core.rules import OVERALL_STATES, PHASES
 
 QUEUE_STATES = ("unclaimed", "claimed")
@@ -35,30 +30,32 @@ QUEUE_STATES = ("unclaimed", "claimed")
 class Family:
     name: str
     help: str
-    samples: list[tuple[dict, float]] = field(default_factory=list)
+    # (labels, value) pairs: a list, or for the per-job family a stream read while it is written
+    samples: Iterable[tuple[dict, float]] = field(default_factory=list)
     type: str = "gauge"
 
     def add(self, value: float, **labels: object) -> None:
         self.samples.append(({k: str(v) for k, v in labels.items()}, value))
 
 
-LAST_SUCCESS = Family("etlctl_job_last_success_age_seconds",
-                      "Seconds since the job's last run finished successfully (last_run_finished_at).")
-
-
-def write(session, out: TextIO) -> None:
+def read(session) -> list[Family]:
     """Every family, in order. The one with a sample per job streams from a server-side
-    cursor, so that a million jobs never sit in memory; the others are aggregated in SQL."""
+    cursor as it is written (so that a million jobs never sit in memory): write it
+    out before the session closes. The others are aggregated in SQL."""
     counts = session.all("metrics_job_counts")
     queue = session.all("metrics_queue")
     oldest = session.one("metrics_oldest_finished")["seconds"]
     by_state, *rest = families(counts, queue, oldest)
-    out.write(exposition([by_state]))
-    out.write(_header(LAST_SUCCESS))
+    last_success = Family("etlctl_job_last_success_age_seconds",
+                          "Seconds since the job's last run finished successfully (last_run_finished_at).",
+                          samples=_last_success(session))
+    return [by_state, last_success, *rest]
+
+
+def _last_success(session) -> Iterator[tuple[dict, float]]:
     for row in session.stream("metrics_last_success"):
-        out.write(_sample(LAST_SUCCESS.name, {"job_id": row["id"], "job": row["job_name"], "tenant": row["tenant"],
-                                              "kind": row["kind"]}, row["seconds"]))
-    out.write(exposition(rest))
+        yield ({"job_id": str(row["id"]), "job": str(row["job_name"]), "tenant": str(row["tenant"]),
+                "kind": str(row["kind"])}, row["seconds"])
 
 
 def families(counts: list[dict], queue: list[dict], oldest_finished: float | None) -> list[Family]:
@@ -93,63 +90,3 @@ def families(counts: list[dict], queue: list[dict], oldest_finished: float | Non
     oldest = Family("etlctl_oldest_finished_job_age_seconds", "Age of the oldest FINISHED job (0 when there is none).")
     oldest.add(oldest_finished or 0)
     return [by_state, pending, gave_up, depth, oldest_message, oldest]
-
-
-def _header(fam: Family) -> str:
-    return f"# HELP {fam.name} {_escape_help(fam.help)}\n# TYPE {fam.name} {fam.type}\n"
-
-
-def _sample(name: str, labels: dict, value: float) -> str:
-    text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
-    return f"{name}{{{text}}} {_number(value)}\n" if text else f"{name} {_number(value)}\n"
-
-
-def exposition(fams: Iterable[Family]) -> str:
-    return "".join(_header(fam) + "".join(_sample(fam.name, labels, value) for labels, value in fam.samples)
-                   for fam in fams)
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    value = float(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer():
-        return str(int(value))
-    return f"{value:.3f}".rstrip("0").rstrip(".")
-
-
-def write_textfile(path: str, produce: Callable[[TextIO], None]) -> None:
-    """Write what ``produce`` writes, atomically: node_exporter never reads a half-written file."""
-    target = os.path.abspath(path)
-    folder = os.path.dirname(target)
-    fd, temporary = None, None
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            fd = None
-            produce(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # node_exporter usually runs as another user
-        os.replace(temporary, target)
-        temporary = None
-    except OSError as exc:
-        raise EtlctlError(message=f"cannot write --textfile {path}: {exc.strerror or exc}") from None
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if temporary is not None:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 from etlctl.store import clock
 from etlctl.errors import DatabaseUnavailable, JobNotFound
-from etlctl.core.job import Job
+from etlctl.core.job import Job, JobRef
+from etlctl.store import connection, jobs
 
 CHANNEL = "etl_job_status"
 POLL = 1.0  # seconds between looks at Ctrl-C and the keep-alive
@@ -209,3 +210,13 @@ class Watcher:
                 continue
             self.note(f"etlctl: reconnected; {missed} change{'s' if missed != 1 else ''} while disconnected")
             return
+
+
+def watch(settings, command: str, refs: Sequence[JobRef], printer, note: Callable[[str], None]) -> None:
+    """`etlctl watch [JOB...]`: find the JOBs, then print their changes (every job's, without JOBs)
+    through ``printer`` until interrupted. Watch opens, holds and replaces its own connections."""
+    ids = None
+    if refs:
+        with connection.connect(settings, command) as session:
+            ids = sorted({jobs.resolve(session, ref) for ref in refs})
+    Watcher(lambda: connection.open_session(settings, command), ids, printer, note).run(show_current=ids is not None)

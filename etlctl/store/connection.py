@@ -139,12 +139,18 @@ class Session:
 
     Parameters every query may use without being passed: ``now`` (the clock
     seam), ``actor_host``, ``actor_pid`` and ``actor_command`` (for audit rows).
+
+    ``dry_run`` is True when everything the session does runs inside one
+    transaction that :func:`connect` rolls back at the end (``--dry-run``). The
+    library does the real work regardless; it reads the flag only where doing
+    it would mean waiting (``wait-and-reset`` returns after its next step).
     """
 
     def __init__(self, conn, target: Target, command: str) -> None:
         self.conn = conn
         self.target = target
         self.command = command
+        self.dry_run = False
         self._actor = {"actor_host": socket.gethostname(), "actor_pid": os.getpid(), "actor_command": command}
 
     def _params(self, params: dict) -> dict:
@@ -225,10 +231,21 @@ class Session:
 
 
 @contextlib.contextmanager
-def connect(settings: ConnectionSettings, command: str = "", create_embedded: bool = False) -> Iterator[Session]:
+def connect(settings: ConnectionSettings, command: str = "", dry_run: bool = False,
+            create_embedded: bool = False) -> Iterator[Session]:
+    """A session for one command; with ``dry_run``, all of it inside one transaction rolled back at the end.
+
+    This is etlctl's one --dry-run: every command that writes opens its session
+    here, and its writes (savepoints inside that transaction) are undone together.
+    """
     session = open_session(settings, command, create_embedded)
     try:
-        yield session
+        if dry_run:
+            session.dry_run = True
+            with session.transaction(rollback=True):
+                yield session
+        else:
+            yield session
     finally:
         session.close()
 

@@ -6,8 +6,10 @@ from etlctl.core.job import Job, JobRef
 from etlctl.errors import AmbiguousJob, JobNotFound, NotFound
 
 
-def resolve(session, ref: JobRef) -> int:
-    """The job id for JOB; a name costs one query, an id none."""
+def resolve(session, ref: JobRef | int) -> int:
+    """The job id for JOB (or for a job id, that id); a name costs one query, an id none."""
+    if isinstance(ref, int):
+        return ref
     if ref.job_id is not None:
         return ref.job_id
     found = session.all("find_jobs", ref=ref.text, ref_is_id=ref.text.isdigit(), tenant=ref.tenant)

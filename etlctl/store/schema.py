@@ -62,15 +62,8 @@ def pending(session) -> list[str]:
     return [m.name for m in migrations() if m.name not in applied]
 
 
-def init(session, dry_run: bool = False) -> InitReport:
-    """Create or migrate; with dry_run, all of it inside a transaction that is rolled back."""
-    if dry_run:
-        with session.transaction(rollback=True):
-            return _init(session)
-    return _init(session)
-
-
-def _init(session) -> InitReport:
+def init(session) -> InitReport:
+    """Create or migrate (on a --dry-run session, all of it is rolled back at the end)."""
     report = InitReport()
     session.one("init_lock")
     try:

@@ -28,7 +28,6 @@ class ConnectionSettings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
-    verbose: bool = False
 
     @functools.cached_property
     def home(self) -> Path:

@@ -1,1 +1,1 @@
-"""All output: tables, JSON, text lines and the countdown. Data in, text out."""
+"""All output, one module per group of commands: data in, text out (stdout for data, stderr for notes)."""

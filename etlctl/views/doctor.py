@@ -1,6 +1,28 @@
-"""How `etlctl doctor` prints its report: each finding with its cause and fixes."""
+"""How `etlctl doctor` prints its report: each finding with its cause and fixes, as text or JSON."""
 
 from __future__ import annotations
+
+from etlctl.views import render
+
+
+def show(report, as_json: bool) -> None:
+    if as_json:
+        render.emit_json(record(report))
+    else:
+        render.lines(text_lines(report))
+
+
+def record(report) -> dict:
+    return {"healthy": report.healthy, "problems": report.problems, "notes": report.notes, "now": report.now,
+            "jobs_checked": report.jobs_checked, "skipped": report.skipped,
+            "findings": [finding_record(f) for f in report.findings]}
+
+
+def finding_record(finding) -> dict:
+    f = finding
+    return {"code": f.code, "severity": f.severity, "title": f.title, "job_ids": list(f.job_ids),
+            "summary": f.summary, "cause": f.cause,
+            "fix": [{"command": fix.command, "note": fix.note} for fix in f.fixes], "details": f.details}
 
 
 def text_lines(report) -> list[str]:

@@ -54,3 +54,17 @@ def _iso(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def show(history, as_json: bool, since: str | None) -> None:
+    """The rows as a table (or JSON records); a note when there are none, or more than shown."""
+    rows = history.rows
+    if as_json:
+        render.emit_json([record(r) for r in rows])
+    elif not rows:
+        render.note(f"job {history.job_id}: no audited changes" + (f" since {since}" if since else ""))
+    else:
+        render.emit_table([table_row(r) for r in rows], HEADERS)
+    if history.total > len(rows):
+        render.note(f"showing the newest {len(rows)} of {history.total} changes "
+                    f"(use --limit{'' if since else ' or --since'})")

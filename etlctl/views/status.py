@@ -1,8 +1,7 @@
-"""How jobs look on screen and in JSON (`status`, and the header other commands reuse)."""
+"""How jobs look on screen and in JSON: `status` (every job, or one job with
+its step grid, which `check` shows too) and `kinds`."""
 
 from __future__ import annotations
-
-import sys
 
 from etlctl.core import lifecycle
 from etlctl.core import humanize
@@ -39,9 +38,8 @@ def overview_record(row: dict) -> dict:
     }
 
 
-def show_overview(rows: list[dict], as_json: bool, limit: int) -> None:
-    more = len(rows) > limit
-    rows = rows[:limit]
+def show_overview(overview, as_json: bool) -> None:
+    rows, limit, more = overview.rows, overview.limit, overview.more
     records = [overview_record(r) for r in rows]
     if as_json:
         render.emit_json(records)
@@ -170,74 +168,16 @@ def show_job(job: Job, as_json: bool) -> None:
         render.lines(["", "not finished: " + "; ".join(record["reasons"])])
 
 
-class SweepPrinter:
-    """Streams what a sweep did, batch by batch, so a large backlog never sits in memory.
-
-    Quiet when nothing was done. Table rows on stdout, or one JSON array.
-    Jobs it could not judge (malformed reset state) are listed only in JSON
-    and with -v: `etlctl doctor` reports them, and cron mail should not repeat
-    them every minute.
-    """
-
-    HEADER = f"{'JOB':>7}  {'NAME':<24} {'ACTION':<9} DETAIL"
-
-    def __init__(self, as_json: bool, dry_run: bool = False, verbose: bool = False) -> None:
-        self.as_json = as_json
-        self.dry_run = dry_run
-        self.verbose = verbose
-        self.count = 0
-
-    def busy(self) -> None:
-        if self.as_json:
-            render.emit_json([])
-        elif self.verbose:
-            render.note("etlctl: another sweep is running on this database; nothing to do")
-
-    def batch(self, steps) -> None:
-        for step in steps:
-            record = self._record(step)
-            if record is None:
-                continue
-            if self.as_json:
-                prefix = "[\n" if self.count == 0 else ",\n"
-                sys.stdout.write(prefix + render.to_json(record, indent=None))
-            else:
-                if self.count == 0:
-                    render.lines([self.HEADER])
-                render.lines([f"{record['job_id']:>7}  {render.truncate(record['job_name'], 24):<24} "
-                              f"{record['action']:<9} {record['detail']}"])
-            self.count += 1
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        if self.as_json:
-            sys.stdout.write("[]\n" if self.count == 0 else "\n]\n")
-            sys.stdout.flush()
-
-    def _record(self, step) -> dict | None:
-        job, decision, row = step.job, step.decision, step.applied
-        if decision.action == lifecycle.SKIP:
-            if not (self.as_json or self.verbose):
-                return None
-            action, detail = "skip", decision.reason
-        elif row is None:
-            if not self.as_json:
-                return None  # another process acted first; it will report it
-            action, detail = "lost-race", "another process changed the job first"
-        else:
-            action = decision.action
-            now = row["now"]
-            if action == lifecycle.RESET:
-                detail = f"READY; next run at {humanize.when(row['next_run'])} ({humanize.relative(row['next_run'], now)})"
-            elif action == lifecycle.GIVE_UP:
-                detail = decision.reason
-            elif action == lifecycle.SCHEDULE:
-                detail = f"first check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
-            elif action == lifecycle.START_COOLDOWN:
-                detail = f"{decision.reason}; reset at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
-            else:
-                detail = f"{decision.reason}; next check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
-            if self.dry_run:
-                action = f"{action}?"
-        return {"job_id": job.id, "job_name": job.job_name, "tenant_id": job.tenant_id, "action": action,
-                "applied": row is not None and not self.dry_run, "detail": detail, "deadline": decision.deadline}
+def show_kinds(rows: list[dict], as_json: bool) -> None:
+    """Each kind with its steps in order, one table row per step."""
+    if as_json:
+        render.emit_json(rows)
+        return
+    table = []
+    for row in rows:
+        for n, step in enumerate(row["steps"] or [{}]):
+            table.append([
+                row["kind"] if n == 0 else "",
+                step.get("position"), step.get("step"), step.get("display_name"), step.get("rule"),
+            ])
+    render.emit_table(table, ["KIND", "#", "STEP", "DISPLAY NAME", "RULE"])

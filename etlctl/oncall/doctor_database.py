@@ -1,0 +1,108 @@
+"""doctor's judgments about the database as a whole: clock skew, migrations
+pending, the one-RUNNING index, and queue messages left too long. Pure: what
+was read in, findings out (no database access)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from etlctl.core.humanize import duration, relative
+from etlctl.oncall.doctor_fixes import Fix, psql
+from etlctl.oncall.doctor_report import PROBLEM, Finding
+
+SKEW_LIMIT = 5.0  # seconds
+QUEUE_LIMIT = 900.0  # seconds a message may stay unclaimed (or stale) before it is reported
+INDEX_MIGRATION = "0002_one_running_per_integration"
+
+
+def schema_finding(missing: Sequence[str]) -> Finding:
+    return Finding(
+        "schema_not_initialised", PROBLEM, f"the database has no {', '.join(missing)}",
+        "etlctl's schema was never created here (or this is not the ETL database: check --dsn / ETLCTL_DSN)",
+        (Fix("etlctl db init", "creates etlctl's schema; on the existing system's database it only adds etlctl's objects"),),
+    )
+
+
+def skew_finding(skew: float) -> Finding:
+    side = "behind" if skew > 0 else "ahead of"
+    return Finding(
+        "clock_skew", PROBLEM,
+        f"this host's clock is {_seconds(abs(skew))} {side} the database server's (limit {SKEW_LIMIT:.0f}s)",
+        "etlctl decides with the database's clock, but cron on this host and the workers' timestamps follow their own "
+        "clocks: deadlines and next_run drift apart",
+        (Fix("timedatectl status", "on this host and on the database server: is NTP (chrony/ntpd) synchronised?"),),
+        details={"skew_seconds": round(skew, 3)},
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 60 else duration(value)
+
+
+def pending_finding(pending: Sequence[str], conflicts: bool) -> Finding:
+    fixes = [Fix("etlctl db init", "applies them; safe to run again")]
+    if INDEX_MIGRATION in pending and conflicts:
+        fixes = [Fix("etlctl db init", f"{INDEX_MIGRATION} is refused while an integration has more than one "
+                                       "RUNNING job: fix 'Multiple jobs running' first")]
+    return Finding(
+        "migrations_pending", PROBLEM, f"{len(pending)} migration{'s' if len(pending) != 1 else ''} not applied: "
+        f"{', '.join(pending)}",
+        "`etlctl db init` was not run after an upgrade, or a migration was refused", tuple(fixes),
+        details={"pending": list(pending)},
+    )
+
+
+def index_finding(index: dict, migration_pending: bool, conflicts: bool) -> Finding:
+    what = "is missing" if not index["present"] else "is invalid (a failed build)"
+    if migration_pending:
+        fixes = (Fix("etlctl db init", "creates it" + (" once only one RUNNING job is left per integration"
+                                                       if conflicts else "")),)
+        cause = f"migration {INDEX_MIGRATION} is not applied"
+    else:
+        statements = (["fix_drop_running_index"] if index["present"] else []) + ["fix_create_running_index"]
+        fixes = (Fix(psql(*statements),
+                     f"SQL, as the schema's owner: {INDEX_MIGRATION} is recorded as applied, so db init will not "
+                     "recreate it"),)
+        cause = "it was dropped (or its build failed) after its migration was applied"
+    return Finding(
+        "index_missing", PROBLEM,
+        f"the partial unique index etlctl_one_running_per_integration {what}: nothing stops a second RUNNING job "
+        "on an integration", cause, fixes, details={"present": index["present"], "valid": index["valid"]},
+    )
+
+
+def queue_findings(rows: Sequence[dict]) -> list[Finding]:
+    if not rows:
+        return []
+    now = rows[0]["now"]
+    total = rows[0]["total"]
+    stale = [r for r in rows if not (r["job_exists"] and r["current_run"])]
+    unclaimed = [r for r in rows if r["job_exists"] and r["current_run"] and r["claimed_at"] is None]
+    out = []
+    if unclaimed:
+        oldest = unclaimed[0]
+        out.append(Finding(
+            "queue_stale", PROBLEM,
+            f"{len(unclaimed)} message{'s' if len(unclaimed) != 1 else ''} of current runs never claimed; the oldest, "
+            f"{oldest['id']} (job {oldest['job_id']} {oldest['step']} {oldest['phase']}), was queued "
+            f"{relative(oldest['created_at'], now)}",
+            f"no worker or relay takes {', '.join(sorted({r['phase'] for r in unclaimed}))} messages: are they running?",
+            (Fix("etlctl queue ls --pending", "the messages waiting"),),
+            tuple(sorted({r["job_id"] for r in unclaimed})), details={"message_ids": [r["id"] for r in unclaimed]},
+        ))
+    if stale:
+        shown = stale[:10]
+        fixes = tuple(Fix(f"etlctl queue done {r['id']}", f"job {r['job_id']} {r['step']} {r['phase']}, run {r['token']}")
+                      for r in shown)
+        more = f" (and {len(stale) - len(shown)} more)" if len(stale) > len(shown) else ""
+        out.append(Finding(
+            "queue_stale", PROBLEM,
+            f"{len(stale)} message{'s' if len(stale) != 1 else ''} of runs that are over (or of deleted jobs) never "
+            f"done{more}",
+            "the run they belong to ended (reset, forced or restarted) before a worker finished them; "
+            "a worker that takes one now works for nothing",
+            fixes, tuple(sorted({r["job_id"] for r in stale})), details={"message_ids": [r["id"] for r in stale]},
+        ))
+    if total > len(rows) and out:
+        out[-1].details["more_not_listed"] = total - len(rows)
+    return out

@@ -1,0 +1,63 @@
+"""What doctor reports: findings (each a problem or a note, with its cause and
+fixes) and the report that holds them. Printing them is :mod:`etlctl.views.doctor`'s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from etlctl.oncall.doctor_fixes import Fix
+
+PROBLEM = "problem"
+NOTE = "note"
+
+TITLES = {
+    "schema_not_initialised": "Schema not initialised",
+    "migrations_pending": "Migrations pending",
+    "index_missing": "Partial index missing",
+    "clock_skew": "Clock skew",
+    "no_jobs": "No jobs",
+    "multiple_running": "Multiple jobs running",
+    "stuck_finished": "Stuck on FINISHED",
+    "timer_retrying": "Timer keeps retrying",
+    "not_starting": "Next job not starting",
+    "long_running": "Running far longer than usual",
+    "queue_stale": "Queue messages pending too long",
+    "malformed_status": "Malformed status document",
+}
+ORDER = list(TITLES)
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str
+    summary: str
+    cause: str
+    fixes: tuple[Fix, ...]
+    job_ids: tuple[int, ...] = ()
+    details: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.code]
+
+
+@dataclass
+class Report:
+    now: datetime | None = None
+    findings: list[Finding] = field(default_factory=list)
+    jobs_checked: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for f in self.findings if f.severity == PROBLEM)
+
+    @property
+    def notes(self) -> int:
+        return sum(1 for f in self.findings if f.severity == NOTE)
+
+    @property
+    def healthy(self) -> bool:
+        return self.problems == 0
