@@ -43,7 +43,7 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     cli = Cli(blank_db.dsn)
     first = cli("db", "init")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics\n"
+    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
     tables = {r["t"] for r in blank_db.sql(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_schema IN ('public', 'etlctl')")}
     assert {"public.tenants", "public.integrations", "public.etl_jobs", "etlctl.migrations", "etlctl.job_kinds",
@@ -54,15 +54,30 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     assert schema_dump(blank_db) == before
 
 
-def test_seeded_kinds_follow_the_flow_document(db):
-    rows = db.sql("SELECT kind, position, step, rule FROM etlctl.kind_steps ORDER BY kind, position")
-    assert [(r["kind"], r["position"], r["step"], r["rule"]) for r in rows] == [
-        ("github", 1, "github_repositories", "finished"),
-        ("github", 2, "github_prs_commits_reviews_comments", "finished_or_idle"),
-        ("jira", 1, "jira_projects_and_issue_types", "finished"),
-        ("jira", 2, "jira_statuses_and_relationships", "finished"),
-        ("jira", 3, "jira_issues_with_changelogs", "finished"),
-        ("jira", 4, "jira_dev_status", "finished"),
+def test_seeded_kinds_follow_the_existing_system(db):
+    rows = db.sql("SELECT kind, position, step, display_name, chain FROM etlctl.kind_steps ORDER BY kind, position")
+    assert [(r["kind"], r["position"], r["step"], r["display_name"], r["chain"]) for r in rows] == [
+        ("github", 1, "github_repositories", "Repositories", False),
+        ("github", 2, "github_prs_commits_reviews_comments", "PRs, Commits, Reviews & Comments", False),
+        ("jira", 1, "jira_projects_and_issue_types", "Projects & Types", False),
+        ("jira", 2, "jira_statuses_and_relationships", "Statuses & Relations", False),
+        ("jira", 3, "jira_issues_with_changelogs", "Issues & Changelogs", False),
+        ("jira", 4, "jira_dev_status", "Development Status", False),
+        ("jira", 5, "jira_sprint_reports", "Sprint Reports", False),
+        ("wex ad", 1, "wex_ad_users", "AD Users", False),
+        ("wex fabric", 1, "wex_fabric_data", "Fabric Data", False),
+    ]
+    kinds = db.sql("SELECT name, message_provider, message_extra FROM etlctl.job_kinds ORDER BY name")
+    assert [(k["name"], k["message_provider"], k["message_extra"]) for k in kinds] == [
+        ("github", "github", {"first_item": True, "last_item": False}),
+        ("jira", "jira", {}),
+        ("wex ad", None, {}),
+        ("wex fabric", None, {}),
+    ]
+    assert db.sql("SELECT step, rule FROM etlctl.step_rules ORDER BY step") == [
+        {"step": step, "rule": "finished_or_idle"} for step in (
+            "github_commits", "github_prs_commits_reviews_comments", "github_pull_requests", "github_reviews",
+            "jira_dev_status")
     ]
 
 
@@ -71,11 +86,12 @@ def test_existing_system_database_keeps_every_row_and_column(blank_db):
     rows, columns = snapshot_rows(blank_db), snapshot_columns(blank_db)
     result = Cli(blank_db.dsn)("db", "init")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
     assert snapshot_rows(blank_db) == rows
     assert snapshot_columns(blank_db) == columns
     applied = [r["name"] for r in blank_db.sql("SELECT name FROM etlctl.migrations ORDER BY name")]
-    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics"]
+    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics",
+                       "0005_existing_system_contract"]
 
 
 def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_server, blank_db):
@@ -87,8 +103,9 @@ def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_serv
         load_existing_system(blank_db)
         assert Cli(blank_db.dsn)("db", "init").exit_code == 0
         assert schema_dump(fresh) == schema_dump(blank_db)
-        kinds = "SELECT * FROM etlctl.kind_steps ORDER BY kind, position"
-        assert fresh.sql(kinds) == blank_db.sql(kinds)
+        for data in ("SELECT * FROM etlctl.kind_steps ORDER BY kind, position",
+                     "SELECT * FROM etlctl.job_kinds ORDER BY name", "SELECT * FROM etlctl.step_rules ORDER BY step"):
+            assert fresh.sql(data) == blank_db.sql(data)
     finally:
         fresh.drop()
 
@@ -117,7 +134,7 @@ def test_rows_that_break_the_one_running_rule_are_reported_and_the_rest_applies(
     cli = Cli(blank_db.dsn)
     result = cli("db", "init")
     assert result.exit_code == 4
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
     assert result.stderr == (
         "etlctl: migration 0002_one_running_per_integration not applied: more than one RUNNING job per integration "
         "(integration 1 has RUNNING jobs 5, 6); reset the extra ones (etlctl reset JOB --force) "
