@@ -168,3 +168,40 @@ def test_the_database_refuses_a_second_running_job_on_an_integration(db):
     # Jobs without an integration are not constrained by it.
     db.job("Solo 1", tenant, None, status={"overall": "RUNNING", "steps": {}})
     db.job("Solo 2", tenant, None, status={"overall": "RUNNING", "steps": {}})
+
+
+def test_migration_0005_keeps_what_an_operator_changed(blank_db):
+    """An install at 0004 whose operator changed the seeded kinds: 0005 adds the contract's rules
+    and kinds, but never undoes an operator's change."""
+    from etlctl.store import schema
+
+    load_existing_system(blank_db)
+    earlier = [m for m in schema.migrations() if m.name < "0005"]
+    for migration in earlier:
+        blank_db.conn.execute(migration.sql)
+    blank_db.sql("INSERT INTO etlctl.migrations (name) SELECT unnest(%s::text[])", [m.name for m in earlier])
+    blank_db.sql("UPDATE etlctl.kind_steps SET display_name = 'Dev status (ours)' WHERE step = 'jira_dev_status'")
+    blank_db.sql("UPDATE etlctl.kind_steps SET rule = 'finished' WHERE step = 'github_prs_commits_reviews_comments'")
+    blank_db.sql("INSERT INTO etlctl.job_kinds (name) VALUES ('confluence')")
+    blank_db.sql("""INSERT INTO etlctl.kind_steps (kind, position, step, rule) VALUES
+                    ('confluence', 1, 'confluence_pages', 'finished_or_idle'), ('confluence', 2, 'confluence_spaces', 'finished')""")
+
+    result = Cli(blank_db.dsn)("db", "init")
+    assert (result.exit_code, result.stdout) == (0, "applied migrations: 0005_existing_system_contract\n")
+    steps = blank_db.sql("SELECT kind, position, step, display_name FROM etlctl.kind_steps ORDER BY kind, position")
+    assert [(s["kind"], s["step"], s["display_name"]) for s in steps if s["kind"] == "jira"] == [
+        ("jira", "jira_projects_and_issue_types", "Projects & Issue Types"),  # the operator's jira kind, as it was
+        ("jira", "jira_statuses_and_relationships", "Statuses & Relationships"),
+        ("jira", "jira_issues_with_changelogs", "Issues & Changelogs"),
+        ("jira", "jira_dev_status", "Dev status (ours)"),
+    ]
+    assert [s["display_name"] for s in steps if s["kind"] == "github"] == ["Repositories", "PRs, Commits, Reviews & Comments"]
+    assert {s["kind"] for s in steps} == {"jira", "github", "confluence", "wex fabric", "wex ad"}
+    assert dict((r["step"], r["rule"]) for r in blank_db.sql("SELECT step, rule FROM etlctl.step_rules")) == {
+        "confluence_pages": "finished_or_idle",  # the operator's rule, carried over
+        "github_prs_commits_reviews_comments": "finished",  # the operator made it stricter: kept
+        "jira_dev_status": "finished_or_idle", "github_commits": "finished_or_idle",
+        "github_reviews": "finished_or_idle", "github_pull_requests": "finished_or_idle",
+    }
+    providers = dict((r["name"], r["message_provider"]) for r in blank_db.sql("SELECT name, message_provider FROM etlctl.job_kinds"))
+    assert providers == {"jira": "jira", "github": "github", "confluence": None, "wex fabric": None, "wex ad": None}
