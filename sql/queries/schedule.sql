@@ -18,7 +18,7 @@
 -- state never makes it due). A fragment, included by the queries below: the very
 -- expression of the index etlctl_jobs_due and of the statistics
 -- etlctl.etl_jobs_due_stats (sql/schema.sql), so that the planner uses them.
--- Change all three together; tests/test_contract_writes.py compares them.
+-- Change all three together; tests/test_due_index.py checks that they match.
 CASE j.status ->> 'overall'
         WHEN 'READY' THEN coalesce(j.next_run, '-infinity')
         WHEN 'RATE_LIMIT_REACHED' THEN coalesce(j.next_run, '-infinity')
