@@ -152,13 +152,13 @@ CROSS JOIN LATERAL (
 ORDER BY j.g
 """]
 
+# The due rule is the scheduler's own `_due_at` fragment (on etl_jobs j), filled in where used.
 SAVE = """
 DROP TABLE IF EXISTS bench_saved;
 CREATE TABLE bench_saved AS
 SELECT id, status, next_run, last_run_started_at, last_run_finished_at, last_updated_at, retry_count, error_message
-FROM etl_jobs
-WHERE etlctl.due_at(status ->> 'overall', next_run, last_run_started_at, last_run_finished_at, last_updated_at,
-                    retry_interval_minutes) <= (now() AT TIME ZONE 'UTC')
+FROM etl_jobs j
+WHERE {due_at} <= (now() AT TIME ZONE 'UTC')
    OR (status ->> 'overall' = 'FINISHED' AND (status ->> 'reset_deadline')::timestamptz <= now());
 ALTER TABLE bench_saved ADD PRIMARY KEY (id);
 """
@@ -189,20 +189,22 @@ def generate(server: Server, dbname: str, n: int, all_sweep: bool = False) -> tu
         for table in ("tenants", "integrations", "etl_jobs"):
             conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
         conn.execute("VACUUM (ANALYZE) tenants, integrations, etl_jobs")
-        for statement in SAVE.strip().split(";\n"):
+        from etlctl.store import queries
+
+        due_at = queries.get("_due_at")
+        for statement in SAVE.replace("{due_at}", due_at).strip().split(";\n"):
             conn.execute(statement)
         load_seconds = time.perf_counter() - started
         facts = conn.execute("""
             SELECT count(*) AS jobs,
-                   count(*) FILTER (WHERE etlctl.due_at(status ->> 'overall', next_run, last_run_started_at,
-                       last_run_finished_at, last_updated_at, retry_interval_minutes) <= (now() AT TIME ZONE 'UTC')) AS due,
+                   count(*) FILTER (WHERE """ + due_at + """ <= (now() AT TIME ZONE 'UTC')) AS due,
                    count(*) FILTER (WHERE status ->> 'overall' = 'FINISHED') AS finished,
                    count(*) FILTER (WHERE status ->> 'overall' = 'FINISHED'
                                     AND (status ->> 'reset_deadline')::timestamptz <= now()) AS sweep_due,
                    count(*) FILTER (WHERE status ->> 'overall' = 'RUNNING') AS running,
                    (SELECT count(*) FROM tenants) AS tenants, (SELECT count(*) FROM integrations) AS integrations,
                    pg_size_pretty(pg_total_relation_size('etl_jobs')) AS size
-            FROM etl_jobs""").fetchone()
+            FROM etl_jobs j""").fetchone()
     facts["load_seconds"] = load_seconds
     return dsn, facts
 

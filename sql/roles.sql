@@ -28,8 +28,8 @@
 --                           Never INSERT or DELETE: jobs are created by the platform.
 --   etlctl.audit            SELECT, INSERT (and its sequence): every change is audited; history reads it
 --   etlctl.queue            SELECT, INSERT, UPDATE (and its sequence): schedule-next queues, queue claim/done
---   etlctl.job_kinds, etlctl.kind_steps, etlctl.migrations   SELECT
---   etlctl functions        EXECUTE (job_kind, idle_steps, run_steps, due_at, ...)
+--   etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations   SELECT
+--   etlctl functions        EXECUTE (job_kind, idle_steps, run_steps, first_step, ...)
 -- Not granted: DDL (CREATE on any schema), DELETE or TRUNCATE anywhere, INSERT
 -- into etl_jobs, writes to kinds (operators change those as the owner).
 -- LISTEN/NOTIFY (watch), advisory locks (the tick locks) and pg_stat_activity
@@ -63,6 +63,6 @@ GRANT UPDATE (status, last_run_started_at, last_run_finished_at, last_sync_date,
 GRANT SELECT, INSERT ON etlctl.audit TO etlctl_runner;
 GRANT SELECT, INSERT, UPDATE ON etlctl.queue TO etlctl_runner;
 GRANT USAGE ON SEQUENCE etlctl.audit_id_seq, etlctl.queue_id_seq TO etlctl_runner;
-GRANT SELECT ON etlctl.job_kinds, etlctl.kind_steps, etlctl.migrations TO etlctl_runner;
+GRANT SELECT ON etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations TO etlctl_runner;
 
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA etlctl TO etlctl_runner;

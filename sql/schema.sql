@@ -55,10 +55,16 @@ CREATE TABLE IF NOT EXISTS etlctl.migrations (
 
 -- Job kinds and their ordered steps: data an operator changes without a release.
 -- A job's kind is the one named like the job, else like its integration's provider
--- (case-insensitively; kind names are stored lower-case).
+-- (case-insensitively; kind names are stored lower-case). A kind decides which
+-- steps a new run gets (order, display name) and the first message of a run:
+-- message_provider is the `provider` the workers accept (NULL: the kind defines
+-- no message, and its jobs are never started); message_extra holds the kind's
+-- further fields of every message etlctl queues for it.
 CREATE TABLE IF NOT EXISTS etlctl.job_kinds (
     name text PRIMARY KEY CHECK (name = lower(name) AND name <> ''),
-    description text NOT NULL DEFAULT ''
+    description text NOT NULL DEFAULT '',
+    message_provider text CHECK (message_provider <> ''),
+    message_extra jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(message_extra) = 'object')
 );
 
 CREATE TABLE IF NOT EXISTS etlctl.kind_steps (
@@ -66,30 +72,54 @@ CREATE TABLE IF NOT EXISTS etlctl.kind_steps (
     position integer NOT NULL CHECK (position > 0),
     step text NOT NULL CHECK (step <> ''),
     display_name text NOT NULL DEFAULT '',
-    -- 'finished': all three phases must finish; 'finished_or_idle': or all three may stay idle.
-    rule text NOT NULL DEFAULT 'finished' CHECK (rule IN ('finished', 'finished_or_idle')),
+    -- schedule-next may queue this step's extraction once the steps before it have
+    -- finished. Off by default: the existing workers chain their own steps.
+    chain boolean NOT NULL DEFAULT false,
     PRIMARY KEY (kind, step),
     -- Deferrable so that an operator can swap two positions in one transaction.
     CONSTRAINT kind_steps_kind_position_key UNIQUE (kind, position) DEFERRABLE INITIALLY IMMEDIATE
 );
 
-INSERT INTO etlctl.job_kinds (name, description) VALUES
-    ('jira', 'Jira: all four steps must finish'),
-    ('github', 'GitHub: repositories must finish; PRs may stay idle when none were extracted')
+-- How a step may end, by step name, whatever the kind (the existing check-completion
+-- endpoint judges every step of the document by its name). A step without a row
+-- must finish in all three phases; 'finished_or_idle': or stay idle in all three.
+CREATE TABLE IF NOT EXISTS etlctl.step_rules (
+    step text PRIMARY KEY CHECK (step <> ''),
+    rule text NOT NULL CHECK (rule IN ('finished', 'finished_or_idle'))
+);
+
+-- The seeded kinds and steps of the existing system (existing-system-contract.md §2, §3).
+INSERT INTO etlctl.job_kinds (name, description, message_provider, message_extra) VALUES
+    ('jira', 'Jira: five steps; jira_dev_status may stay idle (no issues extracted)', 'jira', '{}'),
+    ('github', 'GitHub: repositories must finish; PRs may stay idle when none were extracted', 'github',
+     '{"first_item": true, "last_item": false}'),
+    ('wex fabric', 'WEX Fabric: one step; no worker takes it yet, so it defines no message', NULL, '{}'),
+    ('wex ad', 'WEX AD: one step; no worker takes it yet, so it defines no message', NULL, '{}')
 ON CONFLICT (name) DO NOTHING;
 
 -- A kind's steps are seeded only while it has none: steps an operator removed stay removed.
-INSERT INTO etlctl.kind_steps (kind, position, step, display_name, rule)
-SELECT v.kind, v.position, v.step, v.display_name, v.rule
+INSERT INTO etlctl.kind_steps (kind, position, step, display_name)
+SELECT v.kind, v.position, v.step, v.display_name
 FROM (VALUES
-    ('jira', 1, 'jira_projects_and_issue_types', 'Projects & Issue Types', 'finished'),
-    ('jira', 2, 'jira_statuses_and_relationships', 'Statuses & Relationships', 'finished'),
-    ('jira', 3, 'jira_issues_with_changelogs', 'Issues & Changelogs', 'finished'),
-    ('jira', 4, 'jira_dev_status', 'Dev Status', 'finished'),
-    ('github', 1, 'github_repositories', 'Repositories', 'finished'),
-    ('github', 2, 'github_prs_commits_reviews_comments', 'PRs, Commits, Reviews & Comments', 'finished_or_idle')
-) AS v (kind, position, step, display_name, rule)
+    ('jira', 1, 'jira_projects_and_issue_types', 'Projects & Types'),
+    ('jira', 2, 'jira_statuses_and_relationships', 'Statuses & Relations'),
+    ('jira', 3, 'jira_issues_with_changelogs', 'Issues & Changelogs'),
+    ('jira', 4, 'jira_dev_status', 'Development Status'),
+    ('jira', 5, 'jira_sprint_reports', 'Sprint Reports'),
+    ('github', 1, 'github_repositories', 'Repositories'),
+    ('github', 2, 'github_prs_commits_reviews_comments', 'PRs, Commits, Reviews & Comments'),
+    ('wex fabric', 1, 'wex_fabric_data', 'Fabric Data'),
+    ('wex ad', 1, 'wex_ad_users', 'AD Users')
+) AS v (kind, position, step, display_name)
 WHERE NOT EXISTS (SELECT 1 FROM etlctl.kind_steps s WHERE s.kind = v.kind);
+
+INSERT INTO etlctl.step_rules (step, rule) VALUES
+    ('jira_dev_status', 'finished_or_idle'),
+    ('github_commits', 'finished_or_idle'),
+    ('github_reviews', 'finished_or_idle'),
+    ('github_pull_requests', 'finished_or_idle'),
+    ('github_prs_commits_reviews_comments', 'finished_or_idle')
+ON CONFLICT (step) DO NOTHING;
 
 -- Every state change etlctl makes, written in the same transaction as the change.
 -- No foreign key to etl_jobs: history outlives a deleted job.
@@ -125,6 +155,8 @@ CREATE TABLE IF NOT EXISTS etlctl.queue (
     claimed_at timestamptz,
     claimed_by text,
     done_at timestamptz,
+    -- The broker queue the message goes to: extraction_queue_<tenants.tier>.
+    queue_name text,
     CONSTRAINT queue_token_step_phase_key UNIQUE (token, step, phase)
 );
 CREATE INDEX IF NOT EXISTS queue_unclaimed ON etlctl.queue (phase, id) WHERE claimed_at IS NULL;
@@ -180,29 +212,25 @@ CREATE UNIQUE INDEX IF NOT EXISTS etlctl_one_running_per_integration
     ON etl_jobs (integration_id)
     WHERE (status ->> 'overall') = 'RUNNING';
 
--- The time from which a job is due, in the naive zone of the table, or NULL when
--- its state never makes it due (RUNNING, FINISHED, or an unknown value):
---   READY, RATE_LIMIT_REACHED  next_run (NULL: due now)
---   FAILED                     retry_interval_minutes after the run's latest
---                              start, finish or update
--- IMMUTABLE (it reads only its arguments) so that an index can hold it.
-CREATE OR REPLACE FUNCTION etlctl.due_at(
-    overall text, next_run timestamp, started timestamp, finished timestamp, updated timestamp, retry_minutes integer
-) RETURNS timestamp
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE overall
+-- Due jobs, earliest first: a range scan finds the few due among many. The
+-- expression is the due rule, the time from which a job is due in the naive zone
+-- of the table (NULL: its state never makes it due):
+--   READY, RATE_LIMIT_REACHED (or RATE_LIMITED)  next_run (NULL: due now)
+--   FAILED   retry_interval_minutes after the run's latest start, finish or update
+-- Written out with built-in functions only: everything on etl_jobs runs with the
+-- privileges of whoever writes a row, and the existing system's roles may not
+-- execute etlctl's functions. The scheduler's queries use the very same
+-- expression (the `_due_at` fragment of sql/queries/schedule.sql), so the
+-- planner uses this index: change both together (a test compares them).
+CREATE INDEX IF NOT EXISTS etlctl_jobs_due ON etl_jobs ((
+    CASE status ->> 'overall'
         WHEN 'READY' THEN coalesce(next_run, '-infinity')
         WHEN 'RATE_LIMIT_REACHED' THEN coalesce(next_run, '-infinity')
-        WHEN 'FAILED' THEN coalesce(greatest(started, finished, updated), '-infinity')
-                           + make_interval(mins => greatest(coalesce(retry_minutes, 0), 0))
+        WHEN 'RATE_LIMITED' THEN coalesce(next_run, '-infinity')
+        WHEN 'FAILED' THEN coalesce(greatest(last_run_started_at, last_run_finished_at, last_updated_at), '-infinity')
+                           + make_interval(mins => greatest(coalesce(retry_interval_minutes, 0), 0))
     END
-$$;
-
--- Due jobs, earliest first: a range scan finds the few due among many.
-CREATE INDEX IF NOT EXISTS etlctl_jobs_due ON etl_jobs (
-    etlctl.due_at(status ->> 'overall', next_run, last_run_started_at, last_run_finished_at,
-                  last_updated_at, retry_interval_minutes)
-) WHERE (status ->> 'overall') IN ('READY', 'FAILED', 'RATE_LIMIT_REACHED');
+)) WHERE (status ->> 'overall') IN ('READY', 'FAILED', 'RATE_LIMIT_REACHED', 'RATE_LIMITED');
 
 -- Jobs in flight (RUNNING, or FINISHED and not yet reset), by integration: what
 -- keeps an integration busy, and what the sweep walks.
@@ -233,8 +261,14 @@ $$;
 -- Statistics on a job's state and due time over the whole table (the planner ignores
 -- those of the partial index above): they tell it how few jobs are due, so that
 -- schedule-next looks up only the integrations of the due jobs (migration 0004).
+-- The same built-in expression as the index (migration 0005).
 CREATE STATISTICS IF NOT EXISTS etlctl.etl_jobs_due_stats ON
     (status ->> 'overall'),
-    (etlctl.due_at(status ->> 'overall', next_run, last_run_started_at, last_run_finished_at,
-                   last_updated_at, retry_interval_minutes))
+    (CASE status ->> 'overall'
+        WHEN 'READY' THEN coalesce(next_run, '-infinity')
+        WHEN 'RATE_LIMIT_REACHED' THEN coalesce(next_run, '-infinity')
+        WHEN 'RATE_LIMITED' THEN coalesce(next_run, '-infinity')
+        WHEN 'FAILED' THEN coalesce(greatest(last_run_started_at, last_run_finished_at, last_updated_at), '-infinity')
+                           + make_interval(mins => greatest(coalesce(retry_interval_minutes, 0), 0))
+    END)
 FROM etl_jobs;

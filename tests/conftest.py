@@ -116,3 +116,15 @@ def frozen(request, monkeypatch):
             yield fake
         finally:
             clock.use(previous)
+
+
+@pytest.fixture
+def seeded(db):
+    """`db` with rows built the way the existing system's seeds build them (tests/fixtures/existing_seeds.sql):
+    returns job ids by (tenant, job name). Its naive timestamps are New York local time: run etlctl
+    with ETLCTL_DB_TIMEZONE=America/New_York (tests.helpers.NEW_YORK)."""
+    from pathlib import Path
+
+    db.conn.execute((Path(__file__).parent / "fixtures" / "existing_seeds.sql").read_text())
+    rows = db.sql("SELECT j.id, t.name AS tenant, j.job_name FROM etl_jobs j JOIN tenants t ON t.id = j.tenant_id")
+    return {(r["tenant"], r["job_name"]): r["id"] for r in rows}

@@ -220,3 +220,8 @@ class FrozenClock(DatabaseClock):
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.frozen.tick(timedelta(seconds=seconds))
+
+
+# The steps of the existing system's seeded kinds (existing-system-contract.md §3).
+JIRA5_STEPS = [*JIRA_STEPS, "jira_sprint_reports"]
+NEW_YORK = {"ETLCTL_DB_TIMEZONE": "America/New_York"}

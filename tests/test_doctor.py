@@ -398,7 +398,7 @@ def test_a_dropped_index_is_reported_with_the_sql_that_recreates_it(db, cli, fro
 
 def test_a_pending_migration_skips_the_checks_that_need_it(db, cli, frozen, acme):
     db.job("Jira", acme, db.integration(acme), next_run=naive(-3600))
-    db.sql("DROP FUNCTION etlctl.due_at CASCADE")  # what 0003 creates (and the index on it)
+    db.sql("DROP FUNCTION etlctl.first_step")  # what 0003 creates, and only the scheduler's queries call
     db.sql("DELETE FROM etlctl.migrations WHERE name = '0003_scheduling'")
     result = cli("doctor")
     assert result.exit_code == 3
@@ -415,7 +415,7 @@ def test_a_pending_migration_skips_the_checks_that_need_it(db, cli, frozen, acme
 ])
 def test_clock_skew_over_5s(db, cli, monkeypatch, offset, expected):
     monkeypatch.setattr(doctor, "host_clock", lambda: time.time() + offset)
-    later = db.job("Later")  # a healthy job, so the only finding can be the skew
+    later = db.job("Jira")  # a healthy job (not due yet), so the only finding can be the skew
     db.sql("UPDATE etl_jobs SET next_run = now()::timestamp + interval '1 hour' WHERE id = %s", later)
     data = cli("doctor", "--json").json()
     if expected is None:
@@ -579,3 +579,30 @@ def test_a_finished_job_with_malformed_steps_names_the_cause(db, cli, frozen, ac
     causes = [f["cause"] for f in cli("doctor", "--json").json()["findings"] if f["job_ids"] == [job]]
     assert causes and all(c.strip() for c in causes)
     assert any("steps is a string, not an object" in c for c in causes), causes
+
+
+def test_a_malformed_document_names_etlctl_when_its_write_was_the_latest(db, cli, frozen, acme):
+    """A document without steps, completed by etlctl: doctor never blames "another program" for etlctl's write."""
+    job = db.job("Jira", acme, None, status={"overall": "RUNNING", "token": "t"}, last_updated_at=naive(-600))
+    [before] = [f for f in cli("doctor", "--json").json()["findings"] if f["code"] == "malformed_status"]
+    assert before["cause"] == ("another program wrote it (etlctl has never changed this job, and never repairs a "
+                               "document): find the writer")
+    assert cli("complete", job, "--token", "t").exit_code == 0
+    frozen.frozen.tick(60)
+    [after] = [f for f in cli("doctor", "--json").json()["findings"] if f["code"] == "malformed_status"]
+    assert after["summary"] == f"job {job} (Jira, tenant acme), FINISHED: it has no steps key"
+    assert after["cause"] == (
+        "the latest recorded change to the job is etlctl's own `etlctl complete` at 2026-11-28 15:00:00, which "
+        "keeps what it does not own as it finds it (etlctl never repairs a document): it was already so, or a worker "
+        "changed it since without recording a time")
+    db.sql("UPDATE etl_jobs SET last_updated_at = %s WHERE id = %s", naive(+30), job)  # another program's write since
+    [later] = [f for f in cli("doctor", "--json").json()["findings"] if f["code"] == "malformed_status"]
+    assert later["cause"].startswith("another program wrote the job after etlctl's latest change (`etlctl complete` at ")
+
+
+def test_an_active_job_whose_kind_defines_no_message_can_never_start(db, cli, frozen, acme):
+    job = db.job("WEX Fabric", acme, None)
+    [finding] = [f for f in cli("doctor", "--json").json()["findings"] if f["code"] == "not_starting"]
+    assert (finding["severity"], finding["job_ids"], finding["details"]["blocked_by"]) == ("problem", [job], "no_message")
+    assert finding["summary"] == (f"job {job} (WEX Fabric, tenant acme) READY: it can never start: kind wex fabric "
+                                  "defines no message (no worker takes its runs): never started")

@@ -15,7 +15,9 @@ def jira(db):
     """A Jira job of tenant 'acme' on its own integration, RUNNING run 'tok-1', every phase finished."""
     tenant = db.tenant("acme")
     integration = db.integration(tenant, "Jira")
-    return db.job("Jira", tenant, integration, status=running(), last_run_started_at="2026-11-28 08:00:00")
+    return db.job("Jira", tenant, integration, status=running(), last_run_started_at="2026-11-28 08:00:00",
+                  last_sync_date="2026-11-20 07:00:00", next_run="2026-11-28 09:00:00", error_message="earlier",
+                  retry_count=2)
 
 
 # --- complete --------------------------------------------------------------
@@ -31,7 +33,9 @@ def test_complete_finishes_the_run_and_records_a_pending_reset(db, cli, jira):
     assert (status["overall"], status["reset_stage"], status["reset_attempt"]) == ("FINISHED", "check", 0)
     now = db.value("SELECT now()::timestamp")
     assert abs((row["last_run_finished_at"] - now).total_seconds()) < 5
-    assert str(row["last_sync_date"]) == "2026-11-28 08:00:00"  # the run's start: the extraction date
+    # As the existing complete_etl_job(): last_sync_date only with --sync-date; next_run, error and retries cleared.
+    assert str(row["last_sync_date"]) == "2026-11-20 07:00:00"
+    assert (row["next_run"], row["error_message"], row["retry_count"]) == (None, None, 0)
     deadline = db.value("SELECT (status->>'reset_deadline')::timestamptz - now() FROM etl_jobs WHERE id = %s", jira)
     assert timedelta(seconds=25) < deadline <= timedelta(seconds=30)
     audit = db.audit(jira)
@@ -112,7 +116,8 @@ def test_step_unknown_to_the_kind_is_a_usage_error(db, cli, jira, name):
     before = db.row(jira)
     result = cli("step", jira, name, "embedding", "finished")
     assert result.exit_code == 2
-    assert result.stderr == (f"etlctl: unknown step {name!r} for kind jira: its steps are {', '.join(JIRA_STEPS)}\n")
+    assert result.stderr == (f"etlctl: unknown step {name!r}: not in job {jira}'s document, nor in kind jira "
+                             f"({', '.join(JIRA_STEPS)}, jira_sprint_reports)\n")
     assert db.row(jira) == before
     assert db.value("SELECT count(*) FROM etl_jobs") == 1
 
@@ -167,6 +172,8 @@ def test_check_a_finished_job(db, cli):
         "2    jira_statuses_and_relationships  finished      finished     finished     finished\n"
         "3    jira_issues_with_changelogs      finished      finished     finished     finished\n"
         "4    jira_dev_status                  finished      finished     finished     finished\n"
+        # The kind's fifth step, absent from this older document: shown, not judged.
+        "5    jira_sprint_reports              -             -            -            absent\n"
         f"job {job} (Jira, tenant acme): all steps finished\n"
     )
 

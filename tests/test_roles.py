@@ -47,7 +47,8 @@ def test_the_role_is_nologin_and_has_exactly_these_table_rights(db, runner):
         GROUP BY 1 ORDER BY 1""")
     assert {r["t"]: r["p"] for r in granted} == {
         "etlctl.audit": "INSERT,SELECT", "etlctl.job_kinds": "SELECT", "etlctl.kind_steps": "SELECT",
-        "etlctl.migrations": "SELECT", "etlctl.queue": "INSERT,SELECT,UPDATE", "public.etl_jobs": "SELECT",
+        "etlctl.migrations": "SELECT", "etlctl.queue": "INSERT,SELECT,UPDATE", "etlctl.step_rules": "SELECT",
+        "public.etl_jobs": "SELECT",
         "public.tenants": "SELECT",
     }
     readable = db.sql("""
@@ -68,6 +69,9 @@ def test_etlctl_commands_work_as_the_runner_role(db, runner, frozen):
     name, dsn = runner
     cli = Cli(dsn)
     acme = db.tenant("acme")
+    # Kinds an operator defined (as the owner), each with its message, so that their jobs start.
+    db.sql("INSERT INTO etlctl.job_kinds (name, message_provider) VALUES ('solo', 'solo'), ('retry', 'retry')")
+    db.sql("INSERT INTO etlctl.kind_steps (kind, position, step) VALUES ('solo', 1, 'only'), ('retry', 1, 'only')")
     one_step = {"overall": "READY", "steps": {"only": {"order": 1, "extraction": "idle", "transform": "idle",
                                                        "embedding": "idle"}}}
     job = db.job("Solo", acme, db.integration(acme, "Solo"), status=one_step)

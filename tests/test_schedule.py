@@ -113,9 +113,9 @@ def test_one_job_in_flight_per_integration_earliest_next_run_first(db, cli, froz
 
 def test_jobs_without_an_integration_are_scheduled_on_their_own(db, cli, frozen, acme):
     """The rule: a job with no integration is its own group; only it and its tenant must be active."""
-    a = db.job("Solo A", acme, None, status=running(token="x"))
-    b = db.job("Solo B", acme, None, status={"overall": "READY", "steps": {"only": {p: "idle" for p in PHASES}}})
-    c = db.job("Jira", acme, None)
+    a = db.job("GitHub", acme, None, status=running(token="x"))
+    b = db.job("Jira", acme, None, status={"overall": "READY", "steps": {"only": {p: "idle" for p in PHASES}}})
+    c = db.job("Jira", db.tenant("beta"), None)
     assert sorted(started_ids(cli("schedule-next", "--json"))) == [b, c]
     assert db.status(a)["overall"] == "RUNNING"
 
@@ -137,12 +137,17 @@ def test_starting_a_job(db, cli, frozen, acme):
     assert row["status"]["overall"] == "RUNNING" and row["status"]["token"] == token
     assert row["status"]["ui"] == "keep" and row["status"]["reset_stage"] is None
     assert row["status"]["steps"][JIRA_STEPS[0]] == {"order": 1, "display_name": "Custom name", **{p: "idle" for p in PHASES}}
-    assert row["status"]["steps"][JIRA_STEPS[3]] == {"order": 4, "display_name": "Dev Status", **{p: "idle" for p in PHASES}}
+    assert row["status"]["steps"][JIRA_STEPS[3]] == {"order": 4, "display_name": "Development Status",
+                                                     **{p: "idle" for p in PHASES}}
+    assert row["status"]["steps"]["jira_sprint_reports"] == {"order": 5, "display_name": "Sprint Reports",
+                                                             **{p: "idle" for p in PHASES}}
     assert str(row["last_run_started_at"]) == naive()
     queue = db.sql("SELECT * FROM etlctl.queue")
     assert len(queue) == 1 and queue[0]["id"] == started["queue_id"]
+    assert queue[0]["queue_name"] == "extraction_queue_premium"
     assert queue[0]["message"] == {"tenant_id": acme, "integration_id": integration, "job_id": job,
-                                   "type": JIRA_STEPS[0], "provider": "Jira", "token": token, "first_item": True}
+                                   "type": JIRA_STEPS[0], "provider": "jira", "token": token,
+                                   "old_last_sync_date": None}
     audit = db.audit(job)
     assert [(a["from_state"], a["to_state"], a["token"], a["command"]) for a in audit] == [
         ("READY", "RUNNING", token, "schedule-next")]
@@ -167,11 +172,19 @@ def test_limit_and_tenant(db, cli, frozen):
     assert started_ids(cli("schedule-next", "--json", "--limit", "2")) == [a[1], a[2]]  # earliest first
 
 
-def test_an_unknown_kind_without_steps_is_not_started(db, cli, frozen, acme):
-    job = db.job("Confluence", acme, db.integration(acme, "Confluence"))
+def test_a_job_of_unknown_kind_or_of_a_kind_without_message_is_not_started(db, cli, frozen, acme):
+    steps_of_its_own = {"overall": "READY", "steps": {"pages": {p: "idle" for p in PHASES}}}
+    unknown = db.job("Confluence", acme, db.integration(acme, "Confluence"), status=steps_of_its_own)
+    wex = db.job("WEX Fabric", acme, None)
     result = cli("schedule-next", "--explain", "--dry-run")
-    assert result.stdout == (f"not starting job {job} (Confluence, tenant acme): unknown kind and no steps in its "
-                             "status document: nothing to queue\n")
+    assert result.stdout == (
+        f"not starting job {unknown} (Confluence, tenant acme): no job kind matches its name or its provider: "
+        "no message to queue, never started\n"
+        f"not starting job {wex} (WEX Fabric, tenant acme): kind wex fabric defines no message (no worker takes its "
+        "runs): never started\n")
+    # A kind is data: give it a message and its jobs start.
+    db.sql("UPDATE etlctl.job_kinds SET message_provider = 'wex' WHERE name = 'wex fabric'")
+    assert started_ids(cli("schedule-next", "--json")) == [wex]
 
 
 def test_explain_agrees_with_the_scheduler_on_every_job(db, cli, frozen):
@@ -201,6 +214,7 @@ def test_explain_agrees_with_the_scheduler_on_every_job(db, cli, frozen):
 
 
 def test_the_next_step_is_queued_once_when_the_current_one_finished(db, cli, frozen, acme):
+    db.sql("UPDATE etlctl.kind_steps SET chain = true WHERE kind = 'jira'")  # an operator opts in
     integration = db.integration(acme)
     job = db.job("Jira", acme, integration, status=running(value="idle", token="run-1",
                                                           jira_projects_and_issue_types__extraction="finished",
@@ -209,14 +223,27 @@ def test_the_next_step_is_queued_once_when_the_current_one_finished(db, cli, fro
                  last_updated_at=naive(-5))
     result = cli("schedule-next", "--chain-grace", "0")
     assert result.stdout == f"queued job {job}: jira_statuses_and_relationships extraction (next step)\n"
-    queue = db.sql("SELECT step, token, message FROM etlctl.queue")
-    assert [(q["step"], q["token"], q["message"]["first_item"]) for q in queue] == [
-        ("jira_statuses_and_relationships", "run-1", False)]
+    queue = db.sql("SELECT step, token, queue_name, message FROM etlctl.queue")
+    assert [(q["step"], q["token"], q["queue_name"], q["message"]["type"], q["message"]["provider"]) for q in queue] == [
+        ("jira_statuses_and_relationships", "run-1", "extraction_queue_premium", "jira_statuses_and_relationships",
+         "jira")]
     assert cli("schedule-next", "--chain-grace", "0").stdout == ""  # idempotent
     assert db.value("SELECT count(*) FROM etlctl.queue") == 1
 
 
+def test_steps_are_chained_only_where_the_kind_says_so(db, cli, frozen, acme):
+    """The seeded kinds' workers chain their own steps: schedule-next never queues a later step of theirs."""
+    first_done = {f"jira_projects_and_issue_types__{p}": "finished" for p in PHASES}
+    job = db.job("Jira", acme, db.integration(acme), status=running(value="idle", token="r", **first_done),
+                 last_updated_at=naive(-3600))
+    assert cli("schedule-next", "--chain-grace", "0").stdout == ""
+    assert db.value("SELECT count(*) FROM etlctl.queue") == 0
+    db.sql("UPDATE etlctl.kind_steps SET chain = true WHERE kind = 'jira' AND step = 'jira_statuses_and_relationships'")
+    assert cli("schedule-next").stdout == f"queued job {job}: jira_statuses_and_relationships extraction (next step)\n"
+
+
 def test_workers_that_chain_steps_themselves_are_left_alone(db, cli, frozen, acme):
+    db.sql("UPDATE etlctl.kind_steps SET chain = true WHERE kind = 'jira'")
     first_done = {f"jira_projects_and_issue_types__{p}": "finished" for p in PHASES}
     recent = db.job("Jira", acme, db.integration(acme), status=running(value="idle", token="r", **first_done),
                     last_updated_at=naive(-5))
@@ -270,7 +297,7 @@ def test_unknown_keys_survive_a_start(db, cli, frozen, acme):
     assert started_ids(cli("schedule-next", "--json")) == [job]
     after = db.status(job)
     assert after["ui"] == {"x": [1]}
-    assert after["steps"]["jira_dev_status"] == {"worker": "w-1", "order": 9, "display_name": "Dev Status",
+    assert after["steps"]["jira_dev_status"] == {"worker": "w-1", "order": 9, "display_name": "Development Status",
                                                  **{p: "idle" for p in PHASES}}
 
 

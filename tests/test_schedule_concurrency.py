@@ -57,7 +57,7 @@ def check_invariants(db, inactive_jobs):
 
     # 2. Every start has exactly one queue row for its first step, and every first-step row has a start.
     queued = defaultdict(int)
-    for row in db.sql("SELECT token FROM etlctl.queue WHERE (message->>'first_item')::boolean"):
+    for row in db.sql("SELECT token FROM etlctl.queue WHERE step = 'jira_projects_and_issue_types'"):
         queued[row["token"]] += 1
     assert {e["token"]: 1 for e in starts} == dict(queued)
 

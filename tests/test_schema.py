@@ -43,7 +43,7 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     cli = Cli(blank_db.dsn)
     first = cli("db", "init")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics\n"
+    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
     tables = {r["t"] for r in blank_db.sql(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_schema IN ('public', 'etlctl')")}
     assert {"public.tenants", "public.integrations", "public.etl_jobs", "etlctl.migrations", "etlctl.job_kinds",
@@ -54,15 +54,30 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     assert schema_dump(blank_db) == before
 
 
-def test_seeded_kinds_follow_the_flow_document(db):
-    rows = db.sql("SELECT kind, position, step, rule FROM etlctl.kind_steps ORDER BY kind, position")
-    assert [(r["kind"], r["position"], r["step"], r["rule"]) for r in rows] == [
-        ("github", 1, "github_repositories", "finished"),
-        ("github", 2, "github_prs_commits_reviews_comments", "finished_or_idle"),
-        ("jira", 1, "jira_projects_and_issue_types", "finished"),
-        ("jira", 2, "jira_statuses_and_relationships", "finished"),
-        ("jira", 3, "jira_issues_with_changelogs", "finished"),
-        ("jira", 4, "jira_dev_status", "finished"),
+def test_seeded_kinds_follow_the_existing_system(db):
+    rows = db.sql("SELECT kind, position, step, display_name, chain FROM etlctl.kind_steps ORDER BY kind, position")
+    assert [(r["kind"], r["position"], r["step"], r["display_name"], r["chain"]) for r in rows] == [
+        ("github", 1, "github_repositories", "Repositories", False),
+        ("github", 2, "github_prs_commits_reviews_comments", "PRs, Commits, Reviews & Comments", False),
+        ("jira", 1, "jira_projects_and_issue_types", "Projects & Types", False),
+        ("jira", 2, "jira_statuses_and_relationships", "Statuses & Relations", False),
+        ("jira", 3, "jira_issues_with_changelogs", "Issues & Changelogs", False),
+        ("jira", 4, "jira_dev_status", "Development Status", False),
+        ("jira", 5, "jira_sprint_reports", "Sprint Reports", False),
+        ("wex ad", 1, "wex_ad_users", "AD Users", False),
+        ("wex fabric", 1, "wex_fabric_data", "Fabric Data", False),
+    ]
+    kinds = db.sql("SELECT name, message_provider, message_extra FROM etlctl.job_kinds ORDER BY name")
+    assert [(k["name"], k["message_provider"], k["message_extra"]) for k in kinds] == [
+        ("github", "github", {"first_item": True, "last_item": False}),
+        ("jira", "jira", {}),
+        ("wex ad", None, {}),
+        ("wex fabric", None, {}),
+    ]
+    assert db.sql("SELECT step, rule FROM etlctl.step_rules ORDER BY step") == [
+        {"step": step, "rule": "finished_or_idle"} for step in (
+            "github_commits", "github_prs_commits_reviews_comments", "github_pull_requests", "github_reviews",
+            "jira_dev_status")
     ]
 
 
@@ -71,11 +86,12 @@ def test_existing_system_database_keeps_every_row_and_column(blank_db):
     rows, columns = snapshot_rows(blank_db), snapshot_columns(blank_db)
     result = Cli(blank_db.dsn)("db", "init")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
     assert snapshot_rows(blank_db) == rows
     assert snapshot_columns(blank_db) == columns
     applied = [r["name"] for r in blank_db.sql("SELECT name FROM etlctl.migrations ORDER BY name")]
-    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics"]
+    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics",
+                       "0005_existing_system_contract"]
 
 
 def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_server, blank_db):
@@ -87,8 +103,9 @@ def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_serv
         load_existing_system(blank_db)
         assert Cli(blank_db.dsn)("db", "init").exit_code == 0
         assert schema_dump(fresh) == schema_dump(blank_db)
-        kinds = "SELECT * FROM etlctl.kind_steps ORDER BY kind, position"
-        assert fresh.sql(kinds) == blank_db.sql(kinds)
+        for data in ("SELECT * FROM etlctl.kind_steps ORDER BY kind, position",
+                     "SELECT * FROM etlctl.job_kinds ORDER BY name", "SELECT * FROM etlctl.step_rules ORDER BY step"):
+            assert fresh.sql(data) == blank_db.sql(data)
     finally:
         fresh.drop()
 
@@ -117,7 +134,7 @@ def test_rows_that_break_the_one_running_rule_are_reported_and_the_rest_applies(
     cli = Cli(blank_db.dsn)
     result = cli("db", "init")
     assert result.exit_code == 4
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
     assert result.stderr == (
         "etlctl: migration 0002_one_running_per_integration not applied: more than one RUNNING job per integration "
         "(integration 1 has RUNNING jobs 5, 6); reset the extra ones (etlctl reset JOB --force) "
@@ -151,3 +168,40 @@ def test_the_database_refuses_a_second_running_job_on_an_integration(db):
     # Jobs without an integration are not constrained by it.
     db.job("Solo 1", tenant, None, status={"overall": "RUNNING", "steps": {}})
     db.job("Solo 2", tenant, None, status={"overall": "RUNNING", "steps": {}})
+
+
+def test_migration_0005_keeps_what_an_operator_changed(blank_db):
+    """An install at 0004 whose operator changed the seeded kinds: 0005 adds the contract's rules
+    and kinds, but never undoes an operator's change."""
+    from etlctl.store import schema
+
+    load_existing_system(blank_db)
+    earlier = [m for m in schema.migrations() if m.name < "0005"]
+    for migration in earlier:
+        blank_db.conn.execute(migration.sql)
+    blank_db.sql("INSERT INTO etlctl.migrations (name) SELECT unnest(%s::text[])", [m.name for m in earlier])
+    blank_db.sql("UPDATE etlctl.kind_steps SET display_name = 'Dev status (ours)' WHERE step = 'jira_dev_status'")
+    blank_db.sql("UPDATE etlctl.kind_steps SET rule = 'finished' WHERE step = 'github_prs_commits_reviews_comments'")
+    blank_db.sql("INSERT INTO etlctl.job_kinds (name) VALUES ('confluence')")
+    blank_db.sql("""INSERT INTO etlctl.kind_steps (kind, position, step, rule) VALUES
+                    ('confluence', 1, 'confluence_pages', 'finished_or_idle'), ('confluence', 2, 'confluence_spaces', 'finished')""")
+
+    result = Cli(blank_db.dsn)("db", "init")
+    assert (result.exit_code, result.stdout) == (0, "applied migrations: 0005_existing_system_contract\n")
+    steps = blank_db.sql("SELECT kind, position, step, display_name FROM etlctl.kind_steps ORDER BY kind, position")
+    assert [(s["kind"], s["step"], s["display_name"]) for s in steps if s["kind"] == "jira"] == [
+        ("jira", "jira_projects_and_issue_types", "Projects & Issue Types"),  # the operator's jira kind, as it was
+        ("jira", "jira_statuses_and_relationships", "Statuses & Relationships"),
+        ("jira", "jira_issues_with_changelogs", "Issues & Changelogs"),
+        ("jira", "jira_dev_status", "Dev status (ours)"),
+    ]
+    assert [s["display_name"] for s in steps if s["kind"] == "github"] == ["Repositories", "PRs, Commits, Reviews & Comments"]
+    assert {s["kind"] for s in steps} == {"jira", "github", "confluence", "wex fabric", "wex ad"}
+    assert dict((r["step"], r["rule"]) for r in blank_db.sql("SELECT step, rule FROM etlctl.step_rules")) == {
+        "confluence_pages": "finished_or_idle",  # the operator's rule, carried over
+        "github_prs_commits_reviews_comments": "finished",  # the operator made it stricter: kept
+        "jira_dev_status": "finished_or_idle", "github_commits": "finished_or_idle",
+        "github_reviews": "finished_or_idle", "github_pull_requests": "finished_or_idle",
+    }
+    providers = dict((r["name"], r["message_provider"]) for r in blank_db.sql("SELECT name, message_provider FROM etlctl.job_kinds"))
+    assert providers == {"jira": "jira", "github": "github", "confluence": None, "wex fabric": None, "wex ad": None}

@@ -9,10 +9,11 @@ import signal
 import threading
 import time
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.helpers import JIRA_STEPS, etlctl_process, running
+from tests.helpers import JIRA5_STEPS, JIRA_STEPS, etlctl_process, running
 
 TIMEOUT = 15.0
 
@@ -89,6 +90,13 @@ def idle(names=JIRA_STEPS) -> dict:
     return {name: {"extraction": "idle", "transform": "idle", "embedding": "idle"} for name in names}
 
 
+def kill_watch_connections(db) -> int:
+    """Terminate watch's two connections (the one that LISTENs and the one that reads, and polls)."""
+    killed = db.sql("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
+                    "WHERE application_name = 'etlctl' AND datname = current_database() AND pid <> pg_backend_pid()")
+    return sum(1 for row in killed if row["ok"])
+
+
 def test_watch_prints_each_change_made_by_other_commands(db, cli, watches):
     tenant = db.tenant("acme")
     job = db.job("Jira", tenant, db.integration(tenant))
@@ -98,16 +106,16 @@ def test_watch_prints_each_change_made_by_other_commands(db, cli, watches):
     watch.no_line(0.2)  # without JOBs it prints changes only
 
     assert cli("schedule-next").exit_code == 0
-    assert watch.json() == {"job_id": job, "overall": "RUNNING", "steps": idle(), "resync": False}
+    assert watch.json() == {"job_id": job, "overall": "RUNNING", "steps": idle(JIRA5_STEPS), "resync": False}
     token = db.status(job)["token"]
     assert cli("step", job, JIRA_STEPS[0], "extraction", "running", "--token", token).exit_code == 0
-    expected = idle()
+    expected = idle(JIRA5_STEPS)
     expected[JIRA_STEPS[0]]["extraction"] = "running"
     assert watch.json() == {"job_id": job, "overall": "RUNNING", "steps": expected, "resync": False}
     assert cli("complete", job, "--token", token).exit_code == 0
     assert watch.json() == {"job_id": job, "overall": "FINISHED", "steps": expected, "resync": False}
     assert cli("reset", job, "--force").exit_code == 0
-    assert watch.json() == {"job_id": job, "overall": "READY", "steps": idle(), "resync": False}
+    assert watch.json() == {"job_id": job, "overall": "READY", "steps": idle(JIRA5_STEPS), "resync": False}
     assert other  # never changed, never printed
     watch.no_line(0.3)
 
@@ -123,14 +131,15 @@ def test_watch_survives_the_server_terminating_its_connection(db, cli, watches):
     assert watch.json() == {"job_id": job, "overall": "RUNNING", "steps": idle(), "resync": False}  # JOBs: state first
     watch.stderr_until(f"etlctl: watching job {job} on etl_job_status")
 
-    # A worker writes the table directly: no NOTIFY, so watch cannot know yet...
-    db.sql("UPDATE etl_jobs SET status = jsonb_set(status, %s, '\"running\"') WHERE id = %s",
-           ["steps", JIRA_STEPS[0], "extraction"], job)
-    # ...and then the server drops the connection that LISTENs.
-    killed = db.sql("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
-                    "WHERE application_name = 'etlctl' AND datname = current_database() "
-                    "AND position('LISTEN etl_job_status' IN query) > 0")
-    assert [row["ok"] for row in killed] == [True]
+    # While watch is frozen, a worker writes the table directly (no NOTIFY), and the server drops
+    # both of watch's connections: it learns of the write only when it reads again.
+    watch.proc.send_signal(signal.SIGSTOP)
+    try:
+        db.sql("UPDATE etl_jobs SET status = jsonb_set(status, %s, '\"running\"') WHERE id = %s",
+               ["steps", JIRA_STEPS[0], "extraction"], job)
+        assert kill_watch_connections(db) == 2
+    finally:
+        watch.proc.send_signal(signal.SIGCONT)
 
     assert watch.stderr_until("connection lost").startswith("etlctl: connection lost (")
     assert watch.stderr_until("reconnected") == "etlctl: reconnected; 1 change while disconnected"
@@ -207,11 +216,9 @@ def test_watching_every_job_catches_up_on_what_etlctl_changed_while_disconnected
     job = db.job("Jira", tenant, db.integration(tenant))
     watch = watches("--json", dsn=db.dsn)
     watch.stderr_until("watching every job")
-    watch.proc.send_signal(signal.SIGSTOP)  # frozen while its listening connection is cut and the job starts
+    watch.proc.send_signal(signal.SIGSTOP)  # frozen while its connections are cut and the job starts
     try:
-        killed = db.sql("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
-                        "WHERE application_name = 'etlctl' AND position('LISTEN etl_job_status' IN query) > 0")
-        assert [row["ok"] for row in killed] == [True]
+        assert kill_watch_connections(db) == 2
         assert cli("schedule-next").exit_code == 0  # its notification reaches no one
     finally:
         watch.proc.send_signal(signal.SIGCONT)
@@ -219,3 +226,36 @@ def test_watching_every_job_catches_up_on_what_etlctl_changed_while_disconnected
     line = watch.json()
     assert (line["job_id"], line["overall"], line["resync"]) == (job, "RUNNING", True)
     assert watch.stop(signal.SIGTERM) == 143
+
+
+def test_watch_sees_a_plain_update_from_another_connection(db, watches):
+    """The existing workers write the table directly and send no NOTIFY: watch's poll still sees it."""
+    job = db.job("Jira", status=running(value="idle", token="w"))
+    watch = watches(job, "--json", dsn=db.dsn)
+    watch.json()
+    watch.stderr_until("watching")
+    worker = psycopg.connect(db.dsn, autocommit=True)
+    try:
+        worker.execute("UPDATE etl_jobs SET status = jsonb_set(status, %s, '\"running\"') WHERE id = %s",
+                       (["steps", JIRA_STEPS[1], "transform"], job))
+        expected = idle()
+        expected[JIRA_STEPS[1]]["transform"] = "running"
+        assert watch.json() == {"job_id": job, "overall": "RUNNING", "steps": expected, "resync": False}
+    finally:
+        worker.close()
+    watch.no_line(1.5)  # an unchanged digest is not printed again
+
+
+def test_watching_every_job_sees_another_programs_start_and_reset(db, cli, watches):
+    """Without JOBs: a job that enters flight or leaves it through a plain UPDATE is seen too."""
+    tenant = db.tenant("acme")
+    job = db.job("Jira", tenant, db.integration(tenant), status={"overall": "READY", "steps": idle()})
+    watch = watches("--json", dsn=db.dsn)
+    watch.stderr_until("watching every job")
+    with psycopg.connect(db.dsn, autocommit=True) as other:
+        other.execute("""UPDATE etl_jobs SET status = status || '{"overall": "RUNNING", "token": "run-now"}'
+                         WHERE id = %s""", (job,))
+        assert watch.json() == {"job_id": job, "overall": "RUNNING", "steps": idle(), "resync": False}
+        other.execute("""UPDATE etl_jobs SET status = status || '{"overall": "READY", "token": null}'
+                         WHERE id = %s""", (job,))
+        assert watch.json() == {"job_id": job, "overall": "READY", "steps": idle(), "resync": False}

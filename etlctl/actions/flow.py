@@ -140,9 +140,11 @@ def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, 
         if row is None:
             raise JobNotFound(ref=job_id)
         if not row["step_allowed"]:
+            # Any step of the job's document or of its kind: a worker may report a step the kind does not list.
             if row["kind"] is None:
                 raise UsageError(message=f"unknown step {step_name!r}: job {job_id} has no kind and its document has no such step")
-            raise UsageError(message=f"unknown step {step_name!r} for kind {row['kind']}: its steps are {', '.join(row['kind_steps'] or [])}")
+            raise UsageError(message=f"unknown step {step_name!r}: not in job {job_id}'s document, nor in kind "
+                                     f"{row['kind']} ({', '.join(row['kind_steps'] or [])})")
         result = {"job_id": job_id, "step": step_name, "phase": phase, "status": value, "overall": row["overall"]}
         if row["changed"]:
             return {**result, "result": "updated", "previous": row["current_value"]}

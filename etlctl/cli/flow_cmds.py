@@ -27,7 +27,7 @@ from etlctl.core.rules import PHASE_VALUES, PHASES
 @click.command()
 @job_argument
 @click.option("--token", metavar="T", help="Complete only this run; a stale token changes nothing and exits 4.")
-@click.option("--sync-date", metavar="ISO", help="Extraction date to record as last_sync_date [default: the run's start].")
+@click.option("--sync-date", metavar="ISO", help="Extraction date to record as last_sync_date [default: leave it unchanged].")
 @click.option("--delay", metavar="SECONDS", help="Wait before the first reset check [env: ETLCTL_DELAY; default: 30].")
 @connection_options
 @output_options
@@ -37,9 +37,10 @@ etlctl complete 7 --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
 etlctl complete Jira --tenant acme --sync-date 2026-11-28T10:00:00-05:00 --json
 """)
 def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
-    """Mark a RUNNING job FINISHED, as the embedding worker's
-    _complete_etl_job() does: sets last_run_finished_at and last_sync_date,
-    and records a pending reset (reset_deadline = now + delay).
+    """Mark a RUNNING job FINISHED, as the existing complete_etl_job() does:
+    sets last_run_finished_at, clears next_run and error_message, sets
+    retry_count 0, sets last_sync_date only when --sync-date is given, and
+    records a pending reset (reset_deadline = now + delay).
 
     Running it again on the same run does nothing and says so (exit 0). From
     any other state, or with a token that is not the current run's, it exits
@@ -218,7 +219,7 @@ def step(job, tenant, step_name, phase, value, token, as_json, dry_run) -> None:
     STATUS is idle, running, finished or failed. One guarded jsonb_set on the
     current row, never a read-modify-write, so concurrent workers never lose
     each other's updates. The job must be RUNNING or FINISHED; the step must be
-    one of its kind's (exit 2 otherwise); a stale token exits 4.
+    in its status document or its kind (exit 2 otherwise); a stale token exits 4.
     """
     from etlctl.actions import flow
     from etlctl.views import flow as views

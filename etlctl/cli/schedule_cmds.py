@@ -31,11 +31,15 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     retry_interval_minutes (retry_count goes up), or RATE_LIMIT_REACHED with
     next_run passed. An integration with a job RUNNING or FINISHED (not yet
     reset) is busy. Per idle integration the earliest due job starts: RUNNING,
-    a new run token, every phase idle, and its first extraction queued, in one
-    transaction. A job without an integration is scheduled on its own.
+    a new run token, every phase idle, and its first extraction queued (the
+    message the existing run-now path publishes), in one transaction. A job
+    without an integration is scheduled on its own; a job whose kind defines
+    no message is never started.
 
     It also queues the next step's extraction of RUNNING jobs whose steps so
-    far are finished and whose next step is still idle (see --chain-grace).
+    far are finished and whose next step is still idle, for steps marked to
+    chain (none of the seeded kinds: their workers chain themselves; see
+    --chain-grace).
     Quiet when it started nothing; a second tick running at the same time
     exits 0 at once.
     """

@@ -1,9 +1,9 @@
 """Why a job does not start: the scheduler's rules in plain words.
 
 Pure: given one row of `schedule_plan` (the facts) and the time, say what
-keeps the job from starting, or None when it is due. The SQL due rule
-(etlctl.due_at) decides; this module only explains its verdict, and a test
-checks that both agree on every job.
+keeps the job from starting, or None when it is due. The SQL due rule (the
+`_due_at` expression of sql/queries/schedule.sql) decides; this module only
+explains its verdict, and a test checks that both agree on every job.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from etlctl.core.humanize import clock_time, duration, relative
+from etlctl.core.rules import normal_overall
 
 STARTABLE = ("READY", "FAILED", "RATE_LIMIT_REACHED")
 
@@ -28,8 +29,9 @@ class Blocker:
 # running, finished: in flight; state: an overall value the scheduler never starts;
 # inactive: the job, its integration or its tenant; next_run: not due yet; retry:
 # FAILED, waiting for its retry interval; busy: another job of its integration is
-# in flight; no_steps: nothing to queue.
-BLOCKER_CODES = ("running", "finished", "state", "inactive", "next_run", "retry", "busy", "no_steps")
+# in flight; no_message: its kind defines no first message (job_kinds.message_provider),
+# or it has no kind, so no worker would take a run; no_steps: nothing to queue.
+BLOCKER_CODES = ("running", "finished", "state", "inactive", "no_message", "no_steps", "next_run", "retry", "busy")
 
 
 def why_not(row: Mapping, now: datetime) -> str | None:
@@ -40,7 +42,7 @@ def why_not(row: Mapping, now: datetime) -> str | None:
 
 def blocker(row: Mapping, now: datetime) -> Blocker | None:
     """Like :func:`why_not`, with the kind of reason as a code."""
-    overall = row["overall"]
+    overall = normal_overall(row["overall"])
     if overall == "RUNNING":
         since = row.get("last_run_started_at")
         return Blocker("running", "RUNNING" + (f" for {duration((now - since).total_seconds())}" if since else "") + " (in flight)")
@@ -59,6 +61,15 @@ def blocker(row: Mapping, now: datetime) -> Blocker | None:
     if inactive:
         return Blocker("inactive", " and ".join(inactive) + (" inactive" if len(inactive) == 1 else " are inactive"))
 
+    # Never queue a message no worker accepts: a job whose kind defines none is never started.
+    if row.get("message_provider") is None:
+        if row.get("kind"):
+            return Blocker("no_message", f"kind {row['kind']} defines no message (no worker takes its runs): "
+                                         "never started")
+        return Blocker("no_message", "no job kind matches its name or its provider: no message to queue, never started")
+    if row.get("first_step") is None:
+        return Blocker("no_steps", f"kind {row['kind']} has no steps to queue")
+
     due_at = row["due_at"]
     if due_at is not None and due_at > now:
         if overall == "FAILED":
@@ -69,9 +80,4 @@ def blocker(row: Mapping, now: datetime) -> Blocker | None:
         since = row.get("busy_since")
         held = f" for {duration((now - since).total_seconds())}" if since else ""
         return Blocker("busy", f"integration {row['integration_id']} busy with job {row['busy_job_id']} ({row['busy_overall']}{held})")
-
-    if row.get("first_step") is None:
-        if row.get("kind"):
-            return Blocker("no_steps", f"kind {row['kind']} has no steps to queue")
-        return Blocker("no_steps", "unknown kind and no steps in its status document: nothing to queue")
     return None

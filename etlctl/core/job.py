@@ -40,7 +40,7 @@ def parse_ref(text: str, tenant: str | None = None) -> JobRef:
 
 @dataclass(frozen=True)
 class Job:
-    """One job, its kind's step rules, and the database's now when it was read.
+    """One job, its kind's steps, the rules of its steps, and the database's now when it was read.
 
     Built from a `job_row` row with :meth:`from_row`; the completion verdict is
     computed once, when the job is built.
@@ -53,7 +53,8 @@ class Job:
     integration_id: int | None
     provider: str | None
     kind: str | None
-    rules: tuple[rules.StepRule, ...] | None  # None: the job's kind is unknown
+    kind_steps: tuple[rules.KindStep, ...] | None  # what a new run gets; None: the job's kind is unknown
+    rules: dict[str, str]  # step name -> rule (etlctl.step_rules) for the steps of its document and kind
     status: object  # the status document as stored: usually a dict, but anything another program wrote
     steps_digest: str | None  # md5 of the steps, computed by PostgreSQL: what a reset is guarded on
     next_run: datetime | None
@@ -69,20 +70,24 @@ class Job:
     integration_active: bool | None
     tenant_active: bool | None
     last_audit_at: datetime | None  # etlctl's latest write to the job (its audit)
+    last_audit_command: str | None  # ... and the command that made it
     now: datetime
     completion: rules.Completion = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "completion", rules.evaluate(self.rules, self.status))
+        object.__setattr__(self, "completion", rules.evaluate(self.rules, self.status, self.kind_steps))
 
     @classmethod
     def from_row(cls, row: Mapping) -> Job:
-        values = {f.name: row.get(f.name) for f in fields(cls) if f.init and f.name != "rules"}
-        return cls(rules=rules.rules_from_rows(row.get("kind_steps")), **values)
+        built = ("rules", "kind_steps")
+        values = {f.name: row.get(f.name) for f in fields(cls) if f.init and f.name not in built}
+        return cls(rules=rules.step_rules_from(row.get("step_rules")),
+                   kind_steps=rules.kind_steps_from_rows(row.get("kind_steps")), **values)
 
     @property
     def overall(self) -> object:
-        return self.status.get("overall") if isinstance(self.status, dict) else None
+        """The overall state; RATE_LIMITED (the existing workers' spelling) reads as RATE_LIMIT_REACHED."""
+        return rules.normal_overall(self.status.get("overall")) if isinstance(self.status, dict) else None
 
     @property
     def token(self) -> object:

@@ -21,11 +21,11 @@ on, so concurrent deciders cannot both act.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from etlctl.core.rules import Completion, StepRule, evaluate
+from etlctl.core.rules import Completion, evaluate
 
 DEFAULT_DELAY = 30.0
 DEFAULT_BACKOFF = (30.0, 60.0, 180.0, 300.0)
@@ -151,12 +151,12 @@ def _read_reset_state(status: object) -> ResetState:
 
 def decide(
     status: object,
-    rules: Sequence[StepRule] | None,
+    rules: Mapping[str, str] | None,
     now: datetime,
     timings: Timings,
     finished_at: datetime | None = None,
 ) -> Decision:
-    """The next step of the reset flow for one job at time ``now``."""
+    """The next step of the reset flow for one job at time ``now``; ``rules`` are its step rules."""
     doc = status if isinstance(status, Mapping) else {}
     state = reset_state(status)
     overall = doc.get("overall")

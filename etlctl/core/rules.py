@@ -1,13 +1,26 @@
 """Completion rules: is every step of a job finished?
 
-Pure functions over a job kind's step definitions and a status document; no
-database, no clock. ``check``, ``reset``, ``sweep``, ``wait-and-reset``,
-``status`` and ``why`` all decide through :func:`evaluate`, so the rules of
-``etl-ui-reset-flow.md`` live here and only here.
+Pure functions over a status document and the per-step rules; no database,
+no clock. ``check``, ``reset``, ``sweep``, ``wait-and-reset``, ``status`` and
+``why`` all decide through :func:`evaluate`, so the rule lives here and only
+here. It is the existing system's check-completion endpoint
+(``existing-system-contract.md`` §4):
 
-Documents written by other programs may be messy (a missing ``steps`` key,
-``null`` phases, unknown values). They are reported as ``missing`` or
-``malformed`` verdicts, never repaired and never a crash.
+- only a job whose ``overall`` is FINISHED can be finished;
+- every step **present in the document** is judged, known or not; a job
+  kind's step list decides what a new run gets, never what is judged, so an
+  older 4-step Jira document is judged on its own four steps;
+- a missing phase key counts as ``idle``; values are compared exactly
+  (``FINISHED`` is not ``finished``, ``null`` is not ``idle``);
+- a step passes when its three phases are ``finished``, or, for a step whose
+  rule (``etlctl.step_rules``, by step name) is ``finished_or_idle``, when
+  all three are ``idle``;
+- a document with no steps (no ``steps`` key, or an empty object) is finished.
+
+Documents written by other programs may be messy. A value the rule does not
+know is simply "not finished", and reported as ``malformed`` in the reasons
+(the real endpoint fails on a ``steps`` or a step that is not an object: its
+job is never finished either). Never repaired, never a crash.
 """
 
 from __future__ import annotations
@@ -18,8 +31,11 @@ from dataclasses import dataclass, field
 PHASES = ("extraction", "transform", "embedding")
 PHASE_VALUES = ("idle", "running", "finished", "failed")
 OVERALL_STATES = ("READY", "RUNNING", "FINISHED", "FAILED", "RATE_LIMIT_REACHED")
+# The existing workers write this spelling when rate limited (the table's CHECK
+# refuses it, but a database without that constraint keeps it): read as RATE_LIMIT_REACHED.
+RATE_LIMITED_ALIASES = {"RATE_LIMITED": "RATE_LIMIT_REACHED"}
 
-# How a kind's step may end (etlctl.kind_steps.rule).
+# How a step may end (etlctl.step_rules.rule); a step without a row must finish.
 MUST_FINISH = "finished"
 FINISHED_OR_IDLE = "finished_or_idle"
 STEP_RULES = (MUST_FINISH, FINISHED_OR_IDLE)
@@ -31,19 +47,23 @@ RUNNING = "running"
 IDLE = "idle"
 MIXED = "mixed"
 FAILED = "failed"
-MISSING = "missing"
 MALFORMED = "malformed"
 DONE_VERDICTS = (FINISHED, IDLE_ALLOWED)
 
 
+def normal_overall(value: object) -> object:
+    """The overall state as etlctl reads it: RATE_LIMITED is RATE_LIMIT_REACHED."""
+    return RATE_LIMITED_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
 @dataclass(frozen=True)
-class StepRule:
-    """One step of a job kind, as the kinds table defines it."""
+class KindStep:
+    """One step of a job kind (etlctl.kind_steps): what a new run of the kind gets."""
 
     step: str
     position: int
-    rule: str = MUST_FINISH
     display_name: str = ""
+    chain: bool = False  # schedule-next may queue it when the step before has finished
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,7 @@ class StepVerdict:
     verdict: str
     phase: str | None  # the phase that decides the verdict, when one does
     detail: str
+    rule: str = MUST_FINISH
 
     @property
     def done(self) -> bool:
@@ -62,7 +83,7 @@ class StepVerdict:
 class Completion:
     all_finished: bool
     overall: object
-    steps: tuple[StepVerdict, ...]
+    steps: tuple[StepVerdict, ...]  # one per step of the document, in display order
     reasons: tuple[str, ...]
     # A failed phase cannot finish by waiting: retries stop at once.
     failed: bool
@@ -72,19 +93,24 @@ class Completion:
         return next((s for s in self.steps if not s.done), None)
 
 
-def rules_from_rows(rows: Sequence[Mapping] | None) -> tuple[StepRule, ...] | None:
-    """Build step rules from kinds-table rows; None when the job has no kind."""
+def kind_steps_from_rows(rows: Sequence[Mapping] | None) -> tuple[KindStep, ...] | None:
+    """A kind's steps from kinds-table rows, in order; None when the job has no kind."""
     if rows is None:
         return None
     return tuple(
-        StepRule(
-            step=row["step"],
-            position=int(row["position"]),
-            rule=row.get("rule", MUST_FINISH),
-            display_name=row.get("display_name") or "",
-        )
+        KindStep(step=row["step"], position=int(row["position"]), display_name=row.get("display_name") or "",
+                 chain=bool(row.get("chain", False)))
         for row in sorted(rows, key=lambda r: int(r["position"]))
     )
+
+
+def step_rules_from(value: Mapping | None) -> dict[str, str]:
+    """Step name -> rule, as job_row hands them over (only the rows that exist)."""
+    return {str(step): str(rule) for step, rule in (value or {}).items()}
+
+
+def rule_of(step: str, step_rules: Mapping[str, str] | None) -> str:
+    return (step_rules or {}).get(step, MUST_FINISH)
 
 
 def document_steps(status: object) -> Mapping | None:
@@ -101,65 +127,49 @@ def _order_key(name: str, body: object) -> tuple:
     return (0 if numeric else 1, order if numeric else 0, name)
 
 
-def rules_for_unknown_kind(status: object) -> tuple[StepRule, ...]:
-    """A job of unknown kind: every step in its own document must finish."""
-    steps = document_steps(status) or {}
-    ordered = sorted(steps.items(), key=lambda item: _order_key(*item))
-    return tuple(StepRule(step=name, position=n) for n, (name, _) in enumerate(ordered, 1))
-
-
-def judge_step(rule: StepRule, body: object) -> StepVerdict:
-    """The verdict on one step's phases under its rule."""
-    name = rule.step
-    if body is None:
-        return StepVerdict(name, MISSING, None, f"{name}: missing from the status document")
+def judge_step(name: str, rule: str, body: object) -> StepVerdict:
+    """The verdict on one step of the document under its rule."""
     if not isinstance(body, Mapping):
-        return StepVerdict(name, MALFORMED, None, f"{name}: is {json_type(body)}, not an object")
-    values = {}
+        return StepVerdict(name, MALFORMED, None, f"{name}: is {json_type(body)}, not an object", rule)
+    # A phase the document does not have has not started: idle (the real endpoint's default).
+    values = {phase: body.get(phase, "idle") for phase in PHASES}
     for phase in PHASES:
-        if phase not in body:
-            return StepVerdict(name, MISSING, phase, f"{name}.{phase}: missing")
-        value = body[phase]
-        if value not in PHASE_VALUES:
-            return StepVerdict(name, MALFORMED, phase, f"{name}.{phase}: unexpected value {_show(value)}")
-        values[phase] = value
+        if values[phase] not in PHASE_VALUES or not isinstance(values[phase], str):
+            return StepVerdict(name, MALFORMED, phase, f"{name}.{phase}: unexpected value {_show(values[phase])}", rule)
     for phase in PHASES:
         if values[phase] == "failed":
-            return StepVerdict(name, FAILED, phase, f"{name}.{phase}: failed")
+            return StepVerdict(name, FAILED, phase, f"{name}.{phase}: failed", rule)
     if all(v == "finished" for v in values.values()):
-        return StepVerdict(name, FINISHED, None, f"{name}: finished")
-    if rule.rule == FINISHED_OR_IDLE and all(v == "idle" for v in values.values()):
-        return StepVerdict(name, IDLE_ALLOWED, None, f"{name}: idle, which this step allows")
+        return StepVerdict(name, FINISHED, None, f"{name}: finished", rule)
+    if rule == FINISHED_OR_IDLE and all(v == "idle" for v in values.values()):
+        return StepVerdict(name, IDLE_ALLOWED, None, f"{name}: idle, which this step allows", rule)
     for phase in PHASES:
         if values[phase] == "running":
-            return StepVerdict(name, RUNNING, phase, f"{name}.{phase}: still running")
+            return StepVerdict(name, RUNNING, phase, f"{name}.{phase}: still running", rule)
     if all(v == "idle" for v in values.values()):
-        return StepVerdict(name, IDLE, "extraction", f"{name}: not started (all phases idle)")
+        return StepVerdict(name, IDLE, "extraction", f"{name}: not started (all phases idle)", rule)
     phase = next(p for p in PHASES if values[p] != "finished")
-    return StepVerdict(name, MIXED, phase, f"{name}.{phase}: {values[phase]} while other phases finished")
+    return StepVerdict(name, MIXED, phase, f"{name}.{phase}: {values[phase]} while other phases finished", rule)
 
 
-def evaluate(rules: Sequence[StepRule] | None, status: object) -> Completion:
-    """Decide whether a job is complete, as ``checkJobCompletion`` does.
+def evaluate(step_rules: Mapping[str, str] | None, status: object,
+             kind_steps: Sequence[KindStep] | None = None) -> Completion:
+    """Decide whether a job is complete, as the check-completion endpoint does.
 
-    ``rules`` is None for a job whose kind is unknown.
+    ``step_rules`` maps a step name to its rule (a step without one must
+    finish); ``kind_steps`` only orders the verdicts for display.
     """
-    overall = status.get("overall") if isinstance(status, Mapping) else None
-    if rules is None:
-        rules = rules_for_unknown_kind(status)
+    overall = normal_overall(status.get("overall")) if isinstance(status, Mapping) else None
     steps = document_steps(status)
     reasons: list[str] = []
     if not isinstance(status, Mapping):
         reasons.append(f"the status document is {json_type(status)}, not an object")
-    elif "steps" not in status:
-        reasons.append("the status document has no steps")
-    elif steps is None:
+    elif "steps" in status and steps is None:
         reasons.append(f"steps is {json_type(status['steps'])}, not an object")
 
-    verdicts = tuple(judge_step(rule, (steps or {}).get(rule.step)) for rule in rules)
+    names = [n for n in ordered_step_names(kind_steps, status) if steps is not None and n in steps]
+    verdicts = tuple(judge_step(name, rule_of(name, step_rules), steps[name]) for name in names)
     reasons.extend(v.detail for v in verdicts if not v.done)
-    if not rules and not reasons:
-        reasons.append("the status document has no steps to check")
     if overall != "FINISHED":
         reasons.insert(0, f"overall is {_show(overall)}, not FINISHED")
 
@@ -169,27 +179,24 @@ def evaluate(rules: Sequence[StepRule] | None, status: object) -> Completion:
         steps=verdicts,
         reasons=tuple(reasons),
         failed=any(v.verdict == FAILED for v in verdicts),
-        steps_status=steps_status(status, rules),
+        steps_status=steps_status(status, names),
     )
 
 
-def steps_status(status: object, rules: Sequence[StepRule]) -> dict:
-    """The ``steps_status`` object of the flow document: step -> its three phases."""
+def steps_status(status: object, names: Sequence[str]) -> dict:
+    """The ``steps_status`` object of the flow document: each step of the document -> its three phases."""
     steps = document_steps(status) or {}
-    names = [r.step for r in rules] + sorted(n for n in steps if n not in {r.step for r in rules})
     out = {}
     for name in names:
         body = steps.get(name)
-        if isinstance(body, Mapping):
-            out[name] = {phase: body.get(phase) for phase in PHASES}
-        else:
-            out[name] = body
+        out[name] = {phase: body.get(phase) for phase in PHASES} if isinstance(body, Mapping) else body
     return out
 
 
-def ordered_step_names(rules: Sequence[StepRule] | None, status: object) -> list[str]:
-    """Steps in display order: the kind's order first, then any others in the document."""
-    known = [r.step for r in (rules or ())]
+def ordered_step_names(kind_steps: Sequence[KindStep] | None, status: object) -> list[str]:
+    """Steps in display order: the kind's steps first (in its order), then the document's
+    others by their ``order`` key, then name."""
+    known = [s.step for s in (kind_steps or ())]
     extra = [n for n, _ in sorted((document_steps(status) or {}).items(), key=lambda i: _order_key(*i))]
     return known + [n for n in extra if n not in known]
 

@@ -181,8 +181,8 @@ def malformed_status(f: facts.Facts) -> Finding | None:
             problems.append(f"steps is {rules.json_type(status['steps'])}, not an object")
         else:
             for name, body in status["steps"].items():
-                verdict = rules.judge_step(rules.StepRule(name, 0), body)
-                if verdict.verdict in (rules.MISSING, rules.MALFORMED):
+                verdict = rules.judge_step(name, rules.MUST_FINISH, body)
+                if verdict.verdict == rules.MALFORMED:
                     problems.append(verdict.detail)
         reset = lifecycle.reset_state(status)
         if reset.problem:
@@ -206,9 +206,21 @@ def malformed_status(f: facts.Facts) -> Finding | None:
                                                     + (f" and rebuilds the steps from kind {job.kind}" if structural else "")))
     return Finding(
         "malformed_status", PROBLEM, f"{job.label()}, {overall or 'no overall'}: {'; '.join(problems)}",
-        "another program wrote it (etlctl never repairs a document silently): find the writer",
-        tuple(fixes), (job.id,), details={"problems": problems},
+        _writer(job), tuple(fixes), (job.id,), details={"problems": problems},
     )
+
+
+def _writer(job) -> str:
+    """Who wrote the document last, as far as the audit log knows: never another program for etlctl's own write."""
+    audited, updated = job.last_audit_at, job.last_updated_at
+    if audited is not None and (updated is None or audited >= updated):
+        return (f"the latest recorded change to the job is etlctl's own `etlctl {job.last_audit_command}` at "
+                f"{when(audited)}, which keeps what it does not own as it finds it (etlctl never repairs a "
+                "document): it was already so, or a worker changed it since without recording a time")
+    if audited is not None:
+        return (f"another program wrote the job after etlctl's latest change (`etlctl {job.last_audit_command}` at "
+                f"{when(audited)}): find the writer (etlctl never repairs a document silently)")
+    return "another program wrote it (etlctl has never changed this job, and never repairs a document): find the writer"
 
 
 def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding]:
@@ -286,5 +298,12 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
         return [Finding("not_starting", PROBLEM, f"{label}: it can never start: {found.text}",
                         "schedule-next queues a run's first step; this job has none",
                         (Fix("etlctl kinds", "define the kind's steps in etlctl.kind_steps (see the README)"),),
+                        (job.id,), details={"blocked_by": code})]
+    if code == "no_message":
+        return [Finding("not_starting", PROBLEM, f"{label}: it can never start: {found.text}",
+                        "schedule-next starts a run only with a first message a worker accepts "
+                        "(etlctl.job_kinds.message_provider)",
+                        (Fix("etlctl kinds", "give the kind its message once a worker takes it (see the README), "
+                                             "or deactivate the job"),),
                         (job.id,), details={"blocked_by": code})]
     return []

@@ -6,11 +6,19 @@ it is easy to find in pg_stat_activity: its query is the LISTEN), the other
 re-reads a job when a notification names it. A change is printed when the
 job's overall state or any phase differs from what was last printed.
 
+Not every writer notifies: the existing workers update the table directly and
+send no NOTIFY. So watch also polls, every POLL seconds, a digest of the rows
+it watches (``md5(status::text)`` of the JOBs given, or of every job in flight
+plus those it remembers, a few bytes per job through the in-flight index) and
+re-reads the jobs whose digest changed: any writer's change shows within about
+two POLLs. A trigger would be exact, but it would run inside every other
+writer's transaction; a poll costs one small query per second on watch's own
+connection.
+
 NOTIFY is not replayed: when a connection is lost (server restart,
 pg_terminate_backend, network), watch reconnects with backoff, LISTENs again,
 then re-reads every watched job and prints what changed meanwhile (marked
-``resync``). Writes that send no notification at all (a worker updating the
-table directly) also show up then, and at the next notification of that job.
+``resync``).
 
 Without JOBs, watch does not hold every job of a big database: it remembers
 the jobs in flight (RUNNING or FINISHED) and those it saw change, forgets a job
@@ -23,6 +31,7 @@ latest audited transition.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +41,7 @@ from etlctl.core.job import Job, JobRef
 from etlctl.store import connection, jobs
 
 CHANNEL = "etl_job_status"
-POLL = 1.0  # seconds between looks at Ctrl-C and the keep-alive
+POLL = 1.0  # seconds between looks at Ctrl-C, the keep-alive and the digests of the watched rows
 KEEPALIVE = 30.0  # seconds of silence after which the listening connection is probed
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
@@ -82,6 +91,7 @@ class Watcher:
         self.printer = printer  # views.watch.Printer: receives each Change
         self.note = note
         self.known: dict[int, Seen] = {}
+        self.digests: dict[int, str] = {}  # job id -> md5 of its status, as last polled
         self.mark = 0  # the newest audit row when last read: what changed after it, changed since
         self.listener = None
         self.reader = None
@@ -174,15 +184,32 @@ class Watcher:
 
     def listen(self) -> None:
         quiet = 0.0
+        polled = time.monotonic()
         while True:
             got = False
             for notification in self.listener.notifications(timeout=POLL):
                 got = True
                 self.on_notify(notification.payload)
+                if time.monotonic() - polled >= POLL:
+                    break  # a stream of notifications must not hold back the poll
+            if time.monotonic() - polled >= POLL:
+                self.poll()
+                polled = time.monotonic()
             quiet = 0.0 if got else quiet + POLL
             if quiet >= KEEPALIVE:
                 self.listener.run("watch_listen")  # a round trip: raises when the connection is gone
                 quiet = 0.0
+
+    def poll(self) -> int:
+        """Re-read the watched jobs whose status digest changed since the last poll (any writer's
+        change, notified or not), the jobs that entered flight, and those that are gone."""
+        ids = self.job_ids if self.job_ids is not None else sorted(self.known)
+        rows = self.reader.all("watch_digests", job_ids=list(ids), in_flight=self.job_ids is None)
+        current = {row["id"]: row["digest"] for row in rows}
+        changed = sorted({i for i, d in current.items() if self.digests.get(i) != d}
+                         | {i for i in self.known if i not in current})
+        self.digests = current
+        return self.refresh(changed) if changed else 0
 
     def on_notify(self, payload: str) -> None:
         try:

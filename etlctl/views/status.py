@@ -64,25 +64,26 @@ def show_overview(overview, as_json: bool) -> None:
 
 
 def step_rows(job: Job) -> list[dict]:
-    """One entry per step in display order, with the phases and the verdict."""
+    """One entry per step in display order (the kind's, then the document's others),
+    with the phases and the verdict; a kind's step absent from the document is not judged."""
     completion = job.completion
     verdicts = {v.step: v for v in completion.steps}
-    step_rules = {r.step: r for r in (job.rules or ())}
+    kind_steps = {s.step: s for s in (job.kind_steps or ())}
     document = rules.document_steps(job.status) or {}
     out = []
-    for n, name in enumerate(rules.ordered_step_names(job.rules, job.status), 1):
+    for name in rules.ordered_step_names(job.kind_steps, job.status):
         body = document.get(name)
         phases = {p: (body.get(p) if isinstance(body, dict) else None) for p in rules.PHASES}
         verdict = verdicts.get(name)
-        rule = step_rules.get(name)
+        defined = kind_steps.get(name)
         out.append({
             "step": name,
-            "order": rule.position if rule else (body.get("order") if isinstance(body, dict) else None),
-            "display_name": (rule.display_name if rule else None) or (body.get("display_name") if isinstance(body, dict) else None),
+            "order": defined.position if defined else (body.get("order") if isinstance(body, dict) else None),
+            "display_name": (defined.display_name if defined else None) or (body.get("display_name") if isinstance(body, dict) else None),
             **phases,
-            "rule": rule.rule if rule else (rules.MUST_FINISH if job.kind is None else "not in kind"),
-            "verdict": verdict.verdict if verdict else "ignored",
-            "detail": verdict.detail if verdict else f"{name}: not a step of kind {job.kind}",
+            "rule": rules.rule_of(name, job.rules),
+            "verdict": verdict.verdict if verdict else "absent",
+            "detail": verdict.detail if verdict else f"{name}: not in the status document (not judged)",
         })
     return out
 

@@ -9,7 +9,12 @@ CREATE DATABASE etlctl_demo;
 -- name: demo_seed
 -- A demo tenant with a Jira and a GitHub integration and one job each, due now,
 -- rescheduled one minute after each reset (the shortest interval the column holds).
-WITH tenant AS (
+-- The demo's simulated worker does not chain steps as the real workers do, so
+-- its database opts every step into schedule-next's chaining (kind_steps.chain).
+WITH chained AS (
+    UPDATE etlctl.kind_steps SET chain = true WHERE kind IN ('jira', 'github') RETURNING 1
+),
+tenant AS (
     INSERT INTO tenants (name, tier) VALUES ('demo', 'premium') RETURNING id
 ),
 jira AS (

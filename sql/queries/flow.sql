@@ -8,8 +8,11 @@
 -- statement's snapshot), so that a caller can say why nothing changed.
 
 -- name: complete_job
--- RUNNING -> FINISHED, as the embedding worker's _complete_etl_job() does, and a
--- pending reset: the first check is due %(delay)s seconds from now.
+-- RUNNING -> FINISHED, as the existing complete_etl_job() does
+-- (existing-system-contract.md §5): next_run, error_message cleared, retry_count
+-- 0, last_sync_date only when one is given (%(sync_date)s), reset_attempt 0; and
+-- a pending reset: the first check is due %(delay)s seconds from now
+-- (reset_deadline, ISO 8601 with the session zone's offset).
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 before AS (
     SELECT j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token
@@ -25,8 +28,11 @@ changed AS (
             'reset_gave_up_at', NULL,
             'reset_token', j.status -> 'token'),
         last_run_finished_at = clock.now,
-        -- The extraction date: the one given, else the run's start; never a guess.
-        last_sync_date = coalesce(%(sync_date)s::timestamptz::timestamp, j.last_run_started_at, j.last_sync_date),
+        -- The extraction date, when the caller gives one; else unchanged (never a guess).
+        last_sync_date = coalesce(%(sync_date)s::timestamptz::timestamp, j.last_sync_date),
+        next_run = NULL,
+        error_message = NULL,
+        retry_count = 0,
         last_updated_at = clock.now
     FROM clock
     WHERE j.id = %(job_id)s
@@ -56,9 +62,8 @@ FROM before b;
 
 -- name: step_update
 -- One worker status update: steps.<step>.<phase> = <value>, a single guarded
--- jsonb_set on the current row. The step must belong to the job's kind (or,
--- for a job of unknown kind, already be in its document); it is created when
--- the kind has it and the document does not yet.
+-- jsonb_set on the current row. The step must be in the job's document or in
+-- its kind; it is created when the kind has it and the document does not yet.
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 before AS (
     SELECT j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token,
@@ -75,8 +80,7 @@ before AS (
 ),
 allowed AS (
     SELECT b.id FROM before b
-    WHERE CASE WHEN b.kind IS NULL THEN b.in_document
-               ELSE %(step)s = ANY (coalesce(b.kind_steps, '{}')) END
+    WHERE b.in_document OR %(step)s = ANY (coalesce(b.kind_steps, '{}'))
 ),
 changed AS (
     UPDATE etl_jobs j SET
@@ -131,10 +135,14 @@ d AS (
 changed AS (
     UPDATE etl_jobs j SET
         status = CASE d.action
+            -- As the existing reset endpoint: reset_attempt the integer 0 (the UI types it as a
+            -- number); a document without steps keeps having none (never "steps": null).
             WHEN 'reset' THEN j.status || jsonb_build_object(
-                'overall', 'READY', 'steps', etlctl.idle_steps(j.status -> 'steps'),
+                'overall', 'READY',
                 'token', NULL, 'reset_stage', NULL, 'reset_deadline', NULL,
-                'reset_attempt', NULL, 'reset_gave_up_at', NULL, 'reset_token', NULL)
+                'reset_attempt', 0, 'reset_gave_up_at', NULL, 'reset_token', NULL)
+                || CASE WHEN j.status ? 'steps' THEN jsonb_build_object('steps', etlctl.idle_steps(j.status -> 'steps'))
+                        ELSE '{}' END
             WHEN 'give_up' THEN j.status || jsonb_build_object(
                 'reset_stage', 'gave_up', 'reset_deadline', NULL,
                 'reset_attempt', d.attempt, 'reset_gave_up_at', to_jsonb(clock.now), 'reset_token', j.status -> 'token')

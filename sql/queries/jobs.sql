@@ -12,17 +12,24 @@ ORDER BY j.id
 LIMIT 20;
 
 -- name: job_row
--- A job as etlctl.jobs.Job reads it: its row, its kind and that kind's step
--- rules (NULL kind_steps: the kind is unknown), its tenant and integration, the
--- time of etlctl's latest write to it, and the clock. Included by job_detail,
--- sweep_batch and oncall_jobs, which add their WHERE clause.
+-- A job as etlctl.core.job.Job reads it: its row, its kind and that kind's
+-- steps (NULL kind_steps: the kind is unknown), the completion rules of the
+-- steps of its document and its kind (step_rules: only those with a row; any
+-- other step must finish), its tenant and integration, etlctl's latest write
+-- to it (its audit), and the clock. Included by job_detail, sweep_batch,
+-- oncall_jobs and watch_in_flight, which add their WHERE clause.
 SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
        k.kind,
        CASE WHEN k.kind IS NOT NULL THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
-                                               'display_name', s.display_name, 'rule', s.rule)
+                                               'display_name', s.display_name, 'chain', s.chain)
                             ORDER BY s.position)
            FROM etlctl.kind_steps s WHERE s.kind = k.kind), '[]') END AS kind_steps,
+       (SELECT jsonb_object_agg(r.step, r.rule) FROM etlctl.step_rules r
+        WHERE r.step IN (SELECT jsonb_object_keys(CASE WHEN jsonb_typeof(j.status -> 'steps') = 'object'
+                                                       THEN j.status -> 'steps' ELSE '{}' END)
+                         UNION ALL
+                         SELECT s.step FROM etlctl.kind_steps s WHERE s.kind = k.kind)) AS step_rules,
        j.status,
        -- The fingerprint a reset or give-up is guarded on (apply_transitions).
        md5((j.status -> 'steps')::text) AS steps_digest,
@@ -34,12 +41,15 @@ SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i
        j.last_updated_at::timestamptz AS last_updated_at,
        j.error_message, j.active, i.active AS integration_active, t.active AS tenant_active,
        -- etlctl's latest write to the job: when it is as new as last_updated_at, the last update was etlctl's.
-       (SELECT max(a.at) FROM etlctl.audit a WHERE a.job_id = j.id) AS last_audit_at,
+       last_audit.at AS last_audit_at, last_audit.command AS last_audit_command,
        coalesce(%(now)s::timestamptz, now()) AS now
 FROM etl_jobs j
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
 CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+LEFT JOIN LATERAL (
+    SELECT a.at, a.command FROM etlctl.audit a WHERE a.job_id = j.id ORDER BY a.at DESC, a.id DESC LIMIT 1
+) last_audit ON true
 
 -- name: job_detail
 -- One job (see job_row).
@@ -50,7 +60,8 @@ WHERE j.id = %(job_id)s;
 -- Every job (or one tenant's), for `etlctl status`, at most %(limit)s rows (ask one more to know there are more).
 SELECT j.id, j.tenant_id, t.name AS tenant_name, j.job_name, j.integration_id,
        etlctl.job_kind(j.job_name, i.provider) AS kind,
-       j.status ->> 'overall' AS overall,
+       -- RATE_LIMITED, the existing workers' spelling, reads as RATE_LIMIT_REACHED.
+       CASE j.status ->> 'overall' WHEN 'RATE_LIMITED' THEN 'RATE_LIMIT_REACHED' ELSE j.status ->> 'overall' END AS overall,
        j.status ->> 'reset_stage' AS reset_stage,
        j.next_run::timestamptz AS next_run,
        j.active, i.active AS integration_active, t.active AS tenant_active,
@@ -65,13 +76,17 @@ ORDER BY j.tenant_id, j.id
 LIMIT %(limit)s;
 
 -- name: kinds_list
-SELECT k.name AS kind, k.description,
+-- Each kind with its message and its steps in order, each step with its rule
+-- (etlctl.step_rules; 'finished' without a row) and whether schedule-next chains it.
+SELECT k.name AS kind, k.description, k.message_provider, k.message_extra,
        coalesce(jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
-                                             'display_name', s.display_name, 'rule', s.rule)
+                                             'display_name', s.display_name,
+                                             'rule', coalesce(r.rule, 'finished'), 'chain', s.chain)
                           ORDER BY s.position) FILTER (WHERE s.step IS NOT NULL), '[]') AS steps
 FROM etlctl.job_kinds k
 LEFT JOIN etlctl.kind_steps s ON s.kind = k.name
-GROUP BY k.name, k.description
+LEFT JOIN etlctl.step_rules r ON r.step = s.step
+GROUP BY k.name, k.description, k.message_provider, k.message_extra
 ORDER BY k.name;
 
 -- name: tenant_exists

@@ -120,7 +120,8 @@ LISTEN etl_job_status;
 -- else by provider): a function call per job costs seconds at a million jobs.
 SELECT coalesce(t.name, j.tenant_id::text) AS tenant,
        coalesce(kn.name, kp.name, 'unknown') AS kind,
-       coalesce(j.status ->> 'overall', 'unknown') AS overall,
+       coalesce(CASE j.status ->> 'overall' WHEN 'RATE_LIMITED' THEN 'RATE_LIMIT_REACHED'
+                ELSE j.status ->> 'overall' END, 'unknown') AS overall,
        count(*) AS jobs,
        count(*) FILTER (WHERE (j.status ->> 'reset_stage') = 'gave_up') AS gave_up
 FROM etl_jobs j
@@ -172,7 +173,8 @@ ORDER BY q.phase, claimed;
 --   RUNNING                        longer than %(long_run_floor)s s, or beside another RUNNING job
 --   FAILED                         waiting for its retry (a note), or overdue
 --   READY, RATE_LIMIT_REACHED      due for over %(overdue)s s; due but inactive; next_run beyond
---                                  its interval + %(overdue)s s; nothing to queue
+--   (or RATE_LIMITED)              its interval + %(overdue)s s; nothing to queue: no kind, a kind
+--                                  without a message or without steps
 --   any state                      a malformed document or reset key, or an unknown overall
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 conflicts AS (
@@ -180,9 +182,10 @@ conflicts AS (
     WHERE (status ->> 'overall') = 'RUNNING' AND integration_id IS NOT NULL
     GROUP BY integration_id HAVING count(*) > 1
 ),
-stepless AS (
+unstartable AS (
     SELECT k.name FROM etlctl.job_kinds k
-    WHERE NOT EXISTS (SELECT 1 FROM etlctl.kind_steps s WHERE s.kind = k.name)
+    WHERE k.message_provider IS NULL
+       OR NOT EXISTS (SELECT 1 FROM etlctl.kind_steps s WHERE s.kind = k.name)
 )
 SELECT j.id
 FROM etl_jobs j
@@ -194,28 +197,28 @@ LEFT JOIN integrations i ON i.id = j.integration_id
 LEFT JOIN etlctl.job_kinds kn ON kn.name = lower(j.job_name)
 LEFT JOIN etlctl.job_kinds kp ON kp.name = lower(i.provider)
 CROSS JOIN LATERAL (
-    SELECT etlctl.due_at(j.status ->> 'overall', j.next_run, j.last_run_started_at, j.last_run_finished_at,
-                         j.last_updated_at, j.retry_interval_minutes) AS due_at,
+    SELECT
+-- include: _due_at
+               AS due_at,
            CASE WHEN jsonb_typeof(j.status -> 'steps') = 'object' THEN j.status -> 'steps' ELSE '{}' END AS steps
 ) d
 WHERE (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
    OR (j.status ->> 'overall') IS NULL
-   OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED')
+   OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
    OR ((j.status ->> 'overall') = 'RUNNING'
        AND (j.last_run_started_at IS NULL
             OR j.last_run_started_at < (clock.now - make_interval(secs => %(long_run_floor)s))::timestamp
             OR j.integration_id IN (SELECT integration_id FROM conflicts)))
-   OR ((j.status ->> 'overall') IN ('READY', 'RATE_LIMIT_REACHED')
+   OR ((j.status ->> 'overall') IN ('READY', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
        AND (d.due_at <= (clock.now - make_interval(secs => %(overdue)s))::timestamp
             OR (d.due_at <= clock.now::timestamp
                 AND (j.active IS NOT TRUE OR t.active IS NOT TRUE
                      OR (j.integration_id IS NOT NULL AND i.active IS NOT TRUE)))
             OR d.due_at > (clock.now + make_interval(mins => greatest(coalesce(j.schedule_interval_minutes, 0), 0))
                            + make_interval(secs => %(overdue)s))::timestamp
-            -- nothing to queue (etlctl.first_step() is NULL): a kind without steps, or no kind and no steps
-            OR coalesce(kn.name, kp.name) IN (SELECT name FROM stepless)
-            OR (coalesce(kn.name, kp.name) IS NULL
-                AND (jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object' OR j.status -> 'steps' = '{}'))))
+            -- never started: no kind, or a kind without a message or without steps
+            OR coalesce(kn.name, kp.name) IS NULL
+            OR coalesce(kn.name, kp.name) IN (SELECT name FROM unstartable)))
    -- Malformed: not an object, no steps object, a step that is not an object or a phase value not known.
    OR jsonb_typeof(j.status) IS DISTINCT FROM 'object'
    OR jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object'
@@ -244,6 +247,16 @@ SELECT count(*) AS jobs, coalesce(%(now)s::timestamptz, now()) AS now FROM etl_j
 -- include: job_row
 WHERE (j.status ->> 'overall') IN ('RUNNING', 'FINISHED')
 ORDER BY j.id;
+
+-- name: watch_digests
+-- A cheap fingerprint of the jobs `watch` looks at, polled every second: the jobs
+-- in %(job_ids)s (an int[]), plus, with %(in_flight)s, every job RUNNING or
+-- FINISHED (the index etlctl_jobs_in_flight finds them). A digest that changed is
+-- a write to re-read, whoever made it: the existing workers send no NOTIFY.
+SELECT j.id, md5(j.status::text) AS digest
+FROM etl_jobs j
+WHERE j.id = ANY (%(job_ids)s::int[])
+   OR (%(in_flight)s AND (j.status ->> 'overall') IN ('RUNNING', 'FINISHED'));
 
 -- name: watch_audit_mark
 -- The newest audit row: everything etlctl changes after it has a higher id.

@@ -5,7 +5,7 @@
 -- each still belongs to its job's current run.
 SELECT * FROM (
     SELECT q.id, q.created_at, q.job_id, j.job_name, q.tenant_id, q.integration_id, q.step, q.phase, q.token,
-           q.claimed_at, q.claimed_by, q.done_at, q.message,
+           q.claimed_at, q.claimed_by, q.done_at, q.queue_name, q.message,
            (j.status ->> 'token') IS NOT DISTINCT FROM q.token AS current_run
     FROM etlctl.queue q
     LEFT JOIN etl_jobs j ON j.id = q.job_id
@@ -33,7 +33,7 @@ UPDATE etlctl.queue q SET claimed_at = clock.now, claimed_by = %(worker)s
 FROM next, clock
 WHERE q.id = next.id
 RETURNING q.id, q.created_at, q.job_id, q.tenant_id, q.integration_id, q.step, q.phase, q.token,
-          q.claimed_at, q.claimed_by, q.message;
+          q.claimed_at, q.claimed_by, q.queue_name, q.message;
 
 -- name: queue_done
 -- Mark a message done (idempotent); says whether it existed and was already done.
