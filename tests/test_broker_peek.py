@@ -8,12 +8,20 @@ import pytest
 
 from etlctl.broker import connection
 from etlctl.broker.peek import PeekResult, carries_token, peek
+from tests.helpers import wait_until
 
 TOKEN = "6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10"
 
 
 def body(token: str, n: int) -> bytes:
     return json.dumps({"tenant_id": 1, "job_id": n, "type": "jira_dev_status", "token": token}).encode()
+
+
+def back_in_queue(queues, queue: str, count: int) -> None:
+    """Wait for the broker to finish a requeue: it puts the messages back asynchronously, after the
+    nack, and answers other connections meanwhile. Messages left unacknowledged would never come back
+    while the peeking connection stays open, so this is also the proof that none were."""
+    assert wait_until(lambda: queues.depth(queue) == count), (queues.depth(queue), count)
 
 
 @pytest.fixture
@@ -40,8 +48,7 @@ def test_a_waiting_message_is_found_and_everything_stays_in_order(broker_conn, q
     queue, bodies = filled
     result = peek(broker_conn, queue, TOKEN)
     assert result == PeekResult(queue, found=True, looked_at=12, depth=30, complete=True)
-    # Nothing is left unacknowledged: all 30 are ready again at once, in their places.
-    assert queues.depth(queue) == 30
+    back_in_queue(queues, queue, 30)
     received = queues.drain(queue)
     assert [r.body for r in received] == bodies
     # What the broker does on a requeue, and no more: the peeked ones come back marked redelivered.
@@ -53,6 +60,7 @@ def test_an_absent_token_is_not_found_after_looking_at_every_message(broker_conn
     result = peek(broker_conn, queue, "0b7e8f6a-0000-4000-8000-000000000000")
     assert result == PeekResult(queue, found=False, looked_at=30, depth=30, complete=True)
     assert result.exists
+    back_in_queue(queues, queue, 30)
     assert [r.body for r in queues.drain(queue)] == bodies
 
 
@@ -61,6 +69,7 @@ def test_the_limit_bounds_a_peek_and_says_it_did_not_see_everything(broker_conn,
     assert peek(broker_conn, queue, TOKEN, limit=5) == PeekResult(queue, found=False, looked_at=5, depth=30,
                                                                   complete=False)
     assert peek(broker_conn, queue, TOKEN, limit=12).found
+    back_in_queue(queues, queue, 30)
     assert [r.body for r in queues.drain(queue)] == bodies
 
 
@@ -69,6 +78,23 @@ def test_peeks_one_after_another_on_the_same_connection(broker_conn, queues, fil
     for _ in range(3):
         assert peek(broker_conn, queue, TOKEN).found
         assert not peek(broker_conn, queue, "absent").found
+    back_in_queue(queues, queue, 30)
+    assert [r.body for r in queues.drain(queue)] == bodies
+
+
+def test_back_to_back_peeks_at_a_deep_queue_each_see_every_message(broker_settings, queues):
+    """The broker counts a queue's messages ahead of a requeue it has not finished: a peek right
+    after another must not trust that count, or it misses the messages still on their way back."""
+    queue = queues.declare(queues.name("deep"))
+    bodies = [body(f"other-{n}", n) for n in range(399)] + [body(TOKEN, 399)]
+    from etlctl.broker.publisher import Message, Publisher
+
+    with connection.connect(broker_settings) as conn:
+        assert len(Publisher(conn).publish([Message(queue, raw, str(n), 1) for n, raw in enumerate(bodies)]).confirmed) == 400
+        for _ in range(4):
+            result = peek(conn, queue, TOKEN)
+            assert (result.found, result.looked_at, result.complete) == (True, 400, True)
+        back_in_queue(queues, queue, 400)
     assert [r.body for r in queues.drain(queue)] == bodies
 
 

@@ -1,17 +1,17 @@
 """Whether a message of a run still waits in a queue, without taking anything away.
 
 As the existing reset scheduler does: ``basic_get`` without acknowledging, one
-message at a time, up to the number of messages the queue held when the peek
-began (never more than ``limit``), stopping at the first one that carries the
-token; then a single ``basic_nack(multiple=True, requeue=True)`` gives every
-message taken back. RabbitMQ puts requeued messages back in their original
+message at a time, until the queue answers empty (never more than ``limit``),
+stopping at the first one that carries the token; then a single
+``basic_nack(multiple=True, requeue=True)`` gives every message taken back. RabbitMQ puts requeued messages back in their original
 positions, so the order is kept; they come back flagged ``redelivered``. For the
 few milliseconds of a peek, the messages taken are invisible to the workers, and
 if etlctl dies meanwhile the broker requeues them when its connection closes.
 
 Each ``basic_get`` is one round trip: with the default limit of 1000, a peek at a
 deep queue costs at most about a thousand of them. A peek that stopped at the
-limit says so (``complete`` is False): beyond it, nothing is known.
+limit says so (``complete`` is False): beyond it, nothing is known. Only messages
+ready in the queue are seen: one a worker holds unacknowledged is invisible.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class PeekResult:
     queue: str
     found: bool  # a message carrying the token waits in the queue
     looked_at: int
-    depth: int | None  # messages ready when the peek began; None when there is no such queue
-    complete: bool  # found, or every message there at the start was looked at
+    depth: int | None  # messages ready as the peek began, as the broker counted them; None: no such queue
+    complete: bool  # found, or looked at every ready message (the queue answered empty)
 
     @property
     def exists(self) -> bool:
@@ -47,12 +47,15 @@ def peek(broker: BrokerConnection, queue: str, token: str, limit: int = DEFAULT_
     if info is None:
         return PeekResult(queue, found=False, looked_at=0, depth=None, complete=True)
     channel = broker.control_channel()
-    looked_at, last_tag, found = 0, None, False
+    looked_at, last_tag, found, exhausted = 0, None, False, False
     try:
         with broker.translating():
-            while looked_at < min(info.messages, limit):
+            # Until the queue answers empty, not until info.messages: the broker answers that count
+            # ahead of requeues it has not finished (a peek just before this one), so it can be short.
+            while looked_at < limit:
                 method, _properties, body = channel.basic_get(queue, auto_ack=False)
-                if method is None:  # the workers took the rest meanwhile
+                if method is None:
+                    exhausted = True
                     break
                 looked_at += 1
                 last_tag = method.delivery_tag
@@ -63,8 +66,7 @@ def peek(broker: BrokerConnection, queue: str, token: str, limit: int = DEFAULT_
         if last_tag is not None and channel.is_open:
             with broker.translating():
                 channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
-    complete = found or looked_at >= info.messages or looked_at < limit
-    return PeekResult(queue, found=found, looked_at=looked_at, depth=info.messages, complete=complete)
+    return PeekResult(queue, found=found, looked_at=looked_at, depth=info.messages, complete=found or exhausted)
 
 
 def carries_token(body: bytes | None, token: str) -> bool:
