@@ -279,6 +279,11 @@ class BrokerNode:
     def set_policy(self, name: str, pattern: str, definition: dict) -> None:
         self.ctl("set_policy", "-p", VHOST, "--apply-to", "queues", name, pattern, json.dumps(definition))
 
+    def policy_of(self, queue: str) -> str | None:
+        """The policy in force on ``queue`` (the broker applies a new one asynchronously)."""
+        out = self.ctl("list_queues", "-p", VHOST, "name", "policy", "--formatter", "json")
+        return next((row["policy"] or None for row in json.loads(out) if row["name"] == queue), None)
+
     def clear_policy(self, name: str) -> None:
         self.ctl("clear_policy", "-p", VHOST, name)
 

@@ -11,6 +11,7 @@ import pytest
 from etlctl.broker import connection
 from etlctl.broker.publisher import CONTRACT_ARGUMENTS, Message, Publisher, Status
 from etlctl.errors import BrokerError
+from tests.helpers import wait_until
 
 STAMP = 1_795_878_000  # 2026-11-28 09:00:00 UTC, as the database clock would give it
 
@@ -65,6 +66,7 @@ def test_a_nacked_message_is_reported_not_published(publisher, queues, node_cont
     queue = queues.declare(queues.name("full"))
     node_control.set_policy(queue, f"^{queue}$", {"max-length": 1, "overflow": "reject-publish"})
     try:
+        assert wait_until(lambda: node_control.policy_of(queue) == queue, every=0.2)
         report = publisher.publish([Message(queue, jira_body(job_id=n), str(n), STAMP) for n in (1, 2, 3)])
     finally:
         node_control.clear_policy(queue)

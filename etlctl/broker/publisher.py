@@ -106,13 +106,14 @@ class Publisher:
         """Declare ``name`` durable with the contract's arguments. A queue that already
         exists with other arguments is checked passively and left alone: declaring it
         with ours would be refused. Runs on the control channel, never the publishing one."""
-        info = self.broker.declare_queue(name, CONTRACT_ARGUMENTS)
-        if info is not None:
-            return _state(info, contract=True)
-        info = self.broker.inspect_queue(name)
-        if info is None:  # deleted between the two declares
-            return self.ensure_queue(name)
-        return _state(info, contract=False)
+        for _ in range(3):  # again only if someone deletes the queue between our two declares
+            info = self.broker.declare_queue(name, CONTRACT_ARGUMENTS)
+            if info is not None:
+                return _state(info, contract=True)
+            info = self.broker.inspect_queue(name)
+            if info is not None:
+                return _state(info, contract=False)
+        raise BrokerError(reason=f"queue {name!r} keeps being deleted and declared again with other arguments")
 
     # --- publishing ----------------------------------------------------
 
@@ -185,10 +186,14 @@ class Publisher:
             return
         impl = self._opening = self.broker.channel()._impl  # pika.channel.Channel: see the module docstring
         selected = []
+        # Confirms and returns count only from the channel in use: a late confirm from a channel
+        # given up on must not be taken for a message of the next one (delivery tags restart at 1).
+        current = lambda: impl is self._channel  # noqa: E731
         with self.broker.translating():
-            impl.add_on_return_callback(self._on_return)
+            impl.add_on_return_callback(lambda *args: current() and self._on_return(*args))
             impl.add_on_close_callback(self._on_close)
-            impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+            impl.confirm_delivery(ack_nack_callback=lambda frame: current() and self._on_confirm(frame),
+                                  callback=selected.append)
         deadline = time.monotonic() + self.broker.settings.connect_timeout
         while not selected:
             if self._channel_error is not None or time.monotonic() >= deadline:
