@@ -140,6 +140,14 @@ def node_control(broker):
 
 
 @pytest.fixture
+def tls_broker(broker):
+    """The private node, whose TLS listener and CA the tests know."""
+    if not getattr(broker, "tls_port", None):
+        _unavailable("this test needs the private node's TLS listener, not ETLCTL_TEST_AMQP_URL")
+    return broker
+
+
+@pytest.fixture
 def queues(broker):
     """Queues of this test's own (deleted after it), seen through the tests' own pika client."""
     kit = Queues(broker.url)

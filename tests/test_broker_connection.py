@@ -128,43 +128,35 @@ def test_the_app_stopped_is_unavailable_and_a_publish_in_flight_is_reported_unco
     assert [m.body for m in queues.drain(queue)] == [b'{"n": 1}']
 
 
-def test_amqps_with_the_servers_ca_works(broker, queues):
-    if not getattr(broker, "tls_port", None):
-        pytest.skip("the external broker of ETLCTL_TEST_AMQP_URL has no TLS listener known to the tests")
+def test_amqps_with_the_servers_ca_works(tls_broker, queues):
     queue = queues.declare(queues.name("tls"))
-    settings = parse_url(broker.tls_url(broker.ca_file))
-    assert settings.tls and settings.cafile == str(broker.ca_file)
+    settings = parse_url(tls_broker.tls_url(tls_broker.ca_file))
+    assert settings.tls and settings.cafile == str(tls_broker.ca_file)
     with connection.connect(settings) as conn:
         report = Publisher(conn).publish([Message(queue, b'{"over": "tls"}', "t1", 1_700_000_000)])
     assert [o.status for o in report.outcomes] == [Status.CONFIRMED]
     assert [m.body for m in queues.drain(queue)] == [b'{"over": "tls"}']
 
 
-def test_amqps_checks_the_certificate_against_the_system_cas(broker):
-    if not getattr(broker, "tls_port", None):
-        pytest.skip("the external broker of ETLCTL_TEST_AMQP_URL has no TLS listener known to the tests")
-    error = connect_error(broker.tls_url())  # a private CA the system does not trust
+def test_amqps_checks_the_certificate_against_the_system_cas(tls_broker):
+    error = connect_error(tls_broker.tls_url())  # a private CA the system does not trust
     assert type(error) is BrokerUnavailable
     assert error.message.endswith("TLS: self-signed certificate in certificate chain "
                                   "(give the CA with ?cacertfile=/path/ca.pem in the URL)")
-    assert_no_secret(error, broker.password)
+    assert_no_secret(error, tls_broker.password)
 
 
-def test_amqps_checks_the_host_name(broker):
-    if not getattr(broker, "tls_port", None):
-        pytest.skip("the external broker of ETLCTL_TEST_AMQP_URL has no TLS listener known to the tests")
-    error = connect_error(broker.tls_url(broker.ca_file), server_name="rabbit.elsewhere")
+def test_amqps_checks_the_host_name(tls_broker):
+    error = connect_error(tls_broker.tls_url(tls_broker.ca_file), server_name="rabbit.elsewhere")
     assert type(error) is BrokerUnavailable
     assert "TLS: Hostname mismatch" in error.message
 
 
-def test_plain_amqp_to_the_tls_port_and_back(broker):
-    if not getattr(broker, "tls_port", None):
-        pytest.skip("the external broker of ETLCTL_TEST_AMQP_URL has no TLS listener known to the tests")
-    error = connect_error(broker.url, port=broker.tls_port)
+def test_plain_amqp_to_the_tls_port_and_back(tls_broker):
+    error = connect_error(tls_broker.url, port=tls_broker.tls_port)
     assert error.message.endswith("the server broke off the AMQP handshake (a TLS port? then use amqps://)")
-    error = connect_error(broker.tls_url(broker.ca_file), port=broker.amqp_port)
-    assert error.message.endswith(f"TLS: WRONG_VERSION_NUMBER (is {broker.amqp_port} a TLS port?)")
+    error = connect_error(tls_broker.tls_url(tls_broker.ca_file), port=tls_broker.amqp_port)
+    assert error.message.endswith(f"TLS: WRONG_VERSION_NUMBER (is {tls_broker.amqp_port} a TLS port?)")
 
 
 def test_an_unreadable_ca_file_is_a_usage_error(tmp_path, broker):
