@@ -86,6 +86,21 @@ class Queues:
             found.append(Received(body, properties, method.routing_key, method.exchange, method.redelivered))
         return found
 
+    def consume(self, name: str, count: int, timeout: float = 10.0) -> list[Received]:
+        """Receive ``count`` messages the way a worker does (basic_consume, manual acks); fewer if
+        none comes for ``timeout`` seconds."""
+        channel = self.channel()
+        found = []
+        for method, properties, body in channel.consume(name, auto_ack=False, inactivity_timeout=timeout):
+            if method is None:
+                break
+            channel.basic_ack(method.delivery_tag)
+            found.append(Received(body, properties, method.routing_key, method.exchange, method.redelivered))
+            if len(found) == count:
+                break
+        channel.cancel()
+        return found
+
     def arguments_of(self, name: str, broker) -> dict:
         """The arguments a queue was declared with, as the broker lists them (needs rabbitmqctl)."""
         import json

@@ -37,7 +37,8 @@ def test_a_confirmed_message_arrives_with_exactly_its_body_and_properties(publis
     assert report.error is None
     assert [(o.message.message_id, o.status, o.reason, o.published) for o in report.outcomes] == [
         ("41", Status.CONFIRMED, None, True)]
-    [received] = queues.drain(queue)
+    [received] = queues.consume(queue, 1)
+    assert queues.depth(queue) == 0
     assert received.body == jira_body()
     assert (received.exchange, received.routing_key, received.redelivered) == ("", queue, False)
     p = received.properties
