@@ -17,6 +17,7 @@ CONFLICT = 4
 NOT_FOUND = 5
 UNAVAILABLE = 6
 BUSY = 7
+BROKER_UNAVAILABLE = 8
 INTERRUPTED = 130  # SIGINT, 128 + 2
 TERMINATED = 143  # SIGTERM, 128 + 15
 
@@ -125,3 +126,17 @@ class Terminated(Interrupted):
 
 class DatabaseError(EtlctlError):
     """database error: {reason}"""
+
+
+class BrokerUnavailable(EtlctlError):
+    """cannot reach the message broker ({target}): {reason}"""
+
+    exit_code = BROKER_UNAVAILABLE
+
+
+class BrokerRefused(BrokerUnavailable):
+    """the message broker ({target}) refused {what}"""
+
+
+class BrokerError(EtlctlError):
+    """message broker error: {reason}"""

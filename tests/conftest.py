@@ -17,6 +17,8 @@ import pytest
 
 from etlctl.store import clock
 from etlctl.store import embedded
+from tests import broker_node
+from tests.broker_helpers import Queues
 from tests.helpers import Cli, FrozenClock, TestDatabase, admin_connect, scratch_directory, start_server
 
 DEFAULT_FROZEN_AT = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
@@ -26,7 +28,7 @@ DEFAULT_FROZEN_AT = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
 def _clean_environment(monkeypatch):
     # The developer's shell must not steer the tests (ETLCTL_DELAY=1 would change every timing).
     for name in list(os.environ):
-        if name.startswith(("ETLCTL_", "PG")):
+        if name.startswith(("ETLCTL_", "PG", "RABBITMQ_")):
             monkeypatch.delenv(name, raising=False)
 
 
@@ -128,3 +130,62 @@ def seeded(db):
     db.conn.execute((Path(__file__).parent / "fixtures" / "existing_seeds.sql").read_text())
     rows = db.sql("SELECT j.id, t.name AS tenant, j.job_name FROM etl_jobs j JOIN tenants t ON t.id = j.tenant_id")
     return {(r["tenant"], r["job_name"]): r["id"] for r in rows}
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _unavailable(message: str):
+    """In CI a broker test never skips: it fails, loudly. Elsewhere it skips, saying what to do."""
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """A real RabbitMQ for the session: ETLCTL_TEST_AMQP_URL's, else a private node of our own,
+    started once, when the first test that needs it runs, and stopped at the end."""
+    # Read here, not in a test: session fixtures run before _clean_environment empties ETLCTL_*.
+    external = os.environ.get("ETLCTL_TEST_AMQP_URL")
+    if external:
+        yield broker_node.ExternalBroker(external)
+        return
+    if not broker_node.installed():
+        _unavailable(f"RabbitMQ's server is not installed ({broker_node.RABBITMQ_BIN}): as root, "
+                     f"{broker_node.INSTALL_COMMAND} (`make test` does it); or set ETLCTL_TEST_AMQP_URL")
+    node = broker_node.BrokerNode(tmp_path_factory.mktemp("rabbitmq"))
+    node.start()
+    yield node
+    node.stop()  # fails the session if any of the node's processes outlives it
+
+
+@pytest.fixture
+def node_control(broker):
+    """The private node, for tests that stop its app or set policies."""
+    if not broker.controllable:
+        _unavailable("this test controls the broker (stop_app, policies): it needs the private node, "
+                     "not ETLCTL_TEST_AMQP_URL")
+    return broker
+
+
+@pytest.fixture
+def tls_broker(broker):
+    """The private node, whose TLS listener and CA the tests know."""
+    if not getattr(broker, "tls_port", None):
+        _unavailable("this test needs the private node's TLS listener, not ETLCTL_TEST_AMQP_URL")
+    return broker
+
+
+@pytest.fixture
+def queues(broker):
+    """Queues of this test's own (deleted after it), seen through the tests' own pika client."""
+    kit = Queues(broker.url)
+    yield kit
+    kit.close()
+
+
+@pytest.fixture
+def broker_settings(broker):
+    from etlctl.broker.settings import parse_url
+
+    return parse_url(broker.url)

