@@ -30,6 +30,10 @@ from etlctl.core.rules import Completion, evaluate
 DEFAULT_DELAY = 30.0
 DEFAULT_BACKOFF = (30.0, 60.0, 180.0, 300.0)
 DEFAULT_COOLDOWN = 30.0
+# The longest single wait of the reset flow (the delay, one backoff step, or the
+# cool-down): longer flags are refused, and a reset_deadline further ahead than
+# this cannot come from any legal run, so it is malformed, never waited for.
+MAX_WAIT = 86400.0
 
 # Reset stages stored in reset_stage.
 NOT_STARTED = "none"
