@@ -28,7 +28,7 @@ from etlctl.core.rules import PHASE_VALUES, PHASES
 @job_argument
 @click.option("--token", metavar="T", help="Complete only this run; a stale token changes nothing and exits 4.")
 @click.option("--sync-date", metavar="ISO", help="Extraction date to record as last_sync_date [default: leave it unchanged].")
-@click.option("--delay", metavar="SECONDS", help="Wait before the first reset check [env: ETLCTL_DELAY; default: 30].")
+@click.option("--delay", metavar="DURATION", help="Wait before the first reset check, at most 1d [env: ETLCTL_DELAY; default: 30s].")
 @connection_options
 @output_options
 @dry_run_option
@@ -79,7 +79,7 @@ def _check_iso(value: str) -> None:
 @click.command()
 @job_argument
 @click.option("--retry", is_flag=True, help="Check again after each wait of the backoff, like the UI.")
-@click.option("--backoff", metavar="LIST", help="Waits between checks with --retry [env: ETLCTL_BACKOFF; default: 30,60,180,300].")
+@click.option("--backoff", metavar="LIST", help="Waits between checks with --retry, each at most 1d [env: ETLCTL_BACKOFF; default: 30,60,180,300].")
 @connection_options
 @output_options
 @example("""

@@ -53,13 +53,14 @@ def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool):
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value):
+    """A timeout flag: a duration (humanize.parse_duration), from 1ms to humanize.MAX_TIMEOUT."""
     if value is None:
         return _remember(ctx, param, None)
-    from etlctl.core.humanize import parse_duration
+    from etlctl.core.humanize import MAX_TIMEOUT, parse_duration
     from etlctl.errors import UsageError
 
     try:
-        seconds = parse_duration(value, "--" + param.name.replace("_", "-"))
+        seconds = parse_duration(value, "--" + param.name.replace("_", "-"), MAX_TIMEOUT)
     except UsageError as exc:
         raise click.BadParameter(f"{value!r}: {exc.message.split(': ', 1)[-1]}") from None
     if seconds < 0.001:
@@ -69,20 +70,26 @@ def _seconds(ctx: click.Context, param: click.Parameter, value):
 
 
 def timings_from(delay: str | None, backoff: str | None, cooldown: str | None) -> Timings:
-    """Flags, else ETLCTL_DELAY / ETLCTL_BACKOFF / ETLCTL_COOLDOWN, else 30 / 30,60,180,300 / 30."""
+    """Flags, else ETLCTL_DELAY / ETLCTL_BACKOFF / ETLCTL_COOLDOWN, else 30 / 30,60,180,300 / 30.
+
+    Each wait is at most lifecycle.MAX_WAIT (one day); an error names the flag or the
+    variable the value came from."""
     import os
 
     from etlctl.core.humanize import parse_backoff, parse_duration
-    from etlctl.core.lifecycle import Timings
+    from etlctl.core.lifecycle import MAX_WAIT, Timings
+
+    def given(flag: str | None, name: str) -> tuple[str | None, str]:
+        variable = f"ETLCTL_{name.upper()}"
+        return (flag, f"--{name}") if flag is not None else (os.environ.get(variable), variable)
 
     defaults = Timings()
-    delay = delay if delay is not None else os.environ.get("ETLCTL_DELAY")
-    backoff = backoff if backoff is not None else os.environ.get("ETLCTL_BACKOFF")
-    cooldown = cooldown if cooldown is not None else os.environ.get("ETLCTL_COOLDOWN")
+    (delay, delay_name), (backoff, backoff_name), (cooldown, cooldown_name) = (
+        given(delay, "delay"), given(backoff, "backoff"), given(cooldown, "cooldown"))
     return Timings(
-        delay=defaults.delay if delay is None else parse_duration(delay, "--delay"),
-        backoff=defaults.backoff if backoff is None else parse_backoff(backoff),
-        cooldown=defaults.cooldown if cooldown is None else parse_duration(cooldown, "--cooldown"),
+        delay=defaults.delay if delay is None else parse_duration(delay, delay_name, MAX_WAIT),
+        backoff=defaults.backoff if backoff is None else parse_backoff(backoff, backoff_name, MAX_WAIT),
+        cooldown=defaults.cooldown if cooldown is None else parse_duration(cooldown, cooldown_name, MAX_WAIT),
     )
 
 
@@ -90,14 +97,14 @@ _CONNECTION = [
     (("--dsn",), dict(envvar="ETLCTL_DSN", metavar="DSN", help="libpq connection string or postgresql:// URI; `embedded` for the embedded server [env: ETLCTL_DSN]")),
     (("--db-timezone",), dict(envvar="ETLCTL_DB_TIMEZONE", metavar="ZONE",
                               help="Zone of the naive timestamp columns [env: ETLCTL_DB_TIMEZONE; default: UTC]")),
-    (("--statement-timeout",), dict(envvar="ETLCTL_STATEMENT_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                                    help="Per-statement limit [env: ETLCTL_STATEMENT_TIMEOUT; default: 30s]")),
-    (("--lock-timeout",), dict(envvar="ETLCTL_LOCK_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                               help="Longest wait for a row lock; then exit 7 [env: ETLCTL_LOCK_TIMEOUT; default: 5s]")),
-    (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                               help="idle_in_transaction_session_timeout [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
-    (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                                  help="Longest wait to connect [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
+    (("--statement-timeout",), dict(envvar="ETLCTL_STATEMENT_TIMEOUT", metavar="DURATION", callback=_seconds,
+                                    help="Per-statement limit, at most 1d [env: ETLCTL_STATEMENT_TIMEOUT; default: 30s]")),
+    (("--lock-timeout",), dict(envvar="ETLCTL_LOCK_TIMEOUT", metavar="DURATION", callback=_seconds,
+                               help="Longest wait for a row lock, at most 1d; then exit 7 [env: ETLCTL_LOCK_TIMEOUT; default: 5s]")),
+    (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="DURATION", callback=_seconds,
+                               help="idle_in_transaction_session_timeout, at most 1d [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
+    (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="DURATION", callback=_seconds,
+                                  help="Longest wait to connect, at most 1d [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
 ]
 
 
@@ -129,9 +136,13 @@ def job_argument(f):
 
 
 def timing_options(f):
-    f = click.option("--cooldown", metavar="SECONDS", help="Countdown before the reset [env: ETLCTL_COOLDOWN; default: 30]")(f)
-    f = click.option("--backoff", metavar="LIST", help="Waits between checks [env: ETLCTL_BACKOFF; default: 30,60,180,300]")(f)
-    return click.option("--delay", metavar="SECONDS", help="Wait before the first check [env: ETLCTL_DELAY; default: 30]")(f)
+    # Durations (30, 45s, 1m10s, 1h30m...), each at most lifecycle.MAX_WAIT (1d).
+    f = click.option("--cooldown", metavar="DURATION",
+                     help="Countdown before the reset, at most 1d [env: ETLCTL_COOLDOWN; default: 30s]")(f)
+    f = click.option("--backoff", metavar="LIST",
+                     help="Waits between checks, each at most 1d [env: ETLCTL_BACKOFF; default: 30,60,180,300]")(f)
+    return click.option("--delay", metavar="DURATION",
+                        help="Wait before the first check, at most 1d [env: ETLCTL_DELAY; default: 30s]")(f)
 
 
 def session(dry_run: bool = False, create_embedded: bool = False):

@@ -14,8 +14,8 @@ from etlctl.core.rules import PHASES
 @click.option("--explain", is_flag=True, help="Also say, for every job not started, why not.")
 @click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name).")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Most jobs to start in this tick.")
-@click.option("--chain-grace", metavar="SECONDS", default="60", show_default=True,
-              help="Queue a RUNNING job's next step only when nothing touched the job for this long.")
+@click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
+              help="Queue a RUNNING job's next step only when nothing touched the job for this long (at most 1d).")
 @connection_options
 @output_options
 @example("""
@@ -44,10 +44,10 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     exits 0 at once.
     """
     from etlctl.actions import schedule as scheduler
-    from etlctl.core.humanize import parse_duration
+    from etlctl.core.humanize import MAX_CHAIN_GRACE, parse_duration
     from etlctl.views import schedule as views
 
-    grace = parse_duration(chain_grace, "--chain-grace")
+    grace = parse_duration(chain_grace, "--chain-grace", MAX_CHAIN_GRACE)
     with session(dry_run) as s:
         tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain)
     views.show_tick(tick, as_json, dry_run, explain)

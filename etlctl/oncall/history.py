@@ -20,12 +20,14 @@ def parse_since(text: str | None) -> tuple[str | None, float | None]:
     """--since: an ISO time (naive: in the database zone), or a duration ago ('30m', '2h')."""
     if text is None:
         return None, None
-    from etlctl.core.humanize import parse_duration
+    from etlctl.core.humanize import MAX_SINCE, parse_duration
 
     try:
-        return None, parse_duration(text, "--since")
+        parse_duration(text, "--since")
     except UsageError:
-        pass
+        pass  # not a duration: an ISO time?
+    else:
+        return None, parse_duration(text, "--since", MAX_SINCE)  # a duration ago; too far back is an error
     try:
         datetime.fromisoformat(text)
     except ValueError:
