@@ -19,8 +19,18 @@ from datetime import datetime
 from etlctl.store import clock
 from etlctl.core import lifecycle
 from etlctl.core import rules
-from etlctl.errors import Busy, Conflict, JobNotFound, NotFinished, UsageError
-from etlctl.core.job import Job, JobRef
+from etlctl.errors import (
+    AmbiguousToken,
+    Busy,
+    Conflict,
+    EtlctlError,
+    JobNotFound,
+    NotFinished,
+    StaleToken,
+    TokenTooShort,
+    UsageError,
+)
+from etlctl.core.job import TOKEN_PREFIX, Job, JobRef
 from etlctl.store.jobs import load, resolve
 
 # The keys of the status document that etlctl reads to decide, and so guards on.
@@ -109,20 +119,35 @@ def complete(session, ref: JobRef | int, *, token: str | None, sync_date: str | 
     """RUNNING -> FINISHED with a pending reset. Idempotent on the same run."""
     job_id = resolve(session, ref)
     for _ in range(CONCURRENT_RETRIES):
-        row = session.one("complete_job", job_id=job_id, token=token, sync_date=sync_date, delay=delay)
+        row = session.one("complete_job", job_id=job_id, token=token, min_prefix=TOKEN_PREFIX, sync_date=sync_date,
+                          delay=delay)
         if row is None:
             raise JobNotFound(ref=job_id)
         if row["changed"]:
             return {"job_id": job_id, "result": "completed", "overall": "FINISHED", "token": row["token"],
                     "status": row["new_status"], "last_sync_date": row["last_sync_date"], "now": row["now"]}
-        if token is not None and row["token"] != token:
-            raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
+        refused = token_refused(job_id, token, row)
+        if refused is not None:
+            raise refused
         if row["overall"] == "FINISHED":
             return {"job_id": job_id, "result": "already", "overall": "FINISHED", "token": row["token"]}
         if row["overall"] != "RUNNING":
             raise Conflict(message=f"job {job_id} is {row['overall']}, not RUNNING; nothing changed")
         # It was RUNNING with this token in our snapshot, yet the guard missed: a concurrent writer. Look again.
     raise Busy(reason=f"job {job_id} kept changing while completing it")
+
+
+def token_refused(job_id: int, token: str | None, row: dict) -> EtlctlError | None:
+    """Why --token did not name the job's current run, as the write's own guard decided
+    (`_run_token_matches`); None when it did. The error never shows the current token:
+    pasting it back would defeat the guard, so it says where to look it up."""
+    if token is None or row["token_matches"]:
+        return None
+    if row["token_is_prefix"]:
+        return AmbiguousToken(token=token, job_id=job_id)
+    if len(token) < TOKEN_PREFIX and row["token"] is not None:
+        return TokenTooShort(token=token, job_id=job_id, length=TOKEN_PREFIX)
+    return StaleToken(token=token, job_id=job_id)
 
 
 # --- step ------------------------------------------------------------------
@@ -136,7 +161,8 @@ def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, 
     if value not in rules.PHASE_VALUES:
         raise UsageError(message=f"unknown status {value!r}: expected one of {', '.join(rules.PHASE_VALUES)}")
     for _ in range(CONCURRENT_RETRIES):
-        row = session.one("step_update", job_id=job_id, step=step_name, phase=phase, value=value, token=token)
+        row = session.one("step_update", job_id=job_id, step=step_name, phase=phase, value=value, token=token,
+                          min_prefix=TOKEN_PREFIX)
         if row is None:
             raise JobNotFound(ref=job_id)
         if not row["step_allowed"]:
@@ -148,8 +174,9 @@ def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, 
         result = {"job_id": job_id, "step": step_name, "phase": phase, "status": value, "overall": row["overall"]}
         if row["changed"]:
             return {**result, "result": "updated", "previous": row["current_value"]}
-        if token is not None and row["token"] != token:
-            raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
+        refused = token_refused(job_id, token, row)
+        if refused is not None:
+            raise refused
         if row["overall"] not in ("RUNNING", "FINISHED"):
             raise Conflict(message=f"job {job_id} is {row['overall']}: no run to update; nothing changed")
         if row["steps_type"] != "object":

@@ -26,14 +26,15 @@ from etlctl.core.rules import PHASE_VALUES, PHASES
 
 @click.command()
 @job_argument
-@click.option("--token", metavar="T", help="Complete only this run; a stale token changes nothing and exits 4.")
+@click.option("--token", metavar="T", help="Complete only this run: its token, or its first 8 characters or more (as "
+                                           "`history` shows it); a stale token changes nothing and exits 4.")
 @click.option("--sync-date", metavar="ISO", help="Extraction date to record as last_sync_date [default: leave it unchanged].")
 @click.option("--delay", metavar="DURATION", help="Wait before the first reset check, at most 1d [env: ETLCTL_DELAY; default: 30s].")
 @connection_options
 @output_options
 @dry_run_option
 @example("""
-etlctl complete 7 --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
+etlctl complete 7 --token 6f1c0a2e
 etlctl complete Jira --tenant acme --sync-date 2026-11-28T10:00:00-05:00 --json
 """)
 def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
@@ -206,12 +207,13 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
 @click.argument("step_name", metavar="STEP")
 @click.argument("phase", metavar="PHASE", type=click.Choice(PHASES))
 @click.argument("value", metavar="STATUS", type=click.Choice(PHASE_VALUES))
-@click.option("--token", metavar="T", help="Update only this run; a stale token changes nothing and exits 4.")
+@click.option("--token", metavar="T", help="Update only this run: its token, or its first 8 characters or more (as "
+                                           "`history` shows it); a stale token changes nothing and exits 4.")
 @connection_options
 @output_options
 @dry_run_option
 @example("""
-etlctl step 7 jira_dev_status embedding finished --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
+etlctl step 7 jira_dev_status embedding finished --token 6f1c0a2e
 """)
 def step(job, tenant, step_name, phase, value, token, as_json, dry_run) -> None:
     """Set one phase of one step: a worker's status update.

@@ -10,6 +10,7 @@ from etlctl.cli.options import (
     connection_options,
     example,
     job_argument,
+    limit_option,
     output_options,
     session,
     settings,
@@ -95,7 +96,7 @@ def why(job, tenant, delay, backoff, cooldown, as_json) -> None:
 @job_argument
 @click.option("--since", metavar="T", help="Only changes since T: an ISO time (naive: in --db-timezone) or a duration "
                                            "ago such as 30m or 2h.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most rows (the newest).")
+@limit_option(50, "changes shown, the newest; a note says when there are more")
 @connection_options
 @output_options
 @example("""

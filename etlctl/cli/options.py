@@ -135,6 +135,17 @@ def job_argument(f):
     return click.argument("job", metavar="JOB")(f)
 
 
+# --limit N means one thing everywhere: at most N rows shown or acted on (each command's help says
+# which); a listing that has more says so on stderr. Above MAX_LIMIT it is a usage error (exit 2).
+MAX_LIMIT = 1_000_000
+
+
+def limit_option(default: int, counted: str):
+    """--limit N: at most N ``counted`` (for example "jobs listed"), from 1 to MAX_LIMIT."""
+    return click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=default, show_default=True,
+                        metavar="N", help=f"At most N {counted} (1 to {MAX_LIMIT:,}).")
+
+
 def timing_options(f):
     # Durations (30, 45s, 1m10s, 1h30m...), each at most lifecycle.MAX_WAIT (1d).
     f = click.option("--cooldown", metavar="DURATION",

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import connection_options, dry_run_option, example, output_options, session, settings
+from etlctl.cli.options import (
+    connection_options,
+    dry_run_option,
+    example,
+    limit_option,
+    output_options,
+    session,
+    settings,
+)
 from etlctl.core.rules import PHASES
 
 
@@ -13,7 +21,7 @@ from etlctl.core.rules import PHASES
 @dry_run_option
 @click.option("--explain", is_flag=True, help="Also say, for every job not started, why not.")
 @click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name).")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Most jobs to start in this tick.")
+@limit_option(1000, "jobs started in this tick")
 @click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
               help="Queue a RUNNING job's next step only when nothing touched the job for this long (at most 1d).")
 @connection_options
@@ -59,7 +67,7 @@ def queue() -> None:
 
 @queue.command("ls")
 @click.option("--pending", is_flag=True, help="Only messages not done yet.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most messages, newest.")
+@limit_option(100, "messages shown, the newest; a note says when there are more")
 @connection_options
 @output_options
 @example("""
@@ -71,8 +79,8 @@ def queue_ls(pending, limit, as_json) -> None:
     from etlctl.views import schedule as views
 
     with session() as s:
-        rows = scheduler.queue_list(s, pending=pending, limit=limit)
-    views.show_queue(rows, as_json, pending)
+        rows, more = scheduler.queue_list(s, pending=pending, limit=limit)
+    views.show_queue(rows, as_json, pending, more)
 
 @queue.command("claim")
 @click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from etlctl.core import humanize
+from etlctl.core.job import short_token
 from etlctl.views import render
 
 HEADERS = ["TIME", "FROM → TO", "TOKEN", "COMMAND", "HOST", "WHO", "DETAIL"]
@@ -42,9 +43,8 @@ def describe(details: object) -> str:
 
 
 def table_row(row: Mapping) -> list:
-    token = row["token"]
     return [humanize.when(row["at"]), f"{row['from_state'] or '-'} → {row['to_state'] or '-'}",
-            token[:8] if isinstance(token, str) else "-", row["command"], f"{row['host']}:{row['pid']}",
+            short_token(row["token"]), row["command"], f"{row['host']}:{row['pid']}",
             row["db_user"], render.truncate(describe(row["details"]), 90) or "-"]
 
 
