@@ -18,6 +18,7 @@ import click
 
 from etlctl import __version__, errors
 from etlctl.cli import options
+from etlctl.views import output
 
 # name -> (module, attribute, short help). The short help is repeated here so that
 # `etlctl --help` lists every command without importing any of them.
@@ -76,10 +77,12 @@ class EtlctlGroup(click.Group):
         """Run the CLI; expected errors become one stderr line and an exit code."""
         # One Invocation per run (tests run many in one process): click's ctx.obj, and the handler keeps it too.
         invocation = options.Invocation()
-        code = run(lambda: super(EtlctlGroup, self).main(
-            args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False,
-            obj=invocation, **extra,
-        ), invocation)
+        # Every line of the run, whoever writes it, obeys -q and --log-timestamps (set while parsing).
+        with output.installed(invocation):
+            code = run(lambda: super(EtlctlGroup, self).main(
+                args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False,
+                obj=invocation, **extra,
+            ), invocation)
         if standalone_mode:
             sys.exit(code)
         return code

@@ -138,7 +138,7 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
     timings = timings_from(delay, backoff, cooldown)
     ref = parse_ref(job, tenant)
     with session(dry_run) as s:
-        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter())
+        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter(timings.checks))
     views.show_wait_and_reset(outcome, as_json)
     return outcome.exit_code
 

@@ -26,6 +26,8 @@ class Invocation:
     still read -v after the command has ended."""
 
     verbose: bool = False
+    quiet: bool = False  # -q: only errors (etlctl.views.output)
+    timestamps: bool = False  # --log-timestamps / ETLCTL_LOG_TIMESTAMPS: each line starts with the time
 
 
 def invocation(ctx: click.Context | None = None) -> Invocation:
@@ -46,9 +48,10 @@ def _remember(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
-def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool):
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool):
+    # -v, -q and --log-timestamps are accepted before and after the command: either turns it on.
     if value:
-        invocation(ctx).verbose = True
+        setattr(invocation(ctx), param.name, True)
     return value
 
 
@@ -112,7 +115,13 @@ def connection_options(f):
     for decls, kwargs in reversed(_CONNECTION):
         kwargs = {"callback": _remember, **kwargs}
         f = click.option(*decls, expose_value=False, **kwargs)(f)
-    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose,
+    f = click.option("--log-timestamps", "timestamps", is_flag=True, expose_value=False, callback=_set_flag,
+                     envvar="ETLCTL_LOG_TIMESTAMPS",
+                     help="Start every line with this host's time, for logs (the cron block sets it) "
+                          "[env: ETLCTL_LOG_TIMESTAMPS=1].")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_flag,
+                     help="Print only errors.")(f)
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_flag,
                      help="Show error details and tracebacks.")(f)
     return f
 
@@ -143,7 +152,7 @@ MAX_LIMIT = 1_000_000
 def limit_option(default: int, counted: str):
     """--limit N: at most N ``counted`` (for example "jobs listed"), from 1 to MAX_LIMIT."""
     return click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=default, show_default=True,
-                        metavar="N", help=f"At most N {counted} (1 to {MAX_LIMIT:,}).")
+                        metavar="N", help=f"At most N {counted}.")
 
 
 def timing_options(f):
