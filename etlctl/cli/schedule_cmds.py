@@ -136,11 +136,16 @@ etlctl --dsn postgresql://etl@db.internal/etl cron --every 5m --install
 def cron(every, install, log_path) -> None:
     """Print (or install) the crontab block that runs schedule-next and sweep.
 
-    The block sets ETLCTL_DSN (without any password: keep that in ~/.pgpass),
-    PATH, and sends output to a log file. Both commands are quiet when there
-    is nothing to do, never overlap (a second tick exits at once) and never
-    hang (statement, lock and connect timeouts). --install is idempotent: it
-    replaces the block between the etlctl markers and keeps the rest.
+    Each of its lines carries its own environment (a NAME=value line would
+    apply to every crontab line below it): the database as this command
+    found it (--dsn, ETLCTL_DSN, the PG* variables or ETLCTL_HOME; never a
+    password: keep that in ~/.pgpass), the settings that differ from the
+    defaults, and ETLCTL_LOG_TIMESTAMPS=1, so every line of the log says when.
+    Paths and values are quoted for sh, and % escaped for cron. Both commands
+    are quiet when there is nothing to do, never overlap (a second tick exits
+    at once) and never hang (statement, lock and connect timeouts).
+    --install is idempotent: it replaces the block between the etlctl markers
+    and keeps the rest of the crontab.
     """
     from etlctl.actions import cron as crontab
     from etlctl.views import schedule as views
