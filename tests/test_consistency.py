@@ -44,3 +44,69 @@ def test_every_listing_says_when_it_shows_fewer_than_there_are(db, cli):
     history = cli("history", job, "--limit", "2")
     assert history.stderr == "showing the newest 2 of 3 changes (use --limit or --since)\n"
     assert cli("queue", "ls", "--limit", "3").stderr == ""
+
+
+# --- --tenant -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["metrics"], ["sweep"], ["history"], ["status"], ["schedule-next"],
+                                     ["history", "1"]])
+def test_an_unknown_tenant_exits_5_everywhere(db, cli, command):
+    db.job("Jira", db.tenant("acme"))
+    result = cli(*command, "--tenant", "nobody")
+    assert result.exit_code == 5
+    assert result.stderr in ("etlctl: no tenant 'nobody'\n", "etlctl: no job 1 in tenant 'nobody'\n")
+
+
+@pytest.fixture
+def two_tenants(db):
+    """acme and beta, each with a job FINISHED long ago (stuck: doctor, metrics and sweep all see it)."""
+    from tests.helpers import finished
+
+    ids = {}
+    for name in ("acme", "beta"):
+        tenant = db.tenant(name)
+        ids[name] = db.job("Jira", tenant, db.integration(tenant), status=finished(),
+                           last_run_finished_at="2026-11-28 09:00:00", schedule_interval_minutes=60)
+    return ids
+
+
+def test_doctor_with_a_tenant_reports_only_that_tenants_jobs(cli, two_tenants, frozen):
+    everyone = cli("doctor", "--json").json()
+    assert sorted(j for f in everyone["findings"] for j in f["job_ids"]) == sorted(two_tenants.values())
+    acme = cli("doctor", "--tenant", "acme", "--json").json()
+    assert [j for f in acme["findings"] for j in f["job_ids"]] == [two_tenants["acme"]]
+    assert acme["jobs_checked"] == 1
+
+
+def test_doctor_of_a_tenant_without_jobs_says_so(db, cli, frozen):
+    db.tenant("empty")
+    result = cli("doctor", "--tenant", "empty")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("[note] No jobs: tenant empty has no jobs: there was nothing to check\n")
+    assert result.stdout.endswith("no problems found (0 jobs checked, 1 note)\n")
+
+
+def test_metrics_with_a_tenant_count_only_that_tenants_jobs(cli, two_tenants, frozen):
+    text = cli("metrics", "--tenant", "beta").stdout
+    assert 'tenant="beta"' in text and 'tenant="acme"' not in text
+    assert f'job_id="{two_tenants["beta"]}"' in text and f'job_id="{two_tenants["acme"]}"' not in text
+
+
+def test_sweep_with_a_tenant_advances_only_that_tenants_jobs(db, cli, two_tenants, frozen):
+    result = cli("sweep", "--tenant", "acme", "--json")
+    assert [row["job_id"] for row in result.json()] == [two_tenants["acme"]]
+    assert "reset_stage" in db.status(two_tenants["acme"]) and "reset_stage" not in db.status(two_tenants["beta"])
+    assert [row["job_id"] for row in cli("sweep", "--json").json()] == [two_tenants["beta"]]
+
+
+def test_history_without_a_job_shows_every_jobs_changes_or_one_tenants(db, cli, two_tenants, frozen):
+    assert cli("sweep").exit_code == 0
+    every = cli("history", "--json").json()
+    assert sorted(row["job_id"] for row in every) == sorted(two_tenants.values())
+    beta = cli("history", "--tenant", "beta")
+    lines = beta.stdout.splitlines()
+    assert lines[0].split()[:3] == ["JOB", "TIME", "FROM"]
+    assert [line.split()[0] for line in lines[2:]] == [str(two_tenants["beta"])]
+    db.tenant("quiet")
+    assert cli("history", "--tenant", "quiet").stderr == "tenant quiet: no audited changes\n"

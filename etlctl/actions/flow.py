@@ -31,7 +31,7 @@ from etlctl.errors import (
     UsageError,
 )
 from etlctl.core.job import TOKEN_PREFIX, Job, JobRef
-from etlctl.store.jobs import load, resolve
+from etlctl.store.jobs import load, resolve, tenant_ids
 
 # The keys of the status document that etlctl reads to decide, and so guards on.
 OWNED_KEYS = ("overall", "token") + lifecycle.RESET_KEYS
@@ -320,8 +320,8 @@ class Step:
 
 
 def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
-          on_batch: Callable[[list[Step]], None] = lambda steps: None) -> int:
-    """One non-blocking pass over every FINISHED job that has something due.
+          on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant_ids: list[int] | None = None) -> int:
+    """One non-blocking pass over every FINISHED job (of ``tenant_ids``) that has something due.
 
     Works in batches of ``batch`` jobs, two statements each, so memory and
     round trips do not grow with the number of jobs in the database.
@@ -329,7 +329,7 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
     """
     after, total = 0, 0
     while True:
-        rows = session.all("sweep_batch", after_id=after, batch=batch)
+        rows = session.all("sweep_batch", after_id=after, batch=batch, tenant_ids=tenant_ids)
         if not rows:
             break
         jobs = [Job.from_row(row) for row in rows]
@@ -351,10 +351,14 @@ class SweepTick:
 
 
 def sweep_tick(session, timings: lifecycle.Timings, *, batch: int = 1000,
-               on_batch: Callable[[list[Step]], None] = lambda steps: None) -> SweepTick:
-    """`etlctl sweep`: one :func:`sweep` under the per-database tick lock, so that a second
-    sweep at the same moment returns at once. Correctness never depends on the lock."""
-    with session.tick_lock("sweep") as taken:
+               on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant: str | None = None) -> SweepTick:
+    """`etlctl sweep [--tenant T]`: one :func:`sweep` under the per-database tick lock, so that a
+    second sweep at the same moment returns at once. Correctness never depends on the lock.
+
+    A sweep of one tenant takes a lock of its own: it must not make the whole sweep of the same
+    minute skip every other tenant (nor wait for it)."""
+    ids = tenant_ids(session, tenant)
+    with session.tick_lock("sweep" if ids is None else f"sweep tenants {ids}") as taken:
         if not taken:
             return SweepTick(locked=False)
-        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch))
+        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch, tenant_ids=ids))

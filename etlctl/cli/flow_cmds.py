@@ -17,6 +17,7 @@ from etlctl.cli.options import (
     job_argument,
     output_options,
     session,
+    tenant_option,
     timing_options,
     timings_from,
 )
@@ -173,6 +174,7 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
 
 
 @click.command()
+@tenant_option("jobs")
 @timing_options
 @click.option("--batch", type=click.IntRange(min=1, max=100000), default=1000, show_default=True,
               help="Jobs read and written per round trip.")
@@ -181,9 +183,9 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
 @dry_run_option
 @example("""
 etlctl sweep
-etlctl sweep --dry-run --json
+etlctl sweep --tenant acme --dry-run --json
 """)
-def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
+def sweep(tenant, delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     """One non-blocking pass of the reset flow over every FINISHED job: the
     cron form of wait-and-reset. It schedules the first check, re-checks on
     the backoff, starts the cool-down, resets, or gives up, for each job whose
@@ -198,7 +200,7 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     timings = timings_from(delay, backoff, cooldown)
     printer = views.SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=invocation().verbose)
     with session(dry_run) as s:
-        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch)  # rows print batch by batch
+        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch, tenant=tenant)  # rows stream
     printer.finish(swept)
 
 

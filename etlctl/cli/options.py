@@ -138,6 +138,12 @@ def dry_run_option(f):
                         help="Do everything inside a transaction, then roll it back: show what would change.")(f)
 
 
+def tenant_option(what: str):
+    """--tenant: only that tenant's ``what`` (the same filter in every command that has it)."""
+    return click.option("--tenant", metavar="TENANT",
+                        help=f"Only this tenant's {what} (id or name); an unknown tenant exits 5.")
+
+
 def job_argument(f):
     """JOB (an id, or a name) and --tenant to pick among jobs of the same name."""
     f = click.option("--tenant", metavar="TENANT", help="Tenant id or name, when the job name is in several tenants.")(f)

@@ -234,14 +234,15 @@ locked AS (
 -- include: _transitions
 
 -- name: sweep_batch
--- FINISHED jobs whose reset flow may have something to do now, in id order
--- after %(after_id)s (see job_row): no pending reset yet, a deadline that has
--- passed, or reset keys that cannot be read (reported, never repaired). Gave-up
--- jobs wait for a person, unless the give-up belongs to an earlier run
--- (lifecycle.reset_state).
+-- FINISHED jobs (of the tenants %(tenant_ids)s, an int[]; NULL: every tenant)
+-- whose reset flow may have something to do now, in id order after %(after_id)s
+-- (see job_row): no pending reset yet, a deadline that has passed, or reset keys
+-- that cannot be read (reported, never repaired). Gave-up jobs wait for a person,
+-- unless the give-up belongs to an earlier run (lifecycle.reset_state).
 -- include: job_row
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
+  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
   AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
        OR (j.status ? 'reset_token' AND (j.status ->> 'reset_token') IS DISTINCT FROM (j.status ->> 'token')))
   AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now()), true)

@@ -92,3 +92,10 @@ ORDER BY k.name;
 -- name: tenant_exists
 -- Whether a tenant (id or name) exists: an unknown --tenant is an error, not an empty list.
 SELECT EXISTS (SELECT 1 FROM tenants t WHERE t.id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s)) AS found;
+
+-- name: tenant_ids
+-- The ids of the tenants that --tenant names (an id, or a name, case-insensitively);
+-- NULL when there is none.
+SELECT array_agg(t.id ORDER BY t.id) AS ids
+FROM tenants t
+WHERE t.id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s);
