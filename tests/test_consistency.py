@@ -110,3 +110,149 @@ def test_history_without_a_job_shows_every_jobs_changes_or_one_tenants(db, cli, 
     assert [line.split()[0] for line in lines[2:]] == [str(two_tenants["beta"])]
     db.tenant("quiet")
     assert cli("history", "--tenant", "quiet").stderr == "tenant quiet: no audited changes\n"
+
+
+# --- help, typos, completion --------------------------------------------------------------
+
+
+def every_command_path() -> list[list[str]]:
+    """Every command and group of etlctl, as the words that name it."""
+    import click
+
+    from etlctl.cli import COMMANDS, cli
+
+    found = []
+
+    def walk(command, path):
+        found.append(path)
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        walk(cli.get_command(ctx, name), [name])
+    return found
+
+
+def test_the_walk_finds_every_command_and_subcommand():
+    paths = every_command_path()
+    assert ["queue", "claim"] in paths and ["db", "stop"] in paths and ["completion"] in paths
+    assert len(paths) >= 24  # 19 commands, 3 of queue and 2 of db when this was written; more may come
+
+
+@pytest.mark.parametrize("path", every_command_path(), ids=" ".join)
+def test_every_help_carries_an_example(path):
+    result = Cli(None)(*path, "--help")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "  Example:" in lines, f"`etlctl {' '.join(path)} --help` has no example"
+    example = lines[lines.index("  Example:") + 1].strip()
+    assert example.startswith(("etlctl ", "eval ", "ETLCTL_")), example
+
+
+@pytest.mark.parametrize("path", every_command_path(), ids=" ".join)
+def test_every_option_has_a_description(path):
+    import click
+
+    from etlctl.cli import cli
+
+    command, ctx = cli, click.Context(cli)
+    for word in path:
+        command = command.get_command(ctx, word)
+        ctx = click.Context(command, parent=ctx)
+    undescribed = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not p.help]
+    assert undescribed == [], f"`etlctl {' '.join(path)}`: options without a description: {undescribed}"
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("stauts", "status"), ("dcotor", "doctor"), ("wait-and-rest", "wait-and-reset")])
+def test_a_top_level_typo_gets_did_you_mean(typo, meant):
+    result = Cli(None)(typo)
+    assert (result.exit_code, result.stderr) == (
+        2, f"etlctl: error: No such command '{typo}'. Did you mean '{meant}'? (see `etlctl --help`)\n")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_script_for_each_shell(shell):
+    result = Cli(None)("completion", shell)
+    assert result.exit_code == 0 and "_ETLCTL_COMPLETE" in result.stdout
+    assert f"{shell}_complete" in result.stdout
+
+
+def test_completion_of_an_unknown_shell_is_a_usage_error():
+    result = Cli(None)("completion", "tcsh")
+    assert result.exit_code == 2 and "'tcsh' is not one of 'bash', 'zsh', 'fish'" in result.stderr
+
+
+def complete(words: str, env: dict, timeout: float = 60) -> tuple[list[str], object]:
+    """What bash's completion gets for the last word of ``words``, from a real etlctl process."""
+    import subprocess
+    import sys
+
+    args = words.split(" ")
+    full = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("ETLCTL_", "PG"))}
+    full.update(env, _ETLCTL_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=str(len(args) - 1))
+    proc = subprocess.run([sys.executable, "-m", "etlctl"], env=full, capture_output=True, text=True, timeout=timeout)
+    values = [line.split(",", 1)[1] for line in proc.stdout.splitlines() if line.startswith("plain,")]
+    return values, proc
+
+
+def test_completion_offers_jobs_and_tenants_from_the_database(db):
+    acme, beta = db.tenant("acme"), db.tenant("beta")
+    jira = db.job("Jira", acme)
+    db.job("Jira Cloud", beta)
+    github = db.job("GitHub", beta)
+    env = {"ETLCTL_DSN": db.dsn}
+    values, proc = complete("etlctl status ", env)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert values[:3] == [str(jira), str(jira + 1), str(github)] and {"Jira", "Jira Cloud", "GitHub"} <= set(values)
+    assert complete("etlctl why ji", env)[0] == ["Jira", "Jira Cloud"]
+    assert complete("etlctl why --tenant beta J", env)[0] == ["Jira Cloud"]
+    assert complete("etlctl doctor --tenant a", env)[0] == ["acme"]
+    assert complete("etlctl st", env)[0] == ["status", "step"]
+
+
+def test_completion_without_a_database_offers_nothing_and_creates_nothing(tmp_path):
+    home = tmp_path / "home"
+    values, proc = complete("etlctl status ", {"ETLCTL_HOME": str(home)})
+    assert (values, proc.returncode, proc.stderr) == ([], 0, "")
+    assert not home.exists()
+
+
+def test_completion_with_an_unreachable_database_offers_nothing_quietly(unused_port):
+    values, proc = complete("etlctl status ", {"ETLCTL_DSN": f"host=127.0.0.1 port={unused_port} dbname=x"})
+    assert (values, proc.returncode, proc.stderr) == ([], 0, "")
+
+
+def test_completion_never_waits_long_for_a_server_that_does_not_answer():
+    """A listener that accepts and then says nothing: libpq's connect timeout (2 s) ends it."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        values, proc = complete("etlctl status ", {"ETLCTL_DSN": f"host=127.0.0.1 port={port} dbname=x"}, timeout=30)
+    assert (values, proc.returncode, proc.stderr) == ([], 0, "")
+
+
+def test_completion_never_starts_a_stopped_embedded_server(embedded_home):
+    from etlctl.store import embedded
+    from tests.helpers import run_process
+
+    env = {"ETLCTL_HOME": str(embedded_home)}
+    assert run_process(["db", "init"], None, env).exit_code == 0
+    assert run_process(["db", "stop"], None, env).exit_code == 0
+    values, proc = complete("etlctl status ", env)
+    assert (values, proc.returncode, proc.stderr) == ([], 0, "")
+    assert embedded.running(embedded_home) is None
+
+
+@pytest.fixture
+def unused_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -41,6 +41,7 @@ COMMANDS = {
     "metrics": ("etlctl.cli.oncall_cmds", "metrics", "Print Prometheus metrics about jobs and the queue."),
     "db": ("etlctl.cli.db_cmds", "db", "Create or upgrade the schema; stop the embedded server."),
     "demo": ("etlctl.cli.demo_cmd", "demo", "Run the whole lifecycle on the embedded server."),
+    "completion": ("etlctl.cli.completion", "completion_command", "Print the shell completion script (bash, zsh, fish)."),
 }
 
 
@@ -56,6 +57,13 @@ class EtlctlGroup(click.Group):
             return getattr(importlib.import_module(module), attribute)
         except (ImportError, AttributeError):
             return None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            # click suggests among the commands it holds, and a lazy group holds none: suggest among ours.
+            raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=list(COMMANDS), ctx=ctx) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import click
 
+from etlctl.cli import completion
 from etlctl.cli.options import (
     command_name,
     connection_options,
     example,
     job_argument,
     limit_option,
+    optional_job_argument,
     output_options,
     session,
     settings,
@@ -98,9 +100,7 @@ def why(job, tenant, delay, backoff, cooldown, as_json) -> None:
 
 
 @click.command()
-@click.argument("job", metavar="[JOB]", required=False)
-@click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name); with JOB, picks among "
-                                                 "same-named jobs. An unknown tenant exits 5.")
+@optional_job_argument
 @click.option("--since", metavar="T", help="Only changes since T: an ISO time (naive: in --db-timezone) or a duration "
                                            "ago such as 30m or 2h (at most 3650d).")
 @limit_option(50, "changes shown, the newest; a note says when there are more")
@@ -132,9 +132,9 @@ def history(job, tenant, since, limit, as_json) -> None:
 
 
 @click.command()
-@click.argument("jobs", metavar="[JOB]...", nargs=-1)
-@click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name); with JOBs, picks among "
-                                                 "same-named jobs. An unknown tenant exits 5.")
+@click.argument("jobs", metavar="[JOB]...", nargs=-1, shell_complete=completion.jobs)
+@tenant_option("jobs", "Only this tenant's jobs (id or name); with JOBs, picks among same-named jobs. "
+                       "An unknown tenant exits 5.")
 @connection_options
 @output_options
 @example("""

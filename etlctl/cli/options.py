@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from etlctl.cli import completion
+
 if TYPE_CHECKING:  # imported lazily at run time: --help must stay cheap
     from etlctl.core.lifecycle import Timings
     from etlctl.store.settings import ConnectionSettings
@@ -138,16 +140,23 @@ def dry_run_option(f):
                         help="Do everything inside a transaction, then roll it back: show what would change.")(f)
 
 
-def tenant_option(what: str):
+def tenant_option(what: str, help: str | None = None):
     """--tenant: only that tenant's ``what`` (the same filter in every command that has it)."""
-    return click.option("--tenant", metavar="TENANT",
-                        help=f"Only this tenant's {what} (id or name); an unknown tenant exits 5.")
+    return click.option("--tenant", metavar="TENANT", shell_complete=completion.tenants,
+                        help=help or f"Only this tenant's {what} (id or name); an unknown tenant exits 5.")
 
 
 def job_argument(f):
     """JOB (an id, or a name) and --tenant to pick among jobs of the same name."""
-    f = click.option("--tenant", metavar="TENANT", help="Tenant id or name, when the job name is in several tenants.")(f)
-    return click.argument("job", metavar="JOB")(f)
+    f = tenant_option("jobs", "Tenant id or name, when the job name is in several tenants.")(f)
+    return click.argument("job", metavar="JOB", shell_complete=completion.jobs)(f)
+
+
+def optional_job_argument(f):
+    """[JOB]: one job, or without it every job (of --tenant, when given)."""
+    f = tenant_option("jobs", "Only this tenant's jobs (id or name); with JOB, picks among same-named jobs. "
+                              "An unknown tenant exits 5.")(f)
+    return click.argument("job", metavar="[JOB]", required=False, shell_complete=completion.jobs)(f)
 
 
 # --limit N means one thing everywhere: at most N rows shown or acted on (each command's help says

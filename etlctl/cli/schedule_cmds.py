@@ -13,6 +13,7 @@ from etlctl.cli.options import (
     output_options,
     session,
     settings,
+    tenant_option,
 )
 from etlctl.core.rules import PHASES
 
@@ -20,7 +21,7 @@ from etlctl.core.rules import PHASES
 @click.command("schedule-next")
 @dry_run_option
 @click.option("--explain", is_flag=True, help="Also say, for every job not started, why not.")
-@click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name).")
+@tenant_option("jobs")
 @limit_option(1000, "jobs started in this tick")
 @click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
               help="Queue a RUNNING job's next step only when nothing touched the job for this long (at most 1d).")
@@ -62,8 +63,16 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
 
 
 @click.group()
+@example("""
+etlctl queue ls --pending
+etlctl queue claim --worker shell-1 --json
+etlctl queue done 12
+""")
 def queue() -> None:
-    """List, claim and finish queued extraction messages (etlctl.queue)."""
+    """List, claim and finish queued extraction messages (etlctl.queue):
+    the transactional outbox that schedule-next fills, in the shape a relay
+    to the message broker reads it.
+    """
 
 @queue.command("ls")
 @click.option("--pending", is_flag=True, help="Only messages not done yet.")
@@ -83,7 +92,8 @@ def queue_ls(pending, limit, as_json) -> None:
     views.show_queue(rows, as_json, pending, more)
 
 @queue.command("claim")
-@click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True)
+@click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True,
+              help="Claim a message of this phase (schedule-next queues extraction messages).")
 @click.option("--worker", required=True, metavar="NAME", help="Who claims it (recorded as claimed_by).")
 @connection_options
 @output_options
