@@ -5,13 +5,15 @@ Completion runs on every Tab, so it must be quick and harmless: it uses only a
 database that is configured (--dsn, ETLCTL_DSN, PG*) or an embedded server that
 is already running (never creating or starting one), with short timeouts, and
 swallows every error and message: a Tab never prints a traceback, never hangs
-for long, and never changes anything. Importing this module costs only click
-(it is named by the options of every command).
+for long, and never changes anything. The options that complete from the
+database (cli.options) call :func:`candidates` with their command line's settings.
 """
 
 from __future__ import annotations
 
 import click
+from collections.abc import Callable
+
 from click.shell_completion import CompletionItem
 
 SHELLS = ("bash", "zsh", "fish")
@@ -20,46 +22,35 @@ CONNECT_TIMEOUT = 2  # seconds: libpq's own minimum
 STATEMENT_TIMEOUT = 1.0
 
 
-def jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """JOB: ids and names (of --tenant, when it was given before JOB)."""
-    return _from_database(ctx, "jobs", incomplete)
-
-
-def tenants(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """--tenant: names and ids."""
-    return _from_database(ctx, "tenants", incomplete)
-
-
-def _from_database(ctx: click.Context, what: str, incomplete: str) -> list[CompletionItem]:
+def candidates(settings: Callable[[], object], what: str, incomplete: str, tenant: str | None = None) -> list[CompletionItem]:
+    """Values of ``what`` ("jobs": ids and names, of ``tenant`` when given; "tenants": names and ids)
+    that start with ``incomplete``, from the database ``settings()`` names; [] whatever goes wrong."""
     import contextlib
     import io
 
     try:
         # Nothing may reach the terminal in the middle of a command line being typed.
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            settings = _quick_settings(ctx)
-            if settings is None:
+            quick = _quick(settings())
+            if quick is None:
                 return []
             from etlctl.oncall import status as reading
             from etlctl.store import connection
 
-            tenant = ctx.params.get("tenant") if what == "jobs" else None
-            with connection.connect(settings, "completion") as session:
+            with connection.connect(quick, "completion") as session:
                 rows = reading.completions(session, what, incomplete, tenant)
         return [CompletionItem(row["value"], help=row["help"]) for row in rows]
     except BaseException:  # noqa: BLE001 - a Tab must never fail, whatever went wrong (Ctrl-C included)
         return []
 
 
-def _quick_settings(ctx: click.Context):
+def _quick(settings):
     """The command line's connection settings with short timeouts; None when the only database
     would be an embedded server that does not exist or is not running."""
     import dataclasses
 
-    from etlctl.cli import options
     from etlctl.store import settings as config
 
-    settings = options.settings(ctx)
     dsn = config.configured_dsn(settings.dsn)
     if (dsn is None and not config.libpq_environment()) or (dsn is not None and dsn.strip() == config.EMBEDDED):
         from etlctl.store import embedded

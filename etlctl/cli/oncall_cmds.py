@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli import completion
 from etlctl.cli.options import (
     command_name,
     connection_options,
     example,
     job_argument,
+    jobs_argument,
     limit_option,
     optional_job_argument,
     output_options,
@@ -132,7 +132,7 @@ def history(job, tenant, since, limit, as_json) -> None:
 
 
 @click.command()
-@click.argument("jobs", metavar="[JOB]...", nargs=-1, shell_complete=completion.jobs)
+@jobs_argument
 @tenant_option("jobs", "Only this tenant's jobs (id or name); with JOBs, picks among same-named jobs. "
                        "An unknown tenant exits 5.")
 @connection_options

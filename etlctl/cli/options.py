@@ -140,23 +140,37 @@ def dry_run_option(f):
                         help="Do everything inside a transaction, then roll it back: show what would change.")(f)
 
 
+def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str):
+    # JOB from the database; of --tenant when it came before JOB on the command line.
+    return completion.candidates(lambda: settings(ctx), "jobs", incomplete, ctx.params.get("tenant"))
+
+
+def _complete_tenants(ctx: click.Context, param: click.Parameter, incomplete: str):
+    return completion.candidates(lambda: settings(ctx), "tenants", incomplete)
+
+
 def tenant_option(what: str, help: str | None = None):
     """--tenant: only that tenant's ``what`` (the same filter in every command that has it)."""
-    return click.option("--tenant", metavar="TENANT", shell_complete=completion.tenants,
+    return click.option("--tenant", metavar="TENANT", shell_complete=_complete_tenants,
                         help=help or f"Only this tenant's {what} (id or name); an unknown tenant exits 5.")
 
 
 def job_argument(f):
     """JOB (an id, or a name) and --tenant to pick among jobs of the same name."""
     f = tenant_option("jobs", "Tenant id or name, when the job name is in several tenants.")(f)
-    return click.argument("job", metavar="JOB", shell_complete=completion.jobs)(f)
+    return click.argument("job", metavar="JOB", shell_complete=_complete_jobs)(f)
 
 
 def optional_job_argument(f):
     """[JOB]: one job, or without it every job (of --tenant, when given)."""
     f = tenant_option("jobs", "Only this tenant's jobs (id or name); with JOB, picks among same-named jobs. "
                               "An unknown tenant exits 5.")(f)
-    return click.argument("job", metavar="[JOB]", required=False, shell_complete=completion.jobs)(f)
+    return click.argument("job", metavar="[JOB]", required=False, shell_complete=_complete_jobs)(f)
+
+
+def jobs_argument(f):
+    """[JOB]...: any number of jobs (watch)."""
+    return click.argument("jobs", metavar="[JOB]...", nargs=-1, shell_complete=_complete_jobs)(f)
 
 
 # --limit N means one thing everywhere: at most N rows shown or acted on (each command's help says
