@@ -256,3 +256,25 @@ def unused_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# The README's list: every command that changes the database has --json and --dry-run; these
+# three change something else (the embedded server, your crontab, a file) and have neither.
+CHANGE_THE_DATABASE = [["complete"], ["step"], ["wait-and-reset"], ["reset"], ["sweep"], ["schedule-next"],
+                       ["queue", "claim"], ["queue", "done"], ["db", "init"]]
+CHANGE_SOMETHING_ELSE = [["db", "stop"], ["cron"], ["metrics"]]
+
+
+@pytest.mark.parametrize("path", CHANGE_THE_DATABASE, ids=" ".join)
+def test_every_command_that_changes_the_database_has_json_and_dry_run(path):
+    text = Cli(None)(*path, "--help").stdout
+    assert "--json" in text and "--dry-run" in text
+
+
+@pytest.mark.parametrize("path", CHANGE_SOMETHING_ELSE, ids=" ".join)
+def test_the_commands_that_change_something_else_are_the_ones_the_readme_names(path):
+    text = Cli(None)(*path, "--help").stdout
+    assert "--dry-run" not in text
+    readme = " ".join((__import__("tests.helpers", fromlist=["REPO"]).REPO / "README.md").read_text().split())
+    assert "Three commands change something else and have neither: `db stop`" in readme
+    assert f"`{' '.join(path)}" in readme
