@@ -15,6 +15,18 @@ from tests.helpers import Cli, finished, run_process, running
 STAMP = "2026-11-28T15:00:00+00:00"
 
 
+@pytest.fixture(autouse=True)
+def utc_host(monkeypatch):
+    """Timestamps are in this host's zone: pin it, so that the expected lines hold on any machine."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
