@@ -196,7 +196,8 @@ def test_a_held_row_lock_exits_7_within_the_lock_timeout(db):
         holder.rollback()
     assert result.exit_code == 7, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "etlctl: the database is busy: lock timeout: another session holds a lock on the rows; nothing was changed, try again")
+        "etlctl: the database is busy: lock timeout: another session held a row of etl_jobs locked longer than "
+        "--lock-timeout; nothing was changed, try again")
     assert elapsed < 1 + 1 + 1.5  # lock_timeout + 1 s, plus the interpreter's start-up
     assert db.row(job) == before and db.audit(job) == []
 

@@ -96,11 +96,15 @@ def _on_sigterm(signum, frame):
 
 
 def run(invoke, invocation: options.Invocation) -> int:
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:
-        pass  # not the main thread (a test runner): keep the default handler
+    # While the command runs, Ctrl-C and SIGTERM unwind it (KeyboardInterrupt, TerminateSignal): psycopg
+    # cancels the running statement and the open transaction rolls back. Before and after (etlctl/__main__.py),
+    # or in a test runner, the handlers that were there are put back.
+    previous = {}
+    for signum, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _on_sigterm)):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:
+            pass  # not the main thread (a test runner): keep the handlers as they are
     try:
         result = invoke()
         return result if isinstance(result, int) else 0
@@ -124,14 +128,32 @@ def run(invoke, invocation: options.Invocation) -> int:
     except BrokenPipeError:
         return errors.OK  # `etlctl status | head`: the reader left, that is not an error
     except Exception as exc:  # the last line of defence: one line, traceback only with -v
+        stopped = _signal_behind(exc)
+        if stopped is not None:
+            return _report(stopped, invocation)
         _views().unexpected(exc, invocation.verbose)
         return errors.UNEXPECTED
     finally:
-        if previous is not None:
+        for signum, handler in previous.items():
             try:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
             except ValueError:
                 pass
+
+
+def _signal_behind(exc: BaseException) -> errors.EtlctlError | None:
+    """Interrupted or Terminated when a signal is what raised ``exc``: Python wraps an exception raised
+    while a class is being created ("Error calling __set_name__"), and a Ctrl-C may land there while a
+    command imports a module."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return errors.Interrupted()
+        if isinstance(exc, TerminateSignal):
+            return errors.Terminated()
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _report(exc: errors.EtlctlError, invocation: options.Invocation) -> int:

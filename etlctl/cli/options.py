@@ -157,7 +157,7 @@ def settings(ctx: click.Context | None = None) -> ConnectionSettings:
         if name in stored:
             kwargs[name] = stored[name]
     if "connect_timeout" in stored:
-        kwargs["connect_timeout"] = max(1, int(round(stored["connect_timeout"])))
+        kwargs["connect_timeout"] = config.validate_connect_timeout(stored["connect_timeout"])
     return config.ConnectionSettings(**kwargs)
 
 

@@ -12,6 +12,15 @@ from etlctl.core import rules
 from etlctl.errors import UsageError
 
 
+MAX_JOB_ID = 2**31 - 1  # etl_jobs.id is a PostgreSQL integer
+
+
+def is_job_id(text: str) -> bool:
+    """Whether JOB is written as an id: the digits 0-9 only. Python's str.isdigit() also accepts '³' and
+    '①' (and int() reads '７' as 7): those are not ids, and not taken silently for one."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True)
 class JobRef:
     """What the user typed: JOB (an id or a name) and maybe --tenant."""
@@ -22,10 +31,10 @@ class JobRef:
     @property
     def job_id(self) -> int | None:
         """The id, when JOB is one and no --tenant asks for a name lookup."""
-        return int(self.text) if self.text.isdigit() and self.tenant is None else None
+        return int(self.text) if is_job_id(self.text) and self.tenant is None else None
 
     def __str__(self) -> str:
-        shown = self.text if self.text.isdigit() else repr(self.text)
+        shown = self.text if is_job_id(self.text) else repr(self.text)
         return shown if self.tenant is None else f"{shown} in tenant {self.tenant!r}"
 
 
@@ -33,8 +42,10 @@ def parse_ref(text: str, tenant: str | None = None) -> JobRef:
     text = (text or "").strip()
     if not text:
         raise UsageError(message="JOB must be a job id or a job name")
-    if text.isdigit() and len(text) > 9:
-        raise UsageError(message=f"job id {text} is out of range")
+    if not is_job_id(text) and text.isnumeric():
+        raise UsageError(message=f"invalid JOB {text!r}: a job id is written with the digits 0-9")
+    if is_job_id(text) and int(text) > MAX_JOB_ID:
+        raise UsageError(message=f"job id {text} is out of range (at most {MAX_JOB_ID})")
     return JobRef(text, tenant.strip() if tenant else None)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -333,7 +334,8 @@ def _with_loaders(conn):
 _UNAVAILABLE = {"08", "28", "3D000", "57P01", "57P02", "57P03", "53300"}
 _NOT_INITIALIZED = {"42P01", "3F000", "42883"}
 _BUSY = {
-    "55P03": "lock timeout: another session holds a lock on the rows",
+    "55P03": "lock timeout: another session held a lock this command waits for (a table lock, or an advisory "
+             "lock such as another `etlctl db init`'s) longer than --lock-timeout",
     "57014": "statement timeout or cancel",
     "40001": "serialization failure",
     "40P01": "deadlock detected",
@@ -355,8 +357,15 @@ def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlEr
     detail = _scrub(str(exc), target.password)
     if code in _NOT_INITIALIZED:
         return NotInitialized(detail, target=target.shown)
+    if code == "55P03":
+        return Busy(detail, reason=_lock_wait(exc))
     if code in _BUSY:
         return Busy(detail, reason=_BUSY[code])
+    zone = _TIMEZONE_REFUSED.search(str(exc))
+    if zone:
+        # A zone Python's tz database has and the server's has not: bad input, not an unreachable server.
+        return UsageError(detail, message=f"invalid --db-timezone {zone.group(1)!r}: the database server does not know "
+                                          "that zone (its names: SELECT name FROM pg_timezone_names)")
     if code in _CONFLICT:
         return Conflict(detail, message=f"refused by a database constraint: {reason}")
     if code == "42501":
@@ -367,6 +376,20 @@ def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlEr
     if code in _UNAVAILABLE or code[:2] in _UNAVAILABLE or (not code and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))):
         return DatabaseUnavailable(detail, target=target.shown, reason=reason)
     return DatabaseError(detail, reason=reason)
+
+
+# The server's refusal of the TimeZone in the startup packet (no SQLSTATE reaches a failed connection).
+_TIMEZONE_REFUSED = re.compile(r'parameter "TimeZone": "([^"]*)"')
+# A row lock wait names the row in the error's context (a table or advisory lock wait has none).
+_ROW_LOCK = re.compile(r'tuple \(\d+,\d+\) in relation "([^"]+)"')
+
+
+def _lock_wait(exc) -> str:
+    """What the lock timeout was waiting for: a row (the context names its table), else a table or advisory lock."""
+    row = _ROW_LOCK.search(getattr(getattr(exc, "diag", None), "context", None) or "")
+    if row:
+        return f"lock timeout: another session held a row of {row.group(1)} locked longer than --lock-timeout"
+    return _BUSY["55P03"]
 
 
 def _scrub(text: str, password: str | None) -> str:

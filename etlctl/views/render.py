@@ -11,12 +11,13 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 
 from etlctl.core.humanize import infinity_text, when
 
 
 def _default(value: object):
+    from decimal import Decimal  # here, not at the top: the error path (views/errors) must import little
+
     if isinstance(value, datetime) and value.year in (1, 9999):
         return infinity_text(value)
     if isinstance(value, (datetime, date)):
