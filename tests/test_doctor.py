@@ -251,7 +251,7 @@ def test_inactive_jobs_integrations_and_tenants_are_notes(db, cli, frozen):
     assert set(notes) == {job, behind_integration, behind_tenant}
     assert notes[behind_integration]["summary"].endswith(f"will not start: integration {integration} inactive")
     assert [f["command"] for f in notes[behind_tenant]["fix"]] == [
-        f"psql -c \"UPDATE tenants SET active = true WHERE id = {off}\""]
+        f"psql -c 'UPDATE tenants SET active = true WHERE id = {off}'"]
 
 
 def test_next_run_further_away_than_the_schedule_interval(db, cli, frozen, acme):

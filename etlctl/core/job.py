@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
-from etlctl.core import rules
+from etlctl.core import document, lifecycle, rules
 from etlctl.errors import UsageError
 
 
@@ -66,8 +66,10 @@ class Job:
     kind: str | None
     kind_steps: tuple[rules.KindStep, ...] | None  # what a new run gets; None: the job's kind is unknown
     rules: dict[str, str]  # step name -> rule (etlctl.step_rules) for the steps of its document and kind
-    status: object  # the status document as stored: usually a dict, but anything another program wrote
+    status: object  # the status document as read: usually a dict, but anything another program wrote
     steps_digest: str | None  # md5 of the steps, computed by PostgreSQL: what a reset is guarded on
+    status_digest: str | None  # md5 of the whole document: what a forced reset of an odd document is guarded on
+    unread: tuple[document.Part, ...]  # the parts of the document etlctl did not read (marked Unreadable in status)
     next_run: datetime | None
     schedule_interval_minutes: int | None
     retry_interval_minutes: int | None
@@ -90,10 +92,17 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping) -> Job:
-        built = ("rules", "kind_steps")
+        built = ("rules", "kind_steps", "status", "unread")
         values = {f.name: row.get(f.name) for f in fields(cls) if f.init and f.name not in built}
+        unread = document.parts_from(row.get("unread"))
         return cls(rules=rules.step_rules_from(row.get("step_rules")),
-                   kind_steps=rules.kind_steps_from_rows(row.get("kind_steps")), **values)
+                   kind_steps=rules.kind_steps_from_rows(row.get("kind_steps")),
+                   status=document.place(row.get("status"), unread), unread=unread, **values)
+
+    @property
+    def reset(self) -> lifecycle.ResetState:
+        """Where its reset flow stands, its reset keys checked (a value out of bounds is a problem)."""
+        return lifecycle.reset_state(self.status, self.now)
 
     @property
     def overall(self) -> object:

@@ -301,13 +301,22 @@ def _create_embedded_database(found, settings: ConnectionSettings) -> None:
 
 
 def _with_loaders(conn):
-    """Timestamps psycopg cannot load ('infinity', '-infinity', years past 9999) become the
-    ends of Python's calendar instead of an error: one odd row written by another program
-    must not take down status, doctor or the sweep. render shows them as infinity."""
+    """Loaders that never fail on a value another program wrote: one odd row must not take down
+    status, doctor or the sweep.
+
+    - JSON: etlctl.core.document.loads (a document nested too deep for Python, or a number it
+      cannot hold, becomes a marker instead of RecursionError or ValueError);
+    - timestamps psycopg cannot load ('infinity', '-infinity', years past 9999) become the ends
+      of Python's calendar; render shows them as infinity."""
     from datetime import datetime, timezone
 
     from psycopg import DataError
     from psycopg.types.datetime import TimestampLoader, TimestamptzLoader
+    from psycopg.types.json import set_json_loads
+
+    from etlctl.core import document
+
+    set_json_loads(document.loads, conn)
 
     def ends(low, high):
         def load(loader, data):

@@ -12,12 +12,15 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 
+from etlctl.core import document
 from etlctl.core.humanize import infinity_text, when
 
 
 def _default(value: object):
     from decimal import Decimal  # here, not at the top: the error path (views/errors) must import little
 
+    if isinstance(value, (document.Unreadable, document.BigNumber)):
+        return str(value)  # a part etlctl did not read, a number Python cannot hold: as text
     if isinstance(value, datetime) and value.year in (1, 9999):
         return infinity_text(value)
     if isinstance(value, (datetime, date)):

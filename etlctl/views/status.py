@@ -98,7 +98,7 @@ def emit_step_grid(steps: list[dict]) -> None:
 
 
 def job_record(job: Job) -> dict:
-    state = lifecycle.reset_state(job.status)
+    state = job.reset
     completion = job.completion
     return {
         "id": job.id,
