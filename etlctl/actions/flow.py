@@ -345,7 +345,7 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
     """
     after, total = 0, 0
     while True:
-        rows = session.all("sweep_batch", after_id=after, batch=batch)
+        rows = session.all("sweep_batch", after_id=after, batch=batch, max_wait=lifecycle.MAX_WAIT)
         if not rows:
             break
         jobs = [Job.from_row(row) for row in rows]

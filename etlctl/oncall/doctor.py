@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from etlctl.core import lifecycle
+from etlctl.core import document, lifecycle
 from etlctl.errors import NotInitialized
 from etlctl.oncall import facts
 from etlctl.oncall.doctor_database import (
@@ -92,8 +92,10 @@ def run(session, timings: lifecycle.Timings, clock=None) -> Report:
         report.findings.append(NO_JOBS)  # "no problems found" alone would read as a healthy fleet
     try:
         # Only the jobs that can have a finding: a few rows of a big database, chosen in SQL.
-        candidates = [r["id"] for r in session.all("doctor_candidates", overdue=facts.OVERDUE,
-                                                   long_run_floor=facts.LONG_RUN_FLOOR)]
+        candidates = [r["id"] for r in session.all(
+            "doctor_candidates", overdue=facts.OVERDUE, long_run_floor=facts.LONG_RUN_FLOOR,
+            max_bytes=document.MAX_BYTES, max_depth=document.MAX_DEPTH, max_token=lifecycle.MAX_TOKEN_LENGTH,
+            max_attempt=lifecycle.MAX_ATTEMPT, max_wait=lifecycle.MAX_WAIT)]
     except NotInitialized:
         candidates = None  # a schema from before the due rule (pending migrations): read every job
     report.findings += examine(session, timings, candidates, conflicts, report.skipped)

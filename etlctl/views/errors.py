@@ -16,7 +16,8 @@ def usage_error(message: str, command_path: str | None) -> None:
 def error(message: str, detail: str | None = None) -> None:
     render.note(f"etlctl: {message}")
     if detail and detail != message:
-        render.note(f"etlctl: detail: {detail}")
+        for n, part in enumerate(detail.splitlines() or [detail]):  # a server's message spans lines: keep them
+            render.note(f"etlctl: {'detail: ' if n == 0 else '        '}{part}")
 
 
 def unexpected(exc: BaseException, verbose: bool) -> None:
@@ -27,4 +28,4 @@ def unexpected(exc: BaseException, verbose: bool) -> None:
 
 def help_page(text: str) -> None:
     """`etlctl` (or `etlctl db`) alone: the help, as asked."""
-    render.line(text)
+    render.write(text + "\n")

@@ -205,14 +205,17 @@ locked AS (
 -- name: sweep_batch
 -- FINISHED jobs whose reset flow may have something to do now, in id order
 -- after %(after_id)s (see job_row): no pending reset yet, a deadline that has
--- passed, or reset keys that cannot be read (reported, never repaired). Gave-up
--- jobs wait for a person, unless the give-up belongs to an earlier run
--- (lifecycle.reset_state).
+-- passed, or reset keys that cannot be read, such as a deadline further ahead
+-- than the longest wait of the flow, %(max_wait)s seconds (reported, never
+-- repaired, never waited for). Gave-up jobs wait for a person, unless the
+-- give-up belongs to an earlier run (lifecycle.reset_state).
 -- include: job_row
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
   AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
        OR (j.status ? 'reset_token' AND (j.status ->> 'reset_token') IS DISTINCT FROM (j.status ->> 'token')))
-  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now()), true)
+  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now())
+               OR etlctl.try_timestamptz(j.status ->> 'reset_deadline')
+                  > coalesce(%(now)s::timestamptz, now()) + make_interval(secs => %(max_wait)s), true)
 ORDER BY j.id
 LIMIT %(batch)s;

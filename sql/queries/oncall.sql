@@ -175,7 +175,8 @@ ORDER BY q.phase, claimed;
 --   READY, RATE_LIMIT_REACHED      due for over %(overdue)s s; due but inactive; next_run beyond
 --   (or RATE_LIMITED)              its interval + %(overdue)s s; nothing to queue: no kind, a kind
 --                                  without a message or without steps
---   any state                      a malformed document or reset key, or an unknown overall
+--   any state                      a malformed document, a part etlctl does not read, a token or
+--                                  reset key out of its type or range, or an unknown overall
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 conflicts AS (
     SELECT integration_id FROM etl_jobs
@@ -227,15 +228,35 @@ WHERE (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
                  OR coalesce(e.value ->> 'extraction', '') NOT IN ('idle', 'running', 'finished', 'failed')
                  OR coalesce(e.value ->> 'transform', '') NOT IN ('idle', 'running', 'finished', 'failed')
                  OR coalesce(e.value ->> 'embedding', '') NOT IN ('idle', 'running', 'finished', 'failed'))
-   -- Reset keys that cannot be read.
+   -- Parts of the document etlctl does not read (etlctl.readable_status's first test: longer
+   -- than %(max_bytes)s bytes, or nested deeper than %(max_depth)s levels).
+   OR octet_length(j.status::text) > %(max_bytes)s
+   OR jsonb_path_exists(j.status, format('strict $.**{%%s}', %(max_depth)s::int)::jsonpath)
+   -- Keys etlctl checks on read (etlctl.core.lifecycle.reset_state) out of their type or range:
+   -- run tokens that are no text of at most %(max_token)s characters...
+   OR coalesce(jsonb_typeof(j.status -> 'token'), 'null') NOT IN ('null', 'string')
+   OR length(j.status ->> 'token') > %(max_token)s
+   OR coalesce(jsonb_typeof(j.status -> 'reset_token'), 'null') NOT IN ('null', 'string')
+   OR length(j.status ->> 'reset_token') > %(max_token)s
+   -- ...and reset keys that cannot be read: a stage etlctl does not write, an attempt that is no
+   -- count up to %(max_attempt)s, a time that is no ISO time with an offset, a deadline further
+   -- ahead than the longest wait of the flow (%(max_wait)s seconds).
    OR (coalesce(jsonb_typeof(j.status -> 'reset_stage'), 'null') <> 'null'
        AND coalesce(j.status ->> 'reset_stage', '') NOT IN ('check', 'cooldown', 'gave_up'))
    OR (coalesce(jsonb_typeof(j.status -> 'reset_attempt'), 'null') <> 'null'
-       AND (jsonb_typeof(j.status -> 'reset_attempt') <> 'number' OR (j.status ->> 'reset_attempt') !~ '^[0-9]+$'))
+       AND (jsonb_typeof(j.status -> 'reset_attempt') <> 'number'
+            OR (j.status ->> 'reset_attempt') !~ '^[0-9]{1,9}$'
+            OR CASE WHEN (j.status ->> 'reset_attempt') ~ '^[0-9]{1,9}$'
+                    THEN (j.status ->> 'reset_attempt')::int > %(max_attempt)s END))
    OR (coalesce(jsonb_typeof(j.status -> 'reset_deadline'), 'null') <> 'null'
        AND (jsonb_typeof(j.status -> 'reset_deadline') <> 'string'
             OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') IS NULL
-            OR (j.status ->> 'reset_deadline') !~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'))
+            OR (j.status ->> 'reset_deadline') !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'
+            OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') > clock.now + make_interval(secs => %(max_wait)s)))
+   OR (coalesce(jsonb_typeof(j.status -> 'reset_gave_up_at'), 'null') <> 'null'
+       AND (jsonb_typeof(j.status -> 'reset_gave_up_at') <> 'string'
+            OR etlctl.try_timestamptz(j.status ->> 'reset_gave_up_at') IS NULL
+            OR (j.status ->> 'reset_gave_up_at') !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'))
 ORDER BY j.id;
 
 -- name: doctor_job_count
