@@ -36,7 +36,9 @@ def guard(status: object, keys: Iterable[str] = OWNED_KEYS) -> tuple[dict, list[
     """The guard of a write: these keys must keep the values read, absent ones stay absent. None when
     a value is not a plain JSON scalar (a guard on it could never match, or never be written):
     the caller then guards on the whole document."""
-    doc = _doc(status)
+    if not isinstance(status, dict):
+        return None  # a document that is not an object: ?| and @> read it otherwise
+    doc = status
     keys = tuple(keys)
     expected = {k: doc[k] for k in keys if k in doc}
     if not all(document.plain(v) for v in expected.values()):
@@ -53,7 +55,7 @@ def _text(value: object) -> str | None:
 class Transition:
     job_id: int
     action: str
-    expected: dict
+    expected: dict | None  # None: guarded on the whole document instead (status_digest)
     absent: list[str]
     reason: str
     # md5 of the steps that were judged, computed by PostgreSQL (job_row.steps_digest): the
@@ -76,7 +78,7 @@ def transition_for(job: Job, decision: lifecycle.Decision, command_details: dict
     # A decision to write is made only on a document whose owned keys were checked (lifecycle.reset_state):
     # a guard on them always exists; the whole document is the fallback all the same.
     found = guard(job.status)
-    expected, absent = found if found is not None else ({}, [])
+    expected, absent = found if found is not None else (None, [])
     # A reset or a give-up is only right for the steps it judged.
     judged = decision.action in (lifecycle.RESET, lifecycle.GIVE_UP)
     return Transition(
@@ -111,7 +113,7 @@ def apply(session, transitions: list[Transition], skip_locked: bool = False) -> 
         "apply_transitions_skip_locked" if skip_locked else "apply_transitions",
         job_ids=[t.job_id for t in transitions],
         actions=[t.action for t in transitions],
-        expected=[Jsonb(t.expected) for t in transitions],
+        expected=[None if t.expected is None else Jsonb(t.expected) for t in transitions],
         absent=[Jsonb(t.absent) for t in transitions],
         steps_digests=[t.steps_digest for t in transitions],
         check_steps=[t.check_steps for t in transitions],
@@ -306,7 +308,7 @@ def reset(session, ref: JobRef | int, *, force: bool) -> ResetResult:
         dropped = job.unread if force else ()
         found = guard(job.status, RUN_KEYS)
         whole = found is None or bool(dropped)
-        expected, absent = ({}, []) if whole else found
+        expected, absent = (None, []) if whole else found
         transition = Transition(
             job_id=job.id, action=lifecycle.RESET, expected=expected, absent=absent,
             reason="forced reset" if force else "reset: all steps finished",

@@ -26,8 +26,10 @@ from etlctl.core.humanize import infinity_text, when
 def _default(value: object):
     from decimal import Decimal  # here, not at the top: the error path (views/errors) must import little
 
-    if isinstance(value, (document.Unreadable, document.BigNumber)):
-        return str(value)  # a part etlctl did not read, a number Python cannot hold: as text
+    if isinstance(value, document.BigNumber):
+        return value.text  # a number Python cannot hold: its digits, as text
+    if isinstance(value, document.Unreadable):
+        return str(value)  # a part etlctl did not read: "<not read: nested more than 64 levels deep>"
     if isinstance(value, datetime) and value.year in (1, 9999):
         return infinity_text(value)
     if isinstance(value, (datetime, date)):

@@ -139,7 +139,8 @@ def show_job(job: Job, as_json: bool) -> None:
         return
     now = job.now
     reset = record["reset"]
-    state_line = str(record["overall"])
+    overall = record["overall"]
+    state_line = overall if isinstance(overall, str) else "missing" if overall is None else rules.show(overall)
     if reset["problem"]:
         state_line += f"  (malformed reset state: {reset['problem']})"
     elif reset["stage"] == lifecycle.GAVE_UP:

@@ -157,7 +157,7 @@ changed AS (
     FROM d, clock
     WHERE j.id = d.job_id
       AND d.job_id IN (SELECT id FROM locked)
-      AND j.status @> d.expected
+      AND (d.expected IS NULL OR j.status @> d.expected)
       AND NOT (j.status ?| ARRAY(SELECT jsonb_array_elements_text(d.absent)))
       AND (NOT d.check_steps OR md5((j.status -> 'steps')::text) IS NOT DISTINCT FROM d.steps_digest)
       AND (d.status_digest IS NULL OR md5(j.status::text) = d.status_digest)
