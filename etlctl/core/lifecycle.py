@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from etlctl.core.humanize import duration
 from etlctl.core.rules import Completion, evaluate, show
 
 DEFAULT_DELAY = 30.0
@@ -182,7 +183,7 @@ def _read_reset_state(status: object, now: datetime | None) -> ResetState:
         return _problem(f"reset_deadline {show(raw_deadline)} is not an ISO time with offset")
     if now is not None and (deadline - now).total_seconds() > MAX_WAIT:
         return _problem(f"reset_deadline {show(raw_deadline)} is further ahead than the longest wait of the "
-                        f"flow ({MAX_WAIT / 3600:g}h): no run wrote it")
+                        f"flow ({duration(MAX_WAIT)}): no run wrote it")
     # The existing system writes reset_deadline and reset_attempt without a stage: a pending check.
     return ResetState(stage or CHECK, deadline, attempt)
 
