@@ -44,7 +44,7 @@ def quiet_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
-def main() -> int:
+def main() -> None:
     quiet_signals()
     from etlctl.cli import TerminateSignal, main as cli_main  # after the handlers: importing click takes a while
 
@@ -60,12 +60,11 @@ def main() -> int:
         sys.stderr.flush()
     except BrokenPipeError:  # `etlctl status | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    if code in (errors.INTERRUPTED, errors.TERMINATED):
-        # CPython 3.11 remembers a KeyboardInterrupt that passed through code run by exec() of a string
-        # (dataclasses build their methods so) and kills itself with SIGINT at exit, whatever the exit
-        # status: leave without the interpreter's exit, everything being written already.
-        os._exit(code)
-    return code
+    # Leave now, everything being written and every connection closed: the interpreter's own exit puts
+    # Python's default handlers back first (a Ctrl-C then kills the process, exit -2), and CPython 3.11
+    # remembers a KeyboardInterrupt that passed through code run by exec() of a string (dataclasses build
+    # their methods so) and kills itself with SIGINT at exit, whatever the exit status.
+    os._exit(code)
 
 
 if __name__ == "__main__":

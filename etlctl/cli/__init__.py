@@ -95,14 +95,32 @@ def _on_sigterm(signum, frame):
     raise TerminateSignal()
 
 
+def _while_running(unwind, previous):
+    """The signal handler while a command runs. While a statement is in flight it unwinds the command
+    (``unwind`` raises KeyboardInterrupt or TerminateSignal): psycopg cancels the statement, the open
+    transaction rolls back, and the error handler says so. Anywhere else (importing, parsing, computing,
+    printing, waiting) it leaves the way etlctl/__main__.py's handler does, at once: nothing is half done
+    between two statements (each write is one statement, and a transaction left open rolls back), and an
+    exception raised there may land where Python swallows it (a callback of the import machinery) and lose
+    the Ctrl-C. In a test runner (no such handler) it always unwinds."""
+
+    def handler(signum, frame):
+        # (Looked up, not imported: a signal may come while that module is still being imported.)
+        running = getattr(sys.modules.get("etlctl.store.connection"), "statement_running", lambda: False)
+        if not callable(previous) or previous is signal.default_int_handler or running():
+            unwind(signum, frame)
+        previous(signum, frame)
+
+    return handler
+
+
 def run(invoke, invocation: options.Invocation) -> int:
-    # While the command runs, Ctrl-C and SIGTERM unwind it (KeyboardInterrupt, TerminateSignal): psycopg
-    # cancels the running statement and the open transaction rolls back. Before and after (etlctl/__main__.py),
-    # or in a test runner, the handlers that were there are put back.
+    # While the command runs, Ctrl-C and SIGTERM cancel a statement in flight (see _while_running). Before and
+    # after (etlctl/__main__.py), or in a test runner, the handlers that were there are put back.
     previous = {}
-    for signum, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _on_sigterm)):
+    for signum, unwind in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _on_sigterm)):
         try:
-            previous[signum] = signal.signal(signum, handler)
+            previous[signum] = signal.signal(signum, _while_running(unwind, signal.getsignal(signum)))
         except ValueError:
             pass  # not the main thread (a test runner): keep the handlers as they are
     try:

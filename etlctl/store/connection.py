@@ -42,6 +42,23 @@ from etlctl.errors import (
 
 APPLICATION_NAME = "etlctl"
 _announced_embedded = False
+# Statements this process is waiting for: a Ctrl-C then cancels the statement (KeyboardInterrupt, which psycopg
+# turns into a cancel request) rather than leaving at once (see etlctl.cli.run).
+_statements = 0
+
+
+def statement_running() -> bool:
+    return _statements > 0
+
+
+@contextlib.contextmanager
+def _waiting_for_server() -> Iterator[None]:
+    global _statements
+    _statements += 1
+    try:
+        yield
+    finally:
+        _statements -= 1
 
 
 @dataclass(frozen=True)
@@ -158,15 +175,15 @@ class Session:
         return {"now": clock.sql_now(), **self._actor, **params}
 
     def one(self, query: str, /, **params) -> dict | None:
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             return self.conn.execute(queries.get(query), self._params(params)).fetchone()
 
     def all(self, query: str, /, **params) -> list[dict]:
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             return self.conn.execute(queries.get(query), self._params(params)).fetchall()
 
     def run(self, query: str, /, **params) -> int:
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             return self.conn.execute(queries.get(query), self._params(params)).rowcount
 
     def stream(self, query: str, /, batch: int = 2000, **params) -> Iterator[dict]:
@@ -174,9 +191,14 @@ class Session:
         memory stays flat however many rows there are. Runs in its own transaction."""
         with self.translating(), self.conn.transaction():
             with self.conn.cursor(name=f"etlctl_{query}") as cursor:
-                cursor.itersize = batch
-                cursor.execute(queries.get(query), self._params(params))
-                yield from cursor
+                with _waiting_for_server():
+                    cursor.execute(queries.get(query), self._params(params))
+                while True:
+                    with _waiting_for_server():  # only while fetching: the caller's work on the rows is its own
+                        rows = cursor.fetchmany(batch)
+                    if not rows:
+                        break
+                    yield from rows
 
     def notifications(self, timeout: float) -> Iterator:
         """NOTIFY messages on the channels this session LISTENs to, as they arrive,
@@ -186,7 +208,7 @@ class Session:
 
     def script(self, sql: str) -> None:
         """Run a whole file of SQL (schema and migrations), with no parameters."""
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             self.conn.execute(sql, prepare=False)
 
     @contextlib.contextmanager
