@@ -14,15 +14,21 @@ Python's own, which prints a traceback, unless the launcher held it blocked
 (see :func:`quiet_signals`).
 """
 
-import os
-import signal
-import sys
+import _signal  # the interpreter's own, loaded already: `signal` (its enum wrapper) takes milliseconds to import
 
-from etlctl import errors
+# Until errors.py (whose docstrings are the messages) is imported, a signal is only noted: see quiet_signals.
+_noted: list[int] = []
+_signal.signal(_signal.SIGINT, lambda signum, frame: _noted.append(signum))
+_signal.signal(_signal.SIGTERM, lambda signum, frame: _noted.append(signum))
+
+import os  # noqa: E402 - after the handlers, on purpose
+import sys  # noqa: E402
+
+from etlctl import errors  # noqa: E402
 
 
 def _exit_at_once(signum, frame):
-    stopped = errors.Interrupted() if signum == signal.SIGINT else errors.Terminated()
+    stopped = errors.Interrupted() if signum == _signal.SIGINT else errors.Terminated()
     # Whatever the command already printed stays printed (a reader must not lose it), then one line, then out.
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -39,9 +45,11 @@ def quiet_signals() -> None:
     A launcher may hold them blocked while the interpreter starts (a blocked signal stays pending
     across exec, and Python leaves the mask alone): unblocking them here delivers such a signal to
     this handler, so that a Ctrl-C before etlctl's first line is etlctl's too."""
-    signal.signal(signal.SIGINT, _exit_at_once)
-    signal.signal(signal.SIGTERM, _exit_at_once)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _signal.signal(_signal.SIGINT, _exit_at_once)
+    _signal.signal(_signal.SIGTERM, _exit_at_once)
+    if _noted:  # one came while this module was being imported
+        _exit_at_once(_noted[0], None)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGINT, _signal.SIGTERM})
 
 
 def main() -> None:
@@ -51,9 +59,9 @@ def main() -> None:
     try:
         code = cli_main()
     except KeyboardInterrupt:  # a second Ctrl-C while the first one was being reported
-        _exit_at_once(signal.SIGINT, None)
+        _exit_at_once(_signal.SIGINT, None)
     except TerminateSignal:
-        _exit_at_once(signal.SIGTERM, None)
+        _exit_at_once(_signal.SIGTERM, None)
     # Flushed here, under the quiet handler, rather than by the interpreter's exit, where a Ctrl-C is nobody's.
     try:
         sys.stdout.flush()
