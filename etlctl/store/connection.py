@@ -84,7 +84,8 @@ def resolve_target(settings: ConnectionSettings, create_embedded: bool = False) 
                 os.environ.get("PGUSER", ""), os.environ.get("PGHOST", "localhost"),
                 os.environ.get("PGPORT", "5432"), os.environ.get("PGDATABASE", ""),
             )
-        return Target("", f"PG* variables: {shown}", password=os.environ.get("PGPASSWORD"))
+        password = os.environ.get("PGPASSWORD") or None
+        return Target("", _scrub(f"PG* variables: {shown}", password), password=password)
     return _embedded(settings.home, create=create_embedded)
 
 
@@ -117,7 +118,8 @@ def _from_dsn(dsn: str) -> Target:
     params = parse_dsn(dsn)
     host = params.get("host") or params.get("hostaddr") or "localhost"
     shown = f"{params.get('user', '')}@{host}:{params.get('port', '5432')}/{params.get('dbname', '')}"
-    return Target(dsn, shown, password=params.get("password") or None)
+    password = params.get("password") or None
+    return Target(dsn, _scrub(shown, password), password=password)  # a database may be named like the password
 
 
 def _embedded(home: Path, create: bool) -> Target:
