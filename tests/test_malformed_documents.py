@@ -204,7 +204,7 @@ def test_a_deadline_within_the_longest_wait_is_waited_for(db, cli, frozen):
 
 @pytest.mark.parametrize("key, value, problem", [
     ("token", "7", "token is a number (7), not a run token"),
-    ("token", '{"a": 1}', "token is an object ({'a': 1}), not a run token"),
+    ("token", '{"a": 1}', 'token is an object ({"a": 1}), not a run token'),
     ("token", '"' + "t" * 300 + '"', "token is '" + "t" * 58 + "…', not a run token"),
     ("reset_token", "[]", "reset_token is an array ([]), not a run token"),
     ("reset_stage", '"\\u001b[2J"', "reset_stage is '\\x1b[2J'"),

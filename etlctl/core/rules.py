@@ -25,6 +25,7 @@ job is never finished either). Never repaired, never a crash.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -245,8 +246,13 @@ def show(value: object, limit: int = 60) -> str:
     kind = json_type(value)
     if isinstance(value, (int, float, document.BigNumber)):
         return f"{kind} ({value})"
-    text = str(value)
-    return kind if len(text) > limit or isinstance(value, document.Unreadable) else f"{kind} ({text})"
+    if isinstance(value, document.Unreadable):
+        return kind
+    try:  # as JSON, the document's own language (null, not None)
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):
+        return kind
+    return kind if len(text) > limit else f"{kind} ({text})"
 
 
 _show = show
