@@ -46,9 +46,9 @@ def show_overview(overview, as_json: bool) -> None:
     else:
         table = []
         for row, rec in zip(rows, records):
-            overall = rec["overall"] or "?"
-            if rec["reset_stage"]:
-                overall += f" ({rec['reset_stage'].replace('_', ' ')})"
+            overall = render.truncate(rec["overall"], 24) or "?"
+            if rec["reset_stage"]:  # as another program may have written it: any text, of any length
+                overall += f" ({render.truncate(rec['reset_stage'].replace('_', ' '), 24)})"
             next_run = "-" if rec["next_run"] is None else f"{humanize.when(rec['next_run'])} ({humanize.relative(rec['next_run'], row['now'])})"
             table.append([
                 rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "unknown", overall, next_run,

@@ -134,10 +134,15 @@ ORDER BY 1, 2, 3;
 
 -- name: metrics_last_success
 -- Seconds since each job's last run finished (jobs that have one), in id order;
--- read through a server-side cursor, a batch at a time.
+-- read through a server-side cursor, a batch at a time. A finish another program
+-- wrote as 'infinity' (or '-infinity') is -Inf (+Inf) seconds ago: before
+-- PostgreSQL 17, subtracting it fails, and one such row must not fail the rest.
 SELECT j.id, j.job_name, coalesce(t.name, j.tenant_id::text) AS tenant,
        coalesce(kn.name, kp.name, 'unknown') AS kind,
-       extract(epoch FROM coalesce(%(now)s::timestamptz, now()) - j.last_run_finished_at::timestamptz)::float8 AS seconds
+       CASE WHEN isfinite(j.last_run_finished_at)
+            THEN extract(epoch FROM coalesce(%(now)s::timestamptz, now()) - j.last_run_finished_at::timestamptz)::float8
+            WHEN j.last_run_finished_at > 'epoch' THEN '-Infinity'::float8
+            ELSE 'Infinity'::float8 END AS seconds
 FROM etl_jobs j
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
@@ -147,11 +152,13 @@ WHERE j.last_run_finished_at IS NOT NULL
 ORDER BY j.id;
 
 -- name: metrics_oldest_finished
--- The age of the oldest FINISHED job (finished, else last updated); NULL when there is none.
+-- The age of the oldest FINISHED job (finished, else last updated); NULL when there is none. Times
+-- another program wrote as infinity are left out (before PostgreSQL 17, subtracting them fails).
 SELECT max(extract(epoch FROM coalesce(%(now)s::timestamptz, now())
                    - coalesce(j.last_run_finished_at, j.last_updated_at)::timestamptz))::float8 AS seconds
 FROM etl_jobs j
-WHERE (j.status ->> 'overall') = 'FINISHED';
+WHERE (j.status ->> 'overall') = 'FINISHED'
+  AND isfinite(coalesce(j.last_run_finished_at, j.last_updated_at));
 
 -- name: metrics_queue
 -- Messages not done yet, by phase and whether a worker claimed them, with the oldest one's age.
