@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlctl.store import clock
+from etlctl.store import loaders
 from etlctl.store import queries
 from etlctl.store import settings as config
 from etlctl.store.settings import ConnectionSettings
@@ -295,7 +296,7 @@ def _open(target: Target, settings: ConnectionSettings):
         "options": f"{user_options} {session_options(settings)}".strip(),
     }
     try:
-        return _with_loaders(psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row, **kwargs))
+        return loaders.install(psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row, **kwargs))
     except psycopg.Error as exc:
         if target.embedded_home is not None:
             # A stale postmaster.pid or a server that was never given etlctl's database: start, create, retry once.
@@ -304,7 +305,7 @@ def _open(target: Target, settings: ConnectionSettings):
             try:
                 found = embedded.ensure_running(target.embedded_home)
                 _create_embedded_database(found, settings)
-                return _with_loaders(psycopg.connect(found.conninfo(), autocommit=True, row_factory=dict_row, **kwargs))
+                return loaders.install(psycopg.connect(found.conninfo(), autocommit=True, row_factory=dict_row, **kwargs))
             except psycopg.Error as again:
                 exc = again
         raise translate(exc, target) from exc
@@ -322,45 +323,6 @@ def _create_embedded_database(found, settings: ConnectionSettings) -> None:
                 pass  # another etlctl process created it first (both cron lines start in the same second)
     finally:
         session.close()
-
-
-def _with_loaders(conn):
-    """Loaders that never fail on a value another program wrote: one odd row must not take down
-    status, doctor or the sweep.
-
-    - JSON: etlctl.core.document.loads (a document nested too deep for Python, or a number it
-      cannot hold, becomes a marker instead of RecursionError or ValueError);
-    - timestamps psycopg cannot load ('infinity', '-infinity', years past 9999) become the ends
-      of Python's calendar; render shows them as infinity."""
-    from datetime import datetime, timezone
-
-    from psycopg import DataError
-    from psycopg.types.datetime import TimestampLoader, TimestamptzLoader
-    from psycopg.types.json import set_json_loads
-
-    from etlctl.core import document
-
-    set_json_loads(document.loads, conn)
-
-    def ends(low, high):
-        def load(loader, data):
-            raw = bytes(data)
-            if raw == b"infinity":
-                return high
-            if raw == b"-infinity":
-                return low
-            try:
-                return super(type(loader), loader).load(data)
-            except DataError:
-                return low if raw.endswith(b"BC") else high
-        return load
-
-    naive = type("InfinityTimestampLoader", (TimestampLoader,), {"load": ends(datetime.min, datetime.max)})
-    aware = type("InfinityTimestamptzLoader", (TimestamptzLoader,), {
-        "load": ends(datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))})
-    conn.adapters.register_loader("timestamp", naive)
-    conn.adapters.register_loader("timestamptz", aware)
-    return conn
 
 
 # SQLSTATE -> how etlctl reports it. Classes (two characters) apply when no exact code does.
