@@ -16,10 +16,12 @@ Python's own, which prints a traceback, unless the launcher held it blocked
 
 import _signal  # the interpreter's own, loaded already: `signal` (its enum wrapper) takes milliseconds to import
 
+# A signal the launcher ignores stays ignored (a background job of a script ignores Ctrl-C, as Python does).
+_HANDLED = tuple(sig for sig in (_signal.SIGINT, _signal.SIGTERM) if _signal.getsignal(sig) != _signal.SIG_IGN)
 # Until errors.py (whose docstrings are the messages) is imported, a signal is only noted: see quiet_signals.
 _noted: list[int] = []
-_signal.signal(_signal.SIGINT, lambda signum, frame: _noted.append(signum))
-_signal.signal(_signal.SIGTERM, lambda signum, frame: _noted.append(signum))
+for _sig in _HANDLED:
+    _signal.signal(_sig, lambda signum, frame: _noted.append(signum))
 
 import os  # noqa: E402 - after the handlers, on purpose
 import sys  # noqa: E402
@@ -45,11 +47,11 @@ def quiet_signals() -> None:
     A launcher may hold them blocked while the interpreter starts (a blocked signal stays pending
     across exec, and Python leaves the mask alone): unblocking them here delivers such a signal to
     this handler, so that a Ctrl-C before etlctl's first line is etlctl's too."""
-    _signal.signal(_signal.SIGINT, _exit_at_once)
-    _signal.signal(_signal.SIGTERM, _exit_at_once)
+    for sig in _HANDLED:
+        _signal.signal(sig, _exit_at_once)
     if _noted:  # one came while this module was being imported
         _exit_at_once(_noted[0], None)
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGINT, _signal.SIGTERM})
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, set(_HANDLED))
 
 
 def main() -> None:

@@ -119,6 +119,8 @@ def run(invoke, invocation: options.Invocation) -> int:
     # after (etlctl/__main__.py), or in a test runner, the handlers that were there are put back.
     previous = {}
     for signum, unwind in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _on_sigterm)):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # ignored by whoever started us (a background job of a script): it stays so
         try:
             previous[signum] = signal.signal(signum, _while_running(unwind, signal.getsignal(signum)))
         except ValueError:
