@@ -238,3 +238,14 @@ def test_the_json_loader_never_raises():
     assert document.loads("1" * 4001) == document.BigNumber("1" * 4001)
     assert document.loads(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     assert isinstance(document.loads("{not json"), document.Unreadable)
+
+
+def test_an_attempt_past_the_flows_checks_is_the_last_check_not_attempt_8_of_5(db, cli, frozen):
+    """The existing reset scheduler retries forever and counts on: reset_attempt 7 is legal, and its check
+    is the flow's last."""
+    job = insert(db, "Jira", '{"overall": "FINISHED", "token": "t1", "steps": {"s": {"extraction": "running"}}, '
+                             f'"reset_attempt": 7, "reset_deadline": "{iso(60)}"}}')
+    lines = cli("why", job).stdout.splitlines()
+    assert lines[2] == "  waiting  reset pending: attempt 8, past the 5 checks of --backoff: this check is the last, " \
+                       "next check at 15:01:00 (in 1m)"
+    assert lines[4] == "  next     if it still fails, this last check gives up"

@@ -146,10 +146,13 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
         return "cooldown", state, waiting, nxt, deadline
 
     attempt = reset.attempt + 1
+    # Another writer (the existing reset scheduler retries forever) may have counted past this flow's checks.
+    counted = (f"attempt {attempt} of {timings.checks}" if attempt <= timings.checks else
+               f"attempt {attempt}, past the {timings.checks} checks of --backoff: this check is the last")
     if deadline > now:
-        head = f"reset pending: attempt {attempt} of {timings.checks}, next check at {clock_time(deadline)} ({relative(deadline, now)})"
+        head = f"reset pending: {counted}, next check at {clock_time(deadline)} ({relative(deadline, now)})"
     else:
-        head = (f"reset pending: attempt {attempt} of {timings.checks}, check due since {clock_time(deadline)} "
+        head = (f"reset pending: {counted}, check due since {clock_time(deadline)} "
                 f"({relative(deadline, now)})")
     waiting = [head, check_line]
     if passes:
