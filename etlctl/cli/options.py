@@ -97,7 +97,7 @@ _CONNECTION = [
     (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="SECONDS", callback=_seconds,
                                help="idle_in_transaction_session_timeout [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
     (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                                  help="Longest wait to connect [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
+                                  help="Longest wait to connect, whole seconds, at least 2s (libpq's minimum) [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
 ]
 
 
