@@ -249,3 +249,26 @@ def test_an_attempt_past_the_flows_checks_is_the_last_check_not_attempt_8_of_5(d
     assert lines[2] == "  waiting  reset pending: attempt 8, past the 5 checks of --backoff: this check is the last, " \
                        "next check at 15:01:00 (in 1m)"
     assert lines[4] == "  next     if it still fails, this last check gives up"
+
+
+def test_watch_shows_a_hostile_job_and_keeps_watching(db, cli):
+    """watch reads every job it follows through the same bounded read; its rows show what the document holds."""
+    import signal
+
+    from tests.test_watch import Watch
+
+    job = insert(db, "Jira", '{"overall": "RUNNING", "token": "t1", "ui": ' + DEEP + ', "steps": {"x\\u001b[2Jy": '
+                             '{"extraction": "running", "huge": 1' + "0" * 5000 + "}}}")
+    watch = Watch([str(job)], db.dsn)
+    try:
+        assert watch.stderr_until("etlctl: watching job")
+        first = watch.line()  # the header
+        assert first.split()[:3] == ["TIME", "JOB", "NAME"]
+        assert "current state" in watch.line()
+        db.sql("UPDATE etl_jobs SET status = jsonb_set(status, ARRAY['steps', E'x\\u001b[2Jy', 'extraction'], "
+               "'\"finished\"') WHERE id = %s", job)
+        changed = watch.line()
+        assert "x\\x1b[2Jy.extraction running → finished" in changed and "\x1b" not in changed
+        assert watch.stop(signal.SIGINT) == 130
+    finally:
+        watch.kill()
