@@ -381,9 +381,12 @@ _ROW_LOCK = re.compile(r'tuple \(\d+,\d+\) in relation "([^"]+)"')
 
 def _lock_wait(exc) -> str:
     """What the lock timeout was waiting for: a row (the context names its table), else a table or advisory lock."""
-    row = _ROW_LOCK.search(getattr(getattr(exc, "diag", None), "context", None) or "")
+    context = getattr(getattr(exc, "diag", None), "context", None) or ""
+    row = _ROW_LOCK.search(context)
     if row:
         return f"lock timeout: another session held a row of {row.group(1)} locked longer than --lock-timeout"
+    if context:  # a context in the server's own language (lc_messages): a row, most likely, but unsaid
+        return "lock timeout: another session held a lock this command waits for longer than --lock-timeout"
     return _BUSY["55P03"]
 
 
