@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.etlctl-installed
 RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
 POLICY_RC_D     := /usr/sbin/policy-rc.d
 
-.PHONY: demo test bench install clean rabbitmq-server
+.PHONY: demo test bench soak install clean rabbitmq-server
 
 demo: $(STAMP)
 	$(BIN)/etlctl demo
@@ -21,6 +21,12 @@ test: $(STAMP) rabbitmq-server
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The chaos soak (tests/soak.py), not part of `make test`: 17 loops of etlctl against one embedded PostgreSQL
+# with random kills and three restarts, then the invariants from the audit log. Bounded by SOAK_SECONDS
+# (default 240); SOAK_SEED=N replays a printed seed's decisions.
+soak: $(STAMP)
+	SOAK_SECONDS=$${SOAK_SECONDS:-240} $(BIN)/python -m tests.soak
 
 install: $(STAMP)
 

@@ -26,15 +26,35 @@
 --                             next_run              reset, sweep, wait-and-reset
 --                             last_updated_at       every write
 --                           Never INSERT or DELETE: jobs are created by the platform.
---   etlctl.audit            SELECT, INSERT (and its sequence): every change is audited; history reads it
---   etlctl.queue            SELECT, INSERT, UPDATE (and its sequence): schedule-next queues, queue claim/done
+--   etlctl.audit            SELECT, INSERT (and its sequence): every change is audited, in the same
+--                           statement as the change; history reads it. Whatever an INSERT says, the
+--                           trigger audit_who (migration 0007) writes the session's user as db_user:
+--                           the runner cannot write a row in another role's name.
+--   etlctl.queue            SELECT, INSERT (and its sequence): schedule-next queues; UPDATE of
+--                           claimed_at, claimed_by and done_at only (queue claim/done): a message's
+--                           body, token, step, job and queue name cannot be rewritten.
 --   etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations   SELECT
---   etlctl functions        EXECUTE (job_kind, idle_steps, run_steps, first_step, ...)
+--   etlctl functions        EXECUTE (job_kind, idle_steps, run_steps, first_step, readable_status, ...)
 -- Not granted: DDL (CREATE on any schema), DELETE or TRUNCATE anywhere, INSERT
 -- into etl_jobs, writes to kinds (operators change those as the owner).
 -- LISTEN/NOTIFY (watch), advisory locks (the tick locks) and pg_stat_activity
 -- need no grant. CONNECT on the database is granted to PUBLIC by default; if
 -- your database revokes it: GRANT CONNECT ON DATABASE <name> TO etlctl_runner.
+--
+-- No temporary tables, and no functions of its own. PostgreSQL cannot refuse
+-- one role what PUBLIC holds, and by default PUBLIC may create temporary tables
+-- (TEMPORARY on the database; temporary functions too, in pg_temp), and before
+-- PostgreSQL 15 create objects in schema public. So, the first time it runs,
+-- this file takes TEMPORARY on this database, and CREATE on every schema where
+-- PUBLIC has it, away from PUBLIC, and grants them back by name to every other
+-- role that can log in (superusers need no grant), so that nothing changes for
+-- them; it also revokes them from the logins that are members of
+-- etlctl_runner. Roles created afterwards get them only when granted (GRANT
+-- TEMPORARY ON DATABASE <name> TO <role>), and DROP ROLE of a role it granted
+-- them to needs REVOKE (or DROP OWNED BY) first. What PostgreSQL gives every
+-- role regardless, and this file cannot take away: calling functions EXECUTE-able
+-- by PUBLIC (built-ins such as pg_sleep), large objects (lo_create), LISTEN and
+-- NOTIFY on any channel, advisory locks, and SET of its own session settings.
 
 DO $$
 BEGIN
@@ -61,8 +81,45 @@ GRANT UPDATE (status, last_run_started_at, last_run_finished_at, last_sync_date,
               next_run, last_updated_at) ON etl_jobs TO etlctl_runner;
 
 GRANT SELECT, INSERT ON etlctl.audit TO etlctl_runner;
-GRANT SELECT, INSERT, UPDATE ON etlctl.queue TO etlctl_runner;
+GRANT SELECT, INSERT ON etlctl.queue TO etlctl_runner;
+GRANT UPDATE (claimed_at, claimed_by, done_at) ON etlctl.queue TO etlctl_runner;
 GRANT USAGE ON SEQUENCE etlctl.audit_id_seq, etlctl.queue_id_seq TO etlctl_runner;
 GRANT SELECT ON etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations TO etlctl_runner;
 
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA etlctl TO etlctl_runner;
+
+-- No temporary tables or functions, no objects in any schema (see the top of this file).
+DO $$
+DECLARE
+    db text := current_database();
+    grantee record;
+    schema_name text;
+BEGIN
+    -- Logins that can use what PUBLIC loses: every login but the runner's own and superusers.
+    IF has_database_privilege('public', db, 'TEMPORARY') THEN
+        FOR grantee IN SELECT rolname FROM pg_roles
+                       WHERE rolcanlogin AND NOT rolsuper AND rolname !~ '^pg_'
+                         AND NOT pg_has_role(oid, 'etlctl_runner', 'MEMBER') LOOP
+            EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO %I', db, grantee.rolname);
+        END LOOP;
+        EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', db);
+    END IF;
+    FOR schema_name IN SELECT nspname FROM pg_namespace
+                       WHERE has_schema_privilege('public', oid, 'CREATE') LOOP
+        FOR grantee IN SELECT rolname FROM pg_roles
+                       WHERE rolcanlogin AND NOT rolsuper AND rolname !~ '^pg_'
+                         AND NOT pg_has_role(oid, 'etlctl_runner', 'MEMBER') LOOP
+            EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', schema_name, grantee.rolname);
+        END LOOP;
+        EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', schema_name);
+    END LOOP;
+    -- And nothing of the kind for the runner's logins, granted to them by name earlier.
+    FOR grantee IN SELECT rolname FROM pg_roles
+                   WHERE rolname = 'etlctl_runner' OR (pg_has_role(oid, 'etlctl_runner', 'MEMBER') AND NOT rolsuper) LOOP
+        EXECUTE format('REVOKE TEMPORARY, CREATE ON DATABASE %I FROM %I', db, grantee.rolname);
+        FOR schema_name IN SELECT nspname FROM pg_namespace WHERE has_schema_privilege(grantee.rolname, oid, 'CREATE') LOOP
+            EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', schema_name, grantee.rolname);
+        END LOOP;
+    END LOOP;
+END
+$$;

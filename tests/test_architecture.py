@@ -20,7 +20,7 @@ ALLOWED = {
     "oncall": {"base", "core", "store", "broker", "oncall"},
     "views": {"base", "core", "views"},
     "cli": {"base", "core", "store", "broker", "actions", "oncall", "views", "cli"},
-    "main": {"cli"},
+    "main": {"base", "cli"},  # errors.py: the quiet Ctrl-C before the CLI is imported
 }
 FOLDERS = {"core", "store", "broker", "actions", "oncall", "views", "cli"}
 

@@ -24,6 +24,7 @@ def resets_per_token(db, job: int) -> dict:
 @pytest.mark.slow
 def test_kill_9_of_wait_and_reset_at_random_moments(db):
     seed = int(os.environ.get("ETLCTL_TEST_SEED", time.time()))
+    print(f"seed {seed}: ETLCTL_TEST_SEED={seed} replays this run")  # pytest shows it when the test fails
     rng = random.Random(seed)
     tenant = db.tenant("acme")
     now = db.value("SELECT now()::timestamp")

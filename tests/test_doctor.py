@@ -251,7 +251,7 @@ def test_inactive_jobs_integrations_and_tenants_are_notes(db, cli, frozen):
     assert set(notes) == {job, behind_integration, behind_tenant}
     assert notes[behind_integration]["summary"].endswith(f"will not start: integration {integration} inactive")
     assert [f["command"] for f in notes[behind_tenant]["fix"]] == [
-        f"psql -c \"UPDATE tenants SET active = true WHERE id = {off}\""]
+        f"psql -c 'UPDATE tenants SET active = true WHERE id = {off}'"]
 
 
 def test_next_run_further_away_than_the_schedule_interval(db, cli, frozen, acme):
@@ -503,6 +503,17 @@ def test_json_findings_have_a_stable_shape(db, cli, frozen, acme):
 JOB_FINDINGS = {"multiple_running", "stuck_finished", "timer_retrying", "not_starting", "long_running", "malformed_status"}
 
 
+def naive_iso(seconds: float) -> str:
+    return (NOW + timedelta(seconds=seconds)).isoformat()
+
+
+def nested_list(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def random_status(rng, overall: str) -> dict:
     phases = ("extraction", "transform", "embedding")
     value = rng.choice(["finished", "finished", "idle", "running", "failed"])
@@ -528,7 +539,14 @@ def random_status(rng, overall: str) -> dict:
     elif reset < 0.45:
         status.update(rng.choice([{"reset_deadline": "soon"}, {"reset_attempt": -1}, {"reset_attempt": 2.5},
                                   {"reset_stage": "later"}, {"reset_deadline": "2026-11-28T10:00:00"},
-                                  {"reset_attempt": 0, "reset_deadline": None}]))
+                                  {"reset_attempt": 0, "reset_deadline": None},
+                                  # checked on read since issue 11: out of range, or of the wrong type
+                                  {"reset_attempt": 3000000000, "reset_deadline": (NOW - timedelta(seconds=60)).isoformat()},
+                                  {"reset_deadline": (NOW + timedelta(days=2)).isoformat()},
+                                  {"reset_deadline": "9999-12-31T00:00:00+00:00"}, {"token": 7},
+                                  {"reset_token": ["x"]}, {"token": "t" * 300},
+                                  {"reset_stage": "gave_up", "reset_gave_up_at": "soon"},
+                                  {"ui": nested_list(70)}, {"ui": "x" * (1024 * 1024 + 10)}]))
     return status
 
 
@@ -560,10 +578,28 @@ def test_reading_only_candidate_jobs_finds_what_reading_every_job_finds(db, froz
                last_run_finished_at=rng.choice([None, naive(-7200), naive(-1200), naive(-20)]),
                last_updated_at=rng.choice([naive(-7200), naive(-200), naive(-5)]))
 
+    # And, every time, one job of each value etlctl checks on read since issue 11 (the random draw may miss one).
+    checked = {
+        "reset_attempt is a number (3000000000)": {"reset_attempt": 3000000000, "reset_deadline": naive_iso(-60)},
+        "further ahead than the longest wait": {"reset_stage": "check", "reset_deadline": naive_iso(2 * 86400)},
+        "token is a number (7)": {"token": 7},
+        "reset_token is an array": {"reset_token": ["x"]},
+        "reset_gave_up_at 'soon'": {"reset_stage": "gave_up", "reset_gave_up_at": "soon"},
+        "ui: not read (nested more than 64 levels deep)": {"ui": nested_list(70)},
+        "ui: not read (1.0 MB long": {"ui": "x" * (1024 * 1024 + 10)},
+    }
+    # READY, active, next_run within its interval, of a known kind: only the checked value makes it a candidate.
+    tenant = db.tenant("checked")
+    for n, extra in enumerate(checked.values()):
+        db.job(f"Checked {n}", tenant, db.integration(tenant, "Jira"),
+               status={"overall": "READY", "steps": {}, **extra}, next_run=naive(600))
+
     timings = lifecycle.Timings()
     with etl_db.connect(config.ConnectionSettings(dsn=db.dsn), "doctor") as session:
         from_candidates = [f for f in doctor.run(session, timings).findings if f.code in JOB_FINDINGS]
         from_every_job = doctor.examine(session, timings, None, session.all("running_conflicts"), [])
+    malformed = " | ".join(f.summary for f in from_candidates if f.code == "malformed_status")
+    assert [text for text in checked if text not in malformed] == []
 
     def key(finding):
         return (finding.code, finding.severity, finding.job_ids, finding.summary)

@@ -47,7 +47,7 @@ def test_the_role_is_nologin_and_has_exactly_these_table_rights(db, runner):
         GROUP BY 1 ORDER BY 1""")
     assert {r["t"]: r["p"] for r in granted} == {
         "etlctl.audit": "INSERT,SELECT", "etlctl.job_kinds": "SELECT", "etlctl.kind_steps": "SELECT",
-        "etlctl.migrations": "SELECT", "etlctl.queue": "INSERT,SELECT,UPDATE", "etlctl.step_rules": "SELECT",
+        "etlctl.migrations": "SELECT", "etlctl.queue": "INSERT,SELECT", "etlctl.step_rules": "SELECT",
         "public.etl_jobs": "SELECT",
         "public.tenants": "SELECT",
     }
@@ -56,12 +56,13 @@ def test_the_role_is_nologin_and_has_exactly_these_table_rights(db, runner):
         WHERE grantee = 'etlctl_runner' AND privilege_type = 'SELECT' AND table_name = 'integrations' ORDER BY 1""")
     assert [r["c"] for r in readable] == ["active", "id", "provider"]  # never settings: it may hold credentials
     columns = db.sql("""
-        SELECT table_name || '.' || column_name AS c FROM information_schema.column_privileges
-        WHERE grantee = 'etlctl_runner' AND privilege_type = 'UPDATE' AND table_schema = 'public' ORDER BY 1""")
+        SELECT table_schema || '.' || table_name || '.' || column_name AS c FROM information_schema.column_privileges
+        WHERE grantee = 'etlctl_runner' AND privilege_type = 'UPDATE' ORDER BY 1""")
     assert [r["c"] for r in columns] == [
-        "etl_jobs.error_message", "etl_jobs.last_run_finished_at", "etl_jobs.last_run_started_at",
-        "etl_jobs.last_sync_date", "etl_jobs.last_updated_at", "etl_jobs.next_run", "etl_jobs.retry_count",
-        "etl_jobs.status", "integrations.last_updated_at",
+        "etlctl.queue.claimed_at", "etlctl.queue.claimed_by", "etlctl.queue.done_at",  # never the message
+        "public.etl_jobs.error_message", "public.etl_jobs.last_run_finished_at", "public.etl_jobs.last_run_started_at",
+        "public.etl_jobs.last_sync_date", "public.etl_jobs.last_updated_at", "public.etl_jobs.next_run",
+        "public.etl_jobs.retry_count", "public.etl_jobs.status", "public.integrations.last_updated_at",
     ]
 
 
@@ -124,6 +125,20 @@ def test_etlctl_commands_work_as_the_runner_role(db, runner, frozen):
     "CREATE TABLE etlctl.x (id int)",
     "CREATE TABLE public.x (id int)",
     "DROP INDEX etlctl_one_running_per_integration",
+    # A queued message is what a relay publishes to the workers: only its bookkeeping may change.
+    "UPDATE etlctl.queue SET message = '{\"type\": \"rm -rf\"}'",
+    "UPDATE etlctl.queue SET token = 'x'",
+    "UPDATE etlctl.queue SET step = 'x', phase = 'transform'",
+    "UPDATE etlctl.queue SET queue_name = 'elsewhere', job_id = 1",
+    # No temporary tables, no functions of its own, anywhere.
+    "CREATE TEMP TABLE x (id int)",
+    "CREATE TEMPORARY VIEW x AS SELECT 1",
+    "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE FUNCTION etlctl.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE SCHEMA mine",
+    "ALTER TABLE etlctl.audit DISABLE TRIGGER audit_who",
+    "SET session_replication_role = replica",  # which would skip the audit's trigger
 ])
 def test_anything_beyond_its_rights_is_refused(db, runner, statement):
     db.tenant("acme")
@@ -142,3 +157,74 @@ def test_a_refused_write_says_which_grants_are_missing(db, runner):
     assert result.exit_code == 1
     assert result.stderr == ("etlctl: database error: permission denied for table etl_jobs "
                              "(the role needs the grants in sql/roles.sql)\n")
+
+
+def test_an_audit_row_written_by_hand_carries_the_sessions_own_user(db, runner, frozen):
+    """The runner may insert audit rows (etlctl's statements do, in the same statement as each change), but
+    never in another role's name: the trigger audit_who writes session_user, whatever the INSERT says."""
+    name, dsn = runner
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO etlctl.audit (at, job_id, command, host, pid, db_user) "
+                     "VALUES ('2020-01-01 00:00:00+00', 901, 'reset', 'h', 1, 'postgres')")
+        conn.execute("SET ROLE etlctl_runner")  # who is the login, also under SET ROLE
+        conn.execute("INSERT INTO etlctl.audit (job_id, command, host, pid) VALUES (902, 'reset', 'h', 1)")
+    assert [(r["job_id"], r["db_user"]) for r in db.audit()] == [(901, name), (902, name)]
+    # etlctl's own rows too, and their time is the statement's (the clock seam: frozen here).
+    job = db.job("Jira", db.tenant("acme"), status=finished())
+    assert Cli(dsn)("reset", job).exit_code == 0
+    [row] = db.audit(job)
+    assert (row["db_user"], row["at"]) == (name, NOW)
+
+
+def test_temporary_tables_stay_with_the_roles_that_had_them(db, pg_server):
+    """roles.sql takes TEMPORARY from PUBLIC (it cannot refuse it to one role otherwise) and gives it back, by
+    name, to every other login that could use it: only the runner's logins lose it."""
+    other = f"app_{uuid.uuid4().hex[:8]}"
+    db.sql(f"CREATE ROLE {other} LOGIN")
+    try:
+        db.conn.execute(ROLES)
+        with psycopg.connect(f"host={pg_server.socket_dir} port={pg_server.port} user={other} dbname={db.name}",
+                             autocommit=True) as conn:
+            conn.execute("CREATE TEMP TABLE scratch (id int)")
+        assert db.value("SELECT has_database_privilege('public', current_database(), 'TEMPORARY')") is False
+        db.conn.execute(ROLES)  # again: nothing more is granted or taken
+        assert db.value("SELECT has_database_privilege(%s, current_database(), 'TEMPORARY')", other) is True
+    finally:
+        db.sql(f"REVOKE ALL ON DATABASE {db.name} FROM {other}")
+        db.sql(f"DROP ROLE {other}")
+
+
+def test_the_other_commands_work_as_the_runner_role_too(db, runner, frozen):
+    """Besides the lifecycle above: the read-only commands, dry runs, wait-and-reset, a forced reset of a
+    document etlctl cannot wholly read (its functions), and watch (LISTEN needs no grant)."""
+    import signal
+
+    from tests.test_watch import Watch
+
+    name, dsn = runner
+    cli = Cli(dsn)
+    acme = db.tenant("acme")
+    db.job("GitHub", acme, db.integration(acme, "GitHub"), status={"overall": "READY", "steps": {}})
+    waiting = db.job("Jira", acme, None, status=finished(), last_run_finished_at="2026-11-28 14:00:00")
+    deep = db.value("INSERT INTO etl_jobs (job_name, tenant_id, status) VALUES ('Deep', %s, %s::jsonb) RETURNING id",
+                    acme, '{"overall": "FAILED", "steps": {}, "ui": ' + "[" * 1000 + "]" * 1000 + "}")
+    for args in (["kinds"], ["kinds", "--json"], ["queue", "ls"], ["status", "--json"], ["status", deep],
+                 ["why", deep], ["check", waiting], ["history", waiting], ["metrics"], ["doctor", "--json"],
+                 ["schedule-next", "--dry-run", "--explain"], ["sweep", "--dry-run", "--json"],
+                 ["reset", waiting, "--dry-run"], ["wait-and-reset", waiting, "--dry-run"]):
+        result = cli(*args)
+        assert result.exit_code in ((3,) if args[0] == "doctor" else (0,)), (args, result.stderr)
+    assert cli("wait-and-reset", waiting, "--delay", "0", "--cooldown", "0").exit_code == 0
+    forced = cli("reset", deep, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert db.value("SELECT status ? 'ui' FROM etl_jobs WHERE id = %s", deep) is False
+    assert {row["db_user"] for row in db.audit()} == {name}
+
+    watch = Watch(["--json"], dsn)
+    try:
+        assert watch.stderr_until("etlctl: watching every job on etl_job_status (Ctrl-C to stop)")
+        assert cli("schedule-next").exit_code == 0
+        assert watch.json()["overall"] == "RUNNING"
+        assert watch.stop(signal.SIGINT) == 130
+    finally:
+        watch.kill()

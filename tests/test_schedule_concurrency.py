@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -154,7 +155,9 @@ def test_the_unique_index_is_the_backstop_against_other_writers(db):
 
 @pytest.mark.slow
 def test_kill_9_mid_tick_never_leaves_a_running_job_without_its_queue_row(db):
-    rng = random.Random()
+    seed = int(os.environ.get("ETLCTL_TEST_SEED", random.randrange(2**32)))
+    print(f"seed {seed}: ETLCTL_TEST_SEED={seed} replays this run")  # pytest shows it when the test fails
+    rng = random.Random(seed)
     tenant = db.tenant("acme")
     db.sql("""INSERT INTO integrations (provider, type, tenant_id) SELECT 'Jira', 'Data', %s FROM generate_series(1, 3000)""", tenant)
     db.sql("""INSERT INTO etl_jobs (job_name, tenant_id, integration_id)

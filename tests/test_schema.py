@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from etlctl.store.schema import migrations
 from tests.helpers import Cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Every migration, in order: what a fresh install records and an existing-system database gets.
+ALL = [m.name for m in migrations()]
 EXISTING_TABLES = ("tenants", "integrations", "etl_jobs")
 
 
@@ -43,7 +46,9 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     cli = Cli(blank_db.dsn)
     first = cli("db", "init")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
+    assert ALL[:5] == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics",
+                       "0005_existing_system_contract"] and "0007_hardening" in ALL
+    assert first.stdout == f"created etlctl's schema on an empty database: {', '.join(ALL)}\n"
     tables = {r["t"] for r in blank_db.sql(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_schema IN ('public', 'etlctl')")}
     assert {"public.tenants", "public.integrations", "public.etl_jobs", "etlctl.migrations", "etlctl.job_kinds",
@@ -86,12 +91,11 @@ def test_existing_system_database_keeps_every_row_and_column(blank_db):
     rows, columns = snapshot_rows(blank_db), snapshot_columns(blank_db)
     result = Cli(blank_db.dsn)("db", "init")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
+    assert result.stdout == f"applied migrations: {', '.join(ALL)}\n"
     assert snapshot_rows(blank_db) == rows
     assert snapshot_columns(blank_db) == columns
     applied = [r["name"] for r in blank_db.sql("SELECT name FROM etlctl.migrations ORDER BY name")]
-    assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics",
-                       "0005_existing_system_contract"]
+    assert applied == ALL
 
 
 def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_server, blank_db):
@@ -134,7 +138,7 @@ def test_rows_that_break_the_one_running_rule_are_reported_and_the_rest_applies(
     cli = Cli(blank_db.dsn)
     result = cli("db", "init")
     assert result.exit_code == 4
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
+    assert result.stdout == f"applied migrations: {', '.join(m for m in ALL if m != '0002_one_running_per_integration')}\n"
     assert result.stderr == (
         "etlctl: migration 0002_one_running_per_integration not applied: more than one RUNNING job per integration "
         "(integration 1 has RUNNING jobs 5, 6); reset the extra ones (etlctl reset JOB --force) "
@@ -187,7 +191,7 @@ def test_migration_0005_keeps_what_an_operator_changed(blank_db):
                     ('confluence', 1, 'confluence_pages', 'finished_or_idle'), ('confluence', 2, 'confluence_spaces', 'finished')""")
 
     result = Cli(blank_db.dsn)("db", "init")
-    assert (result.exit_code, result.stdout) == (0, "applied migrations: 0005_existing_system_contract\n")
+    assert (result.exit_code, result.stdout) == (0, f"applied migrations: {', '.join(ALL[4:])}\n")
     steps = blank_db.sql("SELECT kind, position, step, display_name FROM etlctl.kind_steps ORDER BY kind, position")
     assert [(s["kind"], s["step"], s["display_name"]) for s in steps if s["kind"] == "jira"] == [
         ("jira", "jira_projects_and_issue_types", "Projects & Issue Types"),  # the operator's jira kind, as it was

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from etlctl.store import clock
-from etlctl.core import lifecycle
-from etlctl.core import rules
+from etlctl.core import document, lifecycle, rules
 from etlctl.errors import (
     AmbiguousToken,
     Busy,
@@ -43,24 +42,42 @@ def _doc(status: object) -> dict:
     return status if isinstance(status, dict) else {}
 
 
-def guard(status: object, keys: Iterable[str] = OWNED_KEYS) -> tuple[dict, list[str]]:
-    """The guard of a write: these keys must keep the values read, absent ones stay absent."""
-    doc = _doc(status)
+def guard(status: object, keys: Iterable[str] = OWNED_KEYS) -> tuple[dict, list[str]] | None:
+    """The guard of a write: these keys must keep the values read, absent ones stay absent. None when
+    a value is not a plain JSON scalar (a guard on it could never match, or never be written):
+    the caller then guards on the whole document."""
+    if not isinstance(status, dict):
+        return None  # a document that is not an object: ?| and @> read it otherwise
+    doc = status
     keys = tuple(keys)
-    return {k: doc[k] for k in keys if k in doc}, [k for k in keys if k not in doc]
+    expected = {k: doc[k] for k in keys if k in doc}
+    if not all(document.plain(v) for v in expected.values()):
+        return None
+    return expected, [k for k in keys if k not in doc]
+
+
+def _text(value: object) -> str | None:
+    """A run key for the audit row's columns (from_state, token): text, or nothing."""
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
 class Transition:
     job_id: int
     action: str
-    expected: dict
+    expected: dict | None  # None: guarded on the whole document instead (status_digest)
     absent: list[str]
     reason: str
     # md5 of the steps that were judged, computed by PostgreSQL (job_row.steps_digest): the
     # write's guard compares it there, so no JSON value is ever rounded through Python.
     steps_digest: str | None = None
     check_steps: bool = False
+    # md5 of the whole document as read: the guard of a forced reset that drops what etlctl
+    # cannot read, or whose run keys are no plain values.
+    status_digest: str | None = None
+    drop: tuple[document.Part, ...] = ()
+    from_state: str | None = None  # for the audit row
+    token: str | None = None
     stage: str | None = None
     deadline: datetime | None = None
     attempt: int | None = None
@@ -68,7 +85,10 @@ class Transition:
 
 
 def transition_for(job: Job, decision: lifecycle.Decision, command_details: dict | None = None) -> Transition:
-    expected, absent = guard(job.status)
+    # A decision to write is made only on a document whose owned keys were checked (lifecycle.reset_state):
+    # a guard on them always exists; the whole document is the fallback all the same.
+    found = guard(job.status)
+    expected, absent = found if found is not None else (None, [])
     # A reset or a give-up is only right for the steps it judged.
     judged = decision.action in (lifecycle.RESET, lifecycle.GIVE_UP)
     return Transition(
@@ -79,6 +99,9 @@ def transition_for(job: Job, decision: lifecycle.Decision, command_details: dict
         reason=decision.reason,
         steps_digest=job.steps_digest if judged else None,
         check_steps=judged,
+        status_digest=None if found is not None else job.status_digest,
+        from_state=_text(_doc(job.status).get("overall")),
+        token=_text(job.token),
         stage=decision.stage,
         deadline=decision.deadline,
         attempt=decision.attempt,
@@ -100,10 +123,14 @@ def apply(session, transitions: list[Transition], skip_locked: bool = False) -> 
         "apply_transitions_skip_locked" if skip_locked else "apply_transitions",
         job_ids=[t.job_id for t in transitions],
         actions=[t.action for t in transitions],
-        expected=[Jsonb(t.expected) for t in transitions],
+        expected=[None if t.expected is None else Jsonb(t.expected) for t in transitions],
         absent=[Jsonb(t.absent) for t in transitions],
         steps_digests=[t.steps_digest for t in transitions],
         check_steps=[t.check_steps for t in transitions],
+        status_digests=[t.status_digest for t in transitions],
+        drops=[Jsonb([list(part.path) for part in t.drop]) for t in transitions],
+        from_states=[t.from_state for t in transitions],
+        tokens=[t.token for t in transitions],
         stages=[t.stage for t in transitions],
         deadlines=[t.deadline for t in transitions],
         attempts=[t.attempt for t in transitions],
@@ -132,7 +159,7 @@ def complete(session, ref: JobRef | int, *, token: str | None, sync_date: str | 
         if row["overall"] == "FINISHED":
             return {"job_id": job_id, "result": "already", "overall": "FINISHED", "token": row["token"]}
         if row["overall"] != "RUNNING":
-            raise Conflict(message=f"job {job_id} is {row['overall']}, not RUNNING; nothing changed")
+            raise Conflict(message=f"job {job_id} is {rules.state_text(row['overall'])}, not RUNNING; nothing changed")
         # It was RUNNING with this token in our snapshot, yet the guard missed: a concurrent writer. Look again.
     raise Busy(reason=f"job {job_id} kept changing while completing it")
 
@@ -178,7 +205,7 @@ def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, 
         if refused is not None:
             raise refused
         if row["overall"] not in ("RUNNING", "FINISHED"):
-            raise Conflict(message=f"job {job_id} is {row['overall']}: no run to update; nothing changed")
+            raise Conflict(message=f"job {job_id} is {rules.state_text(row['overall'])}: no run to update; nothing changed")
         if row["steps_type"] != "object":
             raise Conflict(message=f"job {job_id}: its status document's steps is {row['steps_type'] or 'missing'}, not an object; nothing changed")
         if row["step_type"] not in (None, "object"):
@@ -265,46 +292,64 @@ class ResetResult:
     job: Job
     row: dict | None  # the changed row; None when nothing needed doing
     overridden: tuple[str, ...] = ()
+    dropped: tuple[document.Part, ...] = ()  # parts of the document a forced reset could not keep
+
+
+# A forced reset moves a run (or what is left of one) back to READY: from these, and from any state
+# etlctl does not know (a malformed document). READY and RATE_LIMIT_REACHED are no run to end.
+NOT_A_RUN = ("READY", "RATE_LIMIT_REACHED")
 
 
 def reset(session, ref: JobRef | int, *, force: bool) -> ResetResult:
-    """FINISHED -> READY when the check passes; --force also from FAILED or RUNNING.
+    """FINISHED -> READY when the check passes; --force also from FAILED, RUNNING or a state etlctl
+    does not know, and from any state when the document holds parts etlctl cannot read.
 
     One transaction: read, judge, then a write guarded on the run and on the
-    very steps that were judged.
+    very steps that were judged. A forced reset keeps every key it can keep;
+    the parts etlctl did not read (nested too deep, too long) it cannot keep
+    without keeping the job unreadable, so it drops them, guarded on the whole
+    document as read, and says which.
     """
     job_id = resolve(session, ref)
     with session.transaction():
         job = load(session, job_id, ref)
         completion = job.completion
         overall = job.overall
+        shown = rules.state_text(overall)
         if not force:
             if overall != "FINISHED":
-                raise Conflict(message=f"{job.label()} is {overall}, not FINISHED: nothing to reset (--force overrides)")
+                raise Conflict(message=f"{job.label()} is {shown}, not FINISHED: nothing to reset (--force overrides)")
             if not completion.all_finished:
                 raise Conflict(message=f"{job.label()} is not finished: {'; '.join(completion.reasons)}; not reset (--force overrides)")
             overridden: tuple[str, ...] = ()
         else:
-            if overall == "READY":
-                return ResetResult(job, None)
-            if overall not in ("FINISHED", "FAILED", "RUNNING"):
-                raise Conflict(message=f"{job.label()} is {overall}: --force resets only FINISHED, FAILED or RUNNING jobs")
+            if overall in NOT_A_RUN and not job.unread:
+                if overall == "READY":
+                    return ResetResult(job, None)
+                raise Conflict(message=f"{job.label()} is {shown}: --force resets only FINISHED, FAILED or RUNNING jobs "
+                                       "(or a malformed one)")
             overridden = tuple(
-                ([f"overall was {overall}"] if overall != "FINISHED" else [])
+                ([f"overall was {shown}"] if overall != "FINISHED" else [])
                 + [r for r in completion.reasons if not r.startswith("overall is")]
             )
-        expected, absent = guard(job.status, RUN_KEYS)
+        dropped = job.unread if force else ()
+        found = guard(job.status, RUN_KEYS)
+        whole = found is None or bool(dropped)
+        expected, absent = (None, []) if whole else found
         transition = Transition(
             job_id=job.id, action=lifecycle.RESET, expected=expected, absent=absent,
             reason="forced reset" if force else "reset: all steps finished",
             steps_digest=job.steps_digest, check_steps=not force,
+            status_digest=job.status_digest if whole else None, drop=dropped,
+            from_state=_text(_doc(job.status).get("overall")), token=_text(job.token),
             # The reset clears error_message: the audit keeps what it said.
-            details={"force": force, "overridden": list(overridden), "previous_error": job.error_message},
+            details={"force": force, "overridden": list(overridden), "previous_error": job.error_message,
+                     **({"dropped": [{"path": list(p.path), "reason": p.reason} for p in dropped]} if dropped else {})},
         )
         changed = apply(session, [transition])
         if not changed:
             raise Conflict(message=f"{job.label()} changed while resetting it (a worker or another etlctl); nothing changed, look again")
-        return ResetResult(job, changed[0], overridden)
+        return ResetResult(job, changed[0], overridden, dropped)
 
 
 # --- the durable state machine: sweep (wait-and-reset: actions/wait_and_reset.py) ---
@@ -329,7 +374,8 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
     """
     after, total = 0, 0
     while True:
-        rows = session.all("sweep_batch", after_id=after, batch=batch, tenant_ids=tenant_ids)
+        rows = session.all("sweep_batch", after_id=after, batch=batch, tenant_ids=tenant_ids,
+                           max_wait=lifecycle.MAX_WAIT)
         if not rows:
             break
         jobs = [Job.from_row(row) for row in rows]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from etlctl.actions.flow import CONCURRENT_RETRIES, apply, transition_for
-from etlctl.core import lifecycle
+from etlctl.core import lifecycle, rules
 from etlctl.core.job import Job, JobRef
 from etlctl.errors import CONFLICT, NOT_FINISHED, OK, Busy, Conflict, NotFinished
 from etlctl.store import clock
@@ -60,7 +60,7 @@ def wait_and_reset(session, ref: JobRef | int, timings: lifecycle.Timings, repor
         job = load(session, job_id, ref)
         if first:
             if job.overall != "FINISHED":
-                raise Conflict(message=f"{job.label()} is {job.overall}, not FINISHED: nothing to wait for")
+                raise Conflict(message=f"{job.label()} is {rules.state_text(job.overall)}, not FINISHED: nothing to wait for")
             token, first = job.token, False
         elif job.overall != "FINISHED" or job.token != token:
             return WaitOutcome(job, None, by_other=True)

@@ -174,7 +174,8 @@ def _query(text: str, invalid) -> dict[str, str]:
 
 
 def _port(text: str, name: str) -> int:
-    if not str(text).strip().isdigit() or not 0 < int(text) < 65536:
+    digits = str(text).strip()
+    if not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) < 65536:  # "³".isdigit() is True
         raise UsageError(message=f"invalid {name} {text!r}: expected a port number such as 5672")
     return int(text)
 

@@ -106,12 +106,36 @@ def _on_sigterm(signum, frame):
     raise TerminateSignal()
 
 
+def _while_running(unwind, previous):
+    """The signal handler while a command runs. While a statement is in flight it unwinds the command
+    (``unwind`` raises KeyboardInterrupt or TerminateSignal): psycopg cancels the statement, the open
+    transaction rolls back, and the error handler says so. Anywhere else (importing, parsing, computing,
+    printing, waiting) it leaves the way etlctl/__main__.py's handler does, at once: nothing is half done
+    between two statements (each write is one statement, and a transaction left open rolls back), and an
+    exception raised there may land where Python swallows it (a callback of the import machinery) and lose
+    the Ctrl-C. In a test runner (no such handler) it always unwinds."""
+
+    def handler(signum, frame):
+        # (Looked up, not imported: a signal may come while that module is still being imported.)
+        running = getattr(sys.modules.get("etlctl.store.connection"), "statement_running", lambda: False)
+        if not callable(previous) or previous is signal.default_int_handler or running():
+            unwind(signum, frame)
+        previous(signum, frame)
+
+    return handler
+
+
 def run(invoke, invocation: options.Invocation) -> int:
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:
-        pass  # not the main thread (a test runner): keep the default handler
+    # While the command runs, Ctrl-C and SIGTERM cancel a statement in flight (see _while_running). Before and
+    # after (etlctl/__main__.py), or in a test runner, the handlers that were there are put back.
+    previous = {}
+    for signum, unwind in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _on_sigterm)):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # ignored by whoever started us (a background job of a script): it stays so
+        try:
+            previous[signum] = signal.signal(signum, _while_running(unwind, signal.getsignal(signum)))
+        except ValueError:
+            pass  # not the main thread (a test runner): keep the handlers as they are
     try:
         result = invoke()
         return result if isinstance(result, int) else 0
@@ -135,14 +159,32 @@ def run(invoke, invocation: options.Invocation) -> int:
     except BrokenPipeError:
         return errors.OK  # `etlctl status | head`: the reader left, that is not an error
     except Exception as exc:  # the last line of defence: one line, traceback only with -v
+        stopped = _signal_behind(exc)
+        if stopped is not None:
+            return _report(stopped, invocation)
         _views().unexpected(exc, invocation.verbose)
         return errors.UNEXPECTED
     finally:
-        if previous is not None:
+        for signum, handler in previous.items():
             try:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
             except ValueError:
                 pass
+
+
+def _signal_behind(exc: BaseException) -> errors.EtlctlError | None:
+    """Interrupted or Terminated when a signal is what raised ``exc``: Python wraps an exception raised
+    while a class is being created ("Error calling __set_name__"), and a Ctrl-C may land there while a
+    command imports a module."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return errors.Interrupted()
+        if isinstance(exc, TerminateSignal):
+            return errors.Terminated()
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _report(exc: errors.EtlctlError, invocation: options.Invocation) -> int:

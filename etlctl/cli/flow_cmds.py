@@ -146,7 +146,7 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
 
 @click.command()
 @job_argument
-@click.option("--force", is_flag=True, help="Reset from FINISHED, FAILED or RUNNING whatever the check says (on-call).")
+@click.option("--force", is_flag=True, help="Reset from FINISHED, FAILED, RUNNING or a malformed state whatever the check says (on-call).")
 @connection_options
 @output_options
 @dry_run_option
@@ -161,8 +161,10 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
     schedule_interval_minutes.
 
     Only from FINISHED with the check passing; otherwise exit 4 with the
-    reason. --force resets a FINISHED, FAILED or RUNNING job regardless,
-    prints what it overrode and records that in the audit row.
+    reason. --force resets a FINISHED, FAILED or RUNNING job regardless (or
+    one whose status document is malformed), prints what it overrode and
+    records that in the audit row; parts of the document etlctl cannot read
+    (nested too deep, too long) it drops, keeping every other key, and says so.
     """
     from etlctl.actions import flow
     from etlctl.views import flow as views

@@ -109,7 +109,7 @@ _CONNECTION = [
     (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="DURATION", callback=_seconds,
                                help="idle_in_transaction_session_timeout, at most 1d [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
     (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="DURATION", callback=_seconds,
-                                  help="Longest wait to connect, at most 1d [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
+                                  help="Longest wait to connect, whole seconds from 2s (libpq's minimum) to 1d [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
 ]
 
 
@@ -217,7 +217,7 @@ def settings(ctx: click.Context | None = None) -> ConnectionSettings:
         if name in stored:
             kwargs[name] = stored[name]
     if "connect_timeout" in stored:
-        kwargs["connect_timeout"] = max(1, int(round(stored["connect_timeout"])))
+        kwargs["connect_timeout"] = config.validate_connect_timeout(stored["connect_timeout"])
     return config.ConnectionSettings(**kwargs)
 
 

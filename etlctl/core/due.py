@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from etlctl.core.humanize import clock_time, duration, relative
-from etlctl.core.rules import normal_overall
+from etlctl.core.rules import normal_overall, show
 
 STARTABLE = ("READY", "FAILED", "RATE_LIMIT_REACHED")
 
@@ -49,7 +49,8 @@ def blocker(row: Mapping, now: datetime) -> Blocker | None:
     if overall == "FINISHED":
         return Blocker("finished", "FINISHED, waiting for its reset (in flight)")
     if overall not in STARTABLE:
-        return Blocker("state", f"overall {overall!r} is not a state the scheduler starts")
+        shown = "missing" if overall is None else show(overall)
+        return Blocker("state", f"overall {shown} is not a state the scheduler starts")
 
     inactive = []
     if row["active"] is not True:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
-from etlctl.core import rules
+from etlctl.core import document, lifecycle, rules
 from etlctl.errors import UsageError
 
 
@@ -22,6 +22,15 @@ def short_token(token: object) -> str:
     return token[:TOKEN_PREFIX] if isinstance(token, str) else "-"
 
 
+MAX_JOB_ID = 2**31 - 1  # etl_jobs.id is a PostgreSQL integer
+
+
+def is_job_id(text: str) -> bool:
+    """Whether JOB is written as an id: the digits 0-9 only. Python's str.isdigit() also accepts '³' and
+    '①' (and int() reads '７' as 7): those are not ids, and not taken silently for one."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True)
 class JobRef:
     """What the user typed: JOB (an id or a name) and maybe --tenant."""
@@ -32,10 +41,10 @@ class JobRef:
     @property
     def job_id(self) -> int | None:
         """The id, when JOB is one and no --tenant asks for a name lookup."""
-        return int(self.text) if self.text.isdigit() and self.tenant is None else None
+        return int(self.text) if is_job_id(self.text) and self.tenant is None else None
 
     def __str__(self) -> str:
-        shown = self.text if self.text.isdigit() else repr(self.text)
+        shown = self.text if is_job_id(self.text) else repr(self.text)
         return shown if self.tenant is None else f"{shown} in tenant {self.tenant!r}"
 
 
@@ -43,8 +52,10 @@ def parse_ref(text: str, tenant: str | None = None) -> JobRef:
     text = (text or "").strip()
     if not text:
         raise UsageError(message="JOB must be a job id or a job name")
-    if text.isdigit() and len(text) > 9:
-        raise UsageError(message=f"job id {text} is out of range")
+    if not is_job_id(text) and text.isnumeric():
+        raise UsageError(message=f"invalid JOB {text!r}: a job id is written with the digits 0-9")
+    if is_job_id(text) and int(text) > MAX_JOB_ID:
+        raise UsageError(message=f"job id {text} is out of range (at most {MAX_JOB_ID})")
     return JobRef(text, tenant.strip() if tenant else None)
 
 
@@ -65,8 +76,10 @@ class Job:
     kind: str | None
     kind_steps: tuple[rules.KindStep, ...] | None  # what a new run gets; None: the job's kind is unknown
     rules: dict[str, str]  # step name -> rule (etlctl.step_rules) for the steps of its document and kind
-    status: object  # the status document as stored: usually a dict, but anything another program wrote
+    status: object  # the status document as read: usually a dict, but anything another program wrote
     steps_digest: str | None  # md5 of the steps, computed by PostgreSQL: what a reset is guarded on
+    status_digest: str | None  # md5 of the whole document: what a forced reset of an odd document is guarded on
+    unread: tuple[document.Part, ...]  # the parts of the document etlctl did not read (marked Unreadable in status)
     next_run: datetime | None
     schedule_interval_minutes: int | None
     retry_interval_minutes: int | None
@@ -89,10 +102,17 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping) -> Job:
-        built = ("rules", "kind_steps")
+        built = ("rules", "kind_steps", "status", "unread")
         values = {f.name: row.get(f.name) for f in fields(cls) if f.init and f.name not in built}
+        unread = document.parts_from(row.get("unread"))
         return cls(rules=rules.step_rules_from(row.get("step_rules")),
-                   kind_steps=rules.kind_steps_from_rows(row.get("kind_steps")), **values)
+                   kind_steps=rules.kind_steps_from_rows(row.get("kind_steps")),
+                   status=document.place(row.get("status"), unread), unread=unread, **values)
+
+    @property
+    def reset(self) -> lifecycle.ResetState:
+        """Where its reset flow stands, its reset keys checked (a value out of bounds is a problem)."""
+        return lifecycle.reset_state(self.status, self.now)
 
     @property
     def overall(self) -> object:

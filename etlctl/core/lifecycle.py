@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from etlctl.core.rules import Completion, evaluate
+from etlctl.core.humanize import duration
+from etlctl.core.rules import Completion, evaluate, show
 
 DEFAULT_DELAY = 30.0
 DEFAULT_BACKOFF = (30.0, 60.0, 180.0, 300.0)
@@ -95,6 +96,14 @@ class Decision:
         return self.action in WRITES
 
 
+# The largest reset_attempt read as a count: the existing reset scheduler adds one every five minutes
+# at most, so a million is years of retrying; anything larger is not a count any writer made (and its
+# successor must still fit a PostgreSQL integer).
+MAX_ATTEMPT = 1_000_000
+# A run token is a UUID; the existing system's are too. A longer one is not a token any writer made.
+MAX_TOKEN_LENGTH = 255
+
+
 def parse_time(value: object) -> datetime | None:
     """An ISO 8601 time with an offset, as etlctl and the existing system write it."""
     if not isinstance(value, str):
@@ -102,11 +111,21 @@ def parse_time(value: object) -> datetime | None:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError
+    try:
+        parsed.astimezone(timezone.utc)  # year 1 at +14:00 is before the start of Python's calendar
+    except OverflowError:
+        raise ValueError from None
     return parsed
 
 
-def reset_state(status: object) -> ResetState:
-    """Where the reset flow of a FINISHED job stands, read from its document.
+def reset_state(status: object, now: datetime | None = None) -> ResetState:
+    """Where the reset flow of a FINISHED job stands, read from its document at ``now``.
+
+    etlctl's own keys are checked on the way (type and range): a value no
+    writer of the flow makes is a ``problem`` (the job is malformed, and the
+    flow leaves it to a person), never a crash and never a guess. Given ``now``,
+    a deadline further ahead than :data:`MAX_WAIT` is such a value: no legal
+    wait wrote it, and waiting for it would be waiting forever.
 
     Keys left over from an earlier run are no state at all: etlctl writes the
     run's token as reset_token with every reset key, and the existing system's
@@ -114,41 +133,57 @@ def reset_state(status: object) -> ResetState:
     without a deadline means the existing system cleared its reset_deadline:
     nothing is pending.
     """
-    state = _read_reset_state(status)
+    state = _read_reset_state(status, now)
     doc = status if isinstance(status, Mapping) else {}
     if state.problem is None and "reset_token" in doc and doc.get("reset_token") != doc.get("token"):
         return ResetState(NOT_STARTED, None, 0)
     return state
 
 
-def _read_reset_state(status: object) -> ResetState:
+def _problem(text: str) -> ResetState:
+    return ResetState(NOT_STARTED, None, 0, problem=text)
+
+
+def _read_reset_state(status: object, now: datetime | None) -> ResetState:
     doc = status if isinstance(status, Mapping) else {}
     stage = doc.get("reset_stage")
     raw_deadline = doc.get("reset_deadline")
     raw_attempt = doc.get("reset_attempt")
 
+    for key in ("token", "reset_token"):
+        value = doc.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH):
+            return _problem(f"{key} is {show(value)}, not a run token")
+
     attempt = 0
     if raw_attempt is not None:
-        if isinstance(raw_attempt, bool) or not isinstance(raw_attempt, int) or raw_attempt < 0:
-            return ResetState(NOT_STARTED, None, 0, problem=f"reset_attempt is {raw_attempt!r}, not a count")
+        if isinstance(raw_attempt, bool) or not isinstance(raw_attempt, int) or not 0 <= raw_attempt <= MAX_ATTEMPT:
+            return _problem(f"reset_attempt is {show(raw_attempt)}, not a count from 0 to {MAX_ATTEMPT:,}")
         attempt = raw_attempt
 
-    if stage == GAVE_UP:
-        try:
-            gave_up_at = parse_time(doc.get("reset_gave_up_at"))
-        except ValueError:
-            gave_up_at = None
-        return ResetState(GAVE_UP, None, attempt, gave_up_at=gave_up_at)
+    if stage is not None and stage not in (CHECK, COOLDOWN, GAVE_UP):
+        return _problem(f"reset_stage is {show(stage)}")
 
-    if stage not in (None, CHECK, COOLDOWN):
-        return ResetState(NOT_STARTED, None, attempt, problem=f"reset_stage is {stage!r}")
+    raw_gave_up = doc.get("reset_gave_up_at")
+    gave_up_at = None
+    if raw_gave_up is not None:
+        try:
+            gave_up_at = parse_time(raw_gave_up)
+        except ValueError:
+            return _problem(f"reset_gave_up_at {show(raw_gave_up)} is not an ISO time with offset")
+
+    if stage == GAVE_UP:
+        return ResetState(GAVE_UP, None, attempt, gave_up_at=gave_up_at)
 
     if raw_deadline is None:
         return ResetState(NOT_STARTED, None, 0)
     try:
         deadline = parse_time(raw_deadline)
     except ValueError:
-        return ResetState(NOT_STARTED, None, attempt, problem=f"reset_deadline {raw_deadline!r} is not an ISO time with offset")
+        return _problem(f"reset_deadline {show(raw_deadline)} is not an ISO time with offset")
+    if now is not None and (deadline - now).total_seconds() > MAX_WAIT:
+        return _problem(f"reset_deadline {show(raw_deadline)} is further ahead than the longest wait of the "
+                        f"flow ({duration(MAX_WAIT)}): no run wrote it")
     # The existing system writes reset_deadline and reset_attempt without a stage: a pending check.
     return ResetState(stage or CHECK, deadline, attempt)
 
@@ -162,10 +197,10 @@ def decide(
 ) -> Decision:
     """The next step of the reset flow for one job at time ``now``; ``rules`` are its step rules."""
     doc = status if isinstance(status, Mapping) else {}
-    state = reset_state(status)
+    state = reset_state(status, now)
     overall = doc.get("overall")
     if overall != "FINISHED":
-        return Decision(SKIP, state, f"overall is {overall!r}, not FINISHED")
+        return Decision(SKIP, state, f"overall is {show(overall) if 'overall' in doc else 'missing'}, not FINISHED")
     if state.problem:
         return Decision(SKIP, state, f"malformed reset state: {state.problem}")
     if state.stage == GAVE_UP:

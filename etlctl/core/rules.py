@@ -25,8 +25,11 @@ job is never finished either). Never repaired, never a crash.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from etlctl.core import document
 
 PHASES = ("extraction", "transform", "embedding")
 PHASE_VALUES = ("idle", "running", "finished", "failed")
@@ -49,6 +52,15 @@ MIXED = "mixed"
 FAILED = "failed"
 MALFORMED = "malformed"
 DONE_VERDICTS = (FINISHED, IDLE_ALLOWED)
+
+
+def state_text(overall: object) -> str:
+    """An overall state in a sentence ("job 7 is FINISHED"), whatever the document holds there."""
+    if isinstance(overall, str):
+        return overall if overall.isascii() and overall.replace("_", "").isalnum() else show(overall)
+    if overall is None:
+        return "in no state (its status has no overall)"
+    return f"in no state etlctl knows (overall is {show(overall)})"
 
 
 def normal_overall(value: object) -> object:
@@ -203,6 +215,10 @@ def ordered_step_names(kind_steps: Sequence[KindStep] | None, status: object) ->
 
 def json_type(value: object) -> str:
     """A JSON value's type as messages name it: 'null', 'a number', 'an array', ..."""
+    if isinstance(value, document.Unreadable):
+        return f"unreadable ({value.reason})"
+    if isinstance(value, document.BigNumber):
+        return "a number"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -216,9 +232,27 @@ def json_type(value: object) -> str:
     return "an object"
 
 
-def _show(value: object) -> str:
+def show(value: object, limit: int = 60) -> str:
+    """A value from a document in a message: quoted if text, typed if not, never longer than about ``limit``."""
     if value is None:
         return "null"
     if isinstance(value, str):
-        return repr(value)
-    return f"{json_type(value)} ({value!r})"
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 1] + "…" + text[0]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and len(str(value)) > limit:
+        return f"a number of {len(str(value))} digits"
+    kind = json_type(value)
+    if isinstance(value, (int, float, document.BigNumber)):
+        return f"{kind} ({value})"
+    if isinstance(value, document.Unreadable):
+        return kind
+    try:  # as JSON, the document's own language (null, not None)
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):
+        return kind
+    return kind if len(text) > limit else f"{kind} ({text})"
+
+
+_show = show

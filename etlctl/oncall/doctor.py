@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from etlctl.core import lifecycle
+from etlctl.core import document, lifecycle
 from etlctl.errors import NotInitialized
 from etlctl.oncall import facts
 from etlctl.oncall.doctor_database import (
@@ -97,8 +97,10 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
         report.findings.append(NO_JOBS if tenant is None else no_tenant_jobs(tenant))
     try:
         # Only the jobs that can have a finding: a few rows of a big database, chosen in SQL.
-        candidates = [r["id"] for r in session.all("doctor_candidates", overdue=facts.OVERDUE,
-                                                   long_run_floor=facts.LONG_RUN_FLOOR, tenant_ids=ids)]
+        candidates = [r["id"] for r in session.all(
+            "doctor_candidates", overdue=facts.OVERDUE, long_run_floor=facts.LONG_RUN_FLOOR,
+            max_bytes=document.MAX_BYTES, max_depth=document.MAX_DEPTH, max_token=lifecycle.MAX_TOKEN_LENGTH,
+            max_attempt=lifecycle.MAX_ATTEMPT, max_wait=lifecycle.MAX_WAIT, tenant_ids=ids)]
     except NotInitialized:
         # A schema from before the due rule (pending migrations): read every job (of the tenant).
         candidates = None if ids is None else [r["id"] for r in session.all("tenant_job_ids", tenant_ids=ids)]
@@ -137,7 +139,7 @@ NO_JOBS = Finding(
     "no_jobs", NOTE, "etl_jobs is empty: there was nothing to check",
     "nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / ETLCTL_DSN "
     "(or PGHOST/PGDATABASE/PGSERVICE)",
-    (Fix("etlctl --dsn DSN doctor", "run it against the ETL database (or set ETLCTL_DSN)"),),
+    (Fix(("etlctl", "--dsn", "DSN", "doctor"), "run it against the ETL database (or set ETLCTL_DSN)"),),
 )
 
 

@@ -19,7 +19,7 @@ def schema_finding(missing: Sequence[str]) -> Finding:
     return Finding(
         "schema_not_initialised", PROBLEM, f"the database has no {', '.join(missing)}",
         "etlctl's schema was never created here (or this is not the ETL database: check --dsn / ETLCTL_DSN)",
-        (Fix("etlctl db init", "creates etlctl's schema; on the existing system's database it only adds etlctl's objects"),),
+        (Fix(("etlctl", "db", "init"), "creates etlctl's schema; on the existing system's database it only adds etlctl's objects"),),
     )
 
 
@@ -30,7 +30,7 @@ def skew_finding(skew: float) -> Finding:
         f"this host's clock is {_seconds(abs(skew))} {side} the database server's (limit {SKEW_LIMIT:.0f}s)",
         "etlctl decides with the database's clock, but cron on this host and the workers' timestamps follow their own "
         "clocks: deadlines and next_run drift apart",
-        (Fix("timedatectl status", "on this host and on the database server: is NTP (chrony/ntpd) synchronised?"),),
+        (Fix(("timedatectl", "status"), "on this host and on the database server: is NTP (chrony/ntpd) synchronised?"),),
         details={"skew_seconds": round(skew, 3)},
     )
 
@@ -40,9 +40,9 @@ def _seconds(value: float) -> str:
 
 
 def pending_finding(pending: Sequence[str], conflicts: bool) -> Finding:
-    fixes = [Fix("etlctl db init", "applies them; safe to run again")]
+    fixes = [Fix(("etlctl", "db", "init"), "applies them; safe to run again")]
     if INDEX_MIGRATION in pending and conflicts:
-        fixes = [Fix("etlctl db init", f"{INDEX_MIGRATION} is refused while an integration has more than one "
+        fixes = [Fix(("etlctl", "db", "init"), f"{INDEX_MIGRATION} is refused while an integration has more than one "
                                        "RUNNING job: fix 'Multiple jobs running' first")]
     return Finding(
         "migrations_pending", PROBLEM, f"{len(pending)} migration{'s' if len(pending) != 1 else ''} not applied: "
@@ -55,7 +55,7 @@ def pending_finding(pending: Sequence[str], conflicts: bool) -> Finding:
 def index_finding(index: dict, migration_pending: bool, conflicts: bool) -> Finding:
     what = "is missing" if not index["present"] else "is invalid (a failed build)"
     if migration_pending:
-        fixes = (Fix("etlctl db init", "creates it" + (" once only one RUNNING job is left per integration"
+        fixes = (Fix(("etlctl", "db", "init"), "creates it" + (" once only one RUNNING job is left per integration"
                                                        if conflicts else "")),)
         cause = f"migration {INDEX_MIGRATION} is not applied"
     else:
@@ -87,12 +87,12 @@ def queue_findings(rows: Sequence[dict]) -> list[Finding]:
             f"{oldest['id']} (job {oldest['job_id']} {oldest['step']} {oldest['phase']}), was queued "
             f"{relative(oldest['created_at'], now)}",
             f"no worker or relay takes {', '.join(sorted({r['phase'] for r in unclaimed}))} messages: are they running?",
-            (Fix("etlctl queue ls --pending", "the messages waiting"),),
+            (Fix(("etlctl", "queue", "ls", "--pending"), "the messages waiting"),),
             tuple(sorted({r["job_id"] for r in unclaimed})), details={"message_ids": [r["id"] for r in unclaimed]},
         ))
     if stale:
         shown = stale[:10]
-        fixes = tuple(Fix(f"etlctl queue done {r['id']}", f"job {r['job_id']} {r['step']} {r['phase']}, run {r['token']}")
+        fixes = tuple(Fix(("etlctl", "queue", "done", r["id"]), f"job {r['job_id']} {r['step']} {r['phase']}, run {r['token']}")
                       for r in shown)
         more = f" (and {len(stale) - len(shown)} more)" if len(stale) > len(shown) else ""
         out.append(Finding(

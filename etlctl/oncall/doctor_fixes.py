@@ -1,20 +1,32 @@
 """What doctor proposes to run for a finding: an etlctl command, or, where etlctl
-has no command for it, psql with the named fix statements of ``sql/queries/oncall.sql``."""
+has no command for it, psql with the named fix statements of ``sql/queries/oncall.sql``.
+
+A fix is its arguments, never a line of text with values pasted in: its command line quotes
+each of them (:func:`etlctl.core.shell.command`), however hostile a step name or token is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from etlctl.core import shell
+
 
 @dataclass(frozen=True)
 class Fix:
-    command: str
+    argv: tuple[str, ...]
     note: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", tuple(str(arg) for arg in self.argv))
 
-def psql(*names: str, **ids: int) -> str:
-    """A fix to run by hand: the named statements of sql/queries/oncall.sql with ids filled in."""
+    @property
+    def command(self) -> str:
+        """The command line, each argument quoted for sh."""
+        return shell.command(*self.argv)
+
+
+def psql(*names: str, **ids: int) -> tuple[str, ...]:
+    """A fix to run by hand: psql with the named statements of sql/queries/oncall.sql, ids filled in."""
     from etlctl.store import queries
 
-    sql = "; ".join(queries.get(name) % {k: int(v) for k, v in ids.items()} for name in names)
-    return f'psql -c "{sql}"'
+    return ("psql", "-c", "; ".join(queries.get(name) % {k: int(v) for k, v in ids.items()} for name in names))

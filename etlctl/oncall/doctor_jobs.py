@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from etlctl.core import due
+from etlctl.core import document, due, shell
 from etlctl.core import lifecycle
 from etlctl.core import rules
 from etlctl.core.humanize import clock_time, duration, relative, when
@@ -27,10 +27,10 @@ def multiple_running(conflicts: Sequence[dict], by_id: dict[int, facts.Facts]) -
             continue
         keep = max(facts, key=lambda f: (f.job.last_updated_at or datetime.min.replace(tzinfo=f.now.tzinfo), f.job.id))
         listed = "; ".join(_running_since(f) for f in facts)
-        fixes = [Fix(f"etlctl reset {f.job.id} --force",
+        fixes = [Fix(("etlctl", "reset", f.job.id, "--force"),
                      f"warning: discards job {f.job.id}'s run; job {keep.job.id} (the most recently updated) keeps running")
                  for f in facts if f.job.id != keep.job.id]
-        fixes.append(Fix("etlctl db init", "creates the index that prevents it, if it is missing"))
+        fixes.append(Fix(("etlctl", "db", "init"), "creates the index that prevents it, if it is missing"))
         out.append(Finding(
             "multiple_running", PROBLEM,
             f"integration {row['integration_id']} has {len(ids)} RUNNING jobs: {', '.join(str(i) for i in ids)}",
@@ -73,20 +73,20 @@ def _step_fixes(f: facts.Facts, then: str) -> list[Fix]:
     fixes = []
     for v in facts.not_done(f):
         if v.verdict == rules.RUNNING:
-            tok = f" --token {short_token(token)}" if token else ""  # the 8 characters history shows
-            fixes.append(Fix(f"etlctl step {f.job.id} {v.step} {v.phase} finished{tok}",
+            tok = ("--token", short_token(token)) if isinstance(token, str) else ()  # the 8 characters history shows
+            fixes.append(Fix(("etlctl", "step", f.job.id, v.step, v.phase, "finished", *tok),
                              f"only if the {v.phase} worker really finished {v.step} (check its logs); {then}"))
     return fixes
 
 
 def _force_fix(f: facts.Facts) -> Fix:
-    return Fix(f"etlctl reset {f.job.id} --force",
+    return Fix(("etlctl", "reset", f.job.id, "--force"),
                "warning: overrides the check; what did not finish is not redone until the next run")
 
 
 def finished_job(f: facts.Facts, timings: lifecycle.Timings) -> Finding | None:
     job, now = f.job, f.now
-    reset = lifecycle.reset_state(job.status)
+    reset = job.reset
     if reset.problem:
         return None  # malformed_status reports it
     done_at = facts.finished_at(f)
@@ -113,14 +113,14 @@ def finished_job(f: facts.Facts, timings: lifecycle.Timings) -> Finding | None:
                 cause = f"every step has finished since the flow gave up ({job.error_message or 'no reason recorded'})"
             else:
                 cause = "every step is finished, but nothing runs the reset flow (`etlctl sweep` from cron, or the UI)"
-            fixes = [Fix(f"etlctl reset {job.id}", "the check passes: resets it to READY")]
+            fixes = [Fix(("etlctl", "reset", job.id), "the check passes: resets it to READY")]
         else:
             cause = facts.blockers_text(f)
             if reset.stage != lifecycle.GAVE_UP:
                 cause = f"nothing runs the reset flow, and the check fails: {cause}"
-            fixes = _step_fixes(f, f"then `etlctl reset {job.id}`") + [_force_fix(f)]
+            fixes = _step_fixes(f, f"then `{shell.command('etlctl', 'reset', job.id)}`") + [_force_fix(f)]
         if reset.stage != lifecycle.GAVE_UP:
-            fixes.append(Fix("etlctl cron --install", "runs schedule-next and sweep every minute, so it does not happen again"))
+            fixes.append(Fix(("etlctl", "cron", "--install"), "runs schedule-next and sweep every minute, so it does not happen again"))
         return Finding("stuck_finished", PROBLEM, summary, cause, tuple(fixes), (job.id,),
                        details={"reset_stage": reset.stage, "finished_seconds_ago": age, "check_passes": passes})
 
@@ -146,7 +146,7 @@ def finished_job(f: facts.Facts, timings: lifecycle.Timings) -> Finding | None:
                       "last_item=True and last_job_item=True?)")
         elif verdicts & {rules.IDLE, rules.MIXED}:
             cause += "; the run was completed before every step ran"
-        fixes = _step_fixes(f, f"then the next check looks again (`etlctl why {job.id}` shows what is left)") + [_force_fix(f)]
+        fixes = _step_fixes(f, f"then the next check looks again (`{shell.command('etlctl', 'why', job.id)}` shows what is left)") + [_force_fix(f)]
     return Finding("timer_retrying", PROBLEM, summary, cause, tuple(fixes), (job.id,),
                    details={"reset_stage": reset.stage, "reset_attempt": reset.attempt,
                             "reasons": list(job.completion.reasons)})
@@ -163,8 +163,8 @@ def long_running(f: facts.Facts) -> Finding | None:
         "long_running", PROBLEM,
         f"{job.label()} RUNNING for {duration(elapsed)} (since {when(job.last_run_started_at)})",
         f"{usual}; reported past {duration(limit)}" + (f"; still going: {still}" if still else ""),
-        (Fix(f"etlctl why {job.id}", "what the run waits for, and since when"),
-         Fix(f"etlctl reset {job.id} --force",
+        (Fix(("etlctl", "why", job.id), "what the run waits for, and since when"),
+         Fix(("etlctl", "reset", job.id, "--force"),
              "warning: only if no worker is on this run any more (check the workers' logs): discards the run")),
         (job.id,), details={"elapsed_seconds": elapsed, "limit_seconds": limit},
     )
@@ -172,43 +172,64 @@ def long_running(f: facts.Facts) -> Finding | None:
 
 def malformed_status(f: facts.Facts) -> Finding | None:
     status, job = f.status, f.job
-    problems: list[str] = []
-    if not isinstance(status, dict):
+    # What etlctl left unread first (nested too deep, too long): each part once, where it was.
+    problems: list[str] = [f"{part.where}: not read ({part.reason})" for part in job.unread]
+    if isinstance(status, document.Unreadable):
+        pass
+    elif not isinstance(status, dict):
         problems.append(f"the status document is {rules.json_type(status)}, not an object")
     else:
         if "steps" not in status:
             problems.append("it has no steps key")
+        elif isinstance(status["steps"], document.Unreadable):
+            pass
         elif not isinstance(status["steps"], dict):
             problems.append(f"steps is {rules.json_type(status['steps'])}, not an object")
         else:
             for name, body in status["steps"].items():
                 verdict = rules.judge_step(name, rules.MUST_FINISH, body)
-                if verdict.verdict == rules.MALFORMED:
+                if verdict.verdict == rules.MALFORMED and not _unread_phase(body, verdict):
                     problems.append(verdict.detail)
-        reset = lifecycle.reset_state(status)
+        reset = job.reset
         if reset.problem:
             problems.append(f"its reset state: {reset.problem}")
+    overall = job.overall
+    known = isinstance(overall, str) and overall in rules.OVERALL_STATES
+    if not known and "overall" in (status if isinstance(status, dict) else {}):
+        problems.append(f"overall is {rules.show(overall)}, not a state etlctl knows")
     if not problems:
         return None
-    overall = job.overall
     in_flight = overall in ("RUNNING", "FINISHED", "FAILED")
     structural = not isinstance(status, dict) or not isinstance(status.get("steps"), dict)
     fixes = []
     if structural and not job.kind:
-        fixes.append(Fix("etlctl kinds", f"no kind matches job name {job.job_name!r} or its provider: add one with its "
-                                         "steps (see the README), so that a run has steps to follow"))
-    if in_flight:
+        fixes.append(Fix(("etlctl", "kinds"), f"no kind matches job name {job.job_name!r} or its provider: add one with "
+                                              "its steps (see the README), so that a run has steps to follow"))
+    dropped = ("; it drops what etlctl cannot read (" + ", ".join(part.where for part in job.unread)
+               + ") and keeps every other key") if job.unread else ""
+    if in_flight or not known:
         then = ("then every phase is idle and the reset state clear" if not structural else
                 f"the next run rebuilds the steps from kind {job.kind}" if job.kind else
                 "once the kind exists, the next run gets its steps")
-        fixes.append(Fix(f"etlctl reset {job.id} --force", f"warning: ends the run; {then}"))
+        fixes.append(Fix(("etlctl", "reset", str(job.id), "--force"), f"warning: ends the run; {then}{dropped}"))
+    elif job.unread:
+        fixes.append(Fix(("etlctl", "reset", str(job.id), "--force"),
+                         f"rewrites it as a reset does{dropped}; warning: next_run becomes now + its interval"))
     elif job.kind or not structural:
-        fixes.append(Fix(f"etlctl status {job.id}", "nothing to run now: the next run sets every phase idle"
-                                                    + (f" and rebuilds the steps from kind {job.kind}" if structural else "")))
+        fixes.append(Fix(("etlctl", "status", str(job.id)), "nothing to run now: the next run sets every phase idle"
+                         + (f" and rebuilds the steps from kind {job.kind}" if structural else "")))
+    shown = overall if known else "no overall" if overall is None else "overall unknown"
     return Finding(
-        "malformed_status", PROBLEM, f"{job.label()}, {overall or 'no overall'}: {'; '.join(problems)}",
+        "malformed_status", PROBLEM, f"{job.label()}, {shown}: {'; '.join(problems)}",
         _writer(job), tuple(fixes), (job.id,), details={"problems": problems},
     )
+
+
+def _unread_phase(body: object, verdict: rules.StepVerdict) -> bool:
+    """A step found malformed only for a part etlctl did not read (reported once, as that part)."""
+    if isinstance(body, document.Unreadable):
+        return True
+    return verdict.phase is not None and isinstance(body, dict) and isinstance(body.get(verdict.phase), document.Unreadable)
 
 
 def _writer(job) -> str:
@@ -240,8 +261,8 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
         return [Finding(
             "not_starting", PROBLEM, f"{label}, {since}, not started",
             "nothing started it: `etlctl schedule-next` is not running (cron), or it fails (see its log)",
-            (Fix("etlctl schedule-next", "starts the due jobs now"),
-             Fix("etlctl cron --install", "runs schedule-next and sweep every minute")),
+            (Fix(("etlctl", "schedule-next"), "starts the due jobs now"),
+             Fix(("etlctl", "cron", "--install"), "runs schedule-next and sweep every minute")),
             (job.id,), details={"blocked_by": None},
         )]
     code = found.code
@@ -264,7 +285,7 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
     if code == "retry":
         return [Finding("not_starting", NOTE, f"{label}: {found.text}",
                         f"its last run failed: {job.error_message or 'no error recorded'} (retries so far: {job.retry_count or 0})",
-                        (Fix(f"etlctl why {job.id}", "nothing to do: schedule-next retries it then"),),
+                        (Fix(("etlctl", "why", job.id), "nothing to do: schedule-next retries it then"),),
                         (job.id,), details={"blocked_by": code})]
     if code == "next_run":
         interval = (plan["schedule_interval_minutes"] or 0) * 60
@@ -288,23 +309,23 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
             return [Finding(
                 "not_starting", PROBLEM, f"{label}, {since}, blocked: {found.text}",
                 f"job {blocker_id} has a problem of its own (reported here): it holds integration {plan['integration_id']}",
-                (Fix(f"etlctl why {blocker_id}", f"fix job {blocker_id} first; this one starts after it is reset"),),
+                (Fix(("etlctl", "why", blocker_id), f"fix job {blocker_id} first; this one starts after it is reset"),),
                 (job.id,), details={"blocked_by": code, "busy_job_id": blocker_id},
             )]
         return [Finding("not_starting", NOTE, f"{label}, {since}, waits: {found.text}",
                         "one job per integration at a time: it starts after that job is reset to READY",
-                        (Fix(f"etlctl why {blocker_id}", "when that one will be done"),),
+                        (Fix(("etlctl", "why", blocker_id), "when that one will be done"),),
                         (job.id,), details={"blocked_by": code, "busy_job_id": blocker_id})]
     if code == "no_steps":
         return [Finding("not_starting", PROBLEM, f"{label}: it can never start: {found.text}",
                         "schedule-next queues a run's first step; this job has none",
-                        (Fix("etlctl kinds", "define the kind's steps in etlctl.kind_steps (see the README)"),),
+                        (Fix(("etlctl", "kinds"), "define the kind's steps in etlctl.kind_steps (see the README)"),),
                         (job.id,), details={"blocked_by": code})]
     if code == "no_message":
         return [Finding("not_starting", PROBLEM, f"{label}: it can never start: {found.text}",
                         "schedule-next starts a run only with a first message a worker accepts "
                         "(etlctl.job_kinds.message_provider)",
-                        (Fix("etlctl kinds", "give the kind its message once a worker takes it (see the README), "
+                        (Fix(("etlctl", "kinds"), "give the kind its message once a worker takes it (see the README), "
                                              "or deactivate the job"),),
                         (job.id,), details={"blocked_by": code})]
     return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from etlctl.core import lifecycle
+from etlctl.core import lifecycle, rules, shell
 from etlctl.core.due import STARTABLE, blocker
 from etlctl.core.humanize import clock_time, duration, relative
 from etlctl.core.job import JobRef, short_token
@@ -62,7 +62,7 @@ def explain(facts: Facts, timings: lifecycle.Timings | None = None) -> Explanati
     else:
         code, state = "unknown_state", [f"overall is {_show(overall)}: not a state etlctl knows"]
         waiting, nxt, at = ["nothing: no etlctl command moves a job from this state"], [
-            f"a person decides: `etlctl reset {job.id} --force` if it should start over"], None
+            f"a person decides: `{shell.command('etlctl', 'reset', job.id, '--force')}` if it should start over"], None
     return Explanation(job.id, job.label(), code, state, waiting, nxt, at)
 
 
@@ -97,25 +97,26 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
     done_at = finished_at(facts)
     when = f" {relative(done_at, now)} (at {clock_time(done_at)})" if done_at else ""
     state = [f"FINISHED{when}, {run_label(facts)}"]
-    reset = lifecycle.reset_state(job.status)
+    reset = job.reset
     completion = job.completion
     passes = completion.all_finished
     blockers = blockers_text(facts)
 
     if reset.problem:
         return ("reset_unreadable", state, [f"nothing: its reset state is unreadable ({reset.problem})"],
-                [f"the reset flow skips it; a person decides: `etlctl reset {job.id}` "
-                 f"(or `etlctl reset {job.id} --force`)"], None)
+                [f"the reset flow skips it; a person decides: `{shell.command('etlctl', 'reset', job.id)}` "
+                 f"(or `{shell.command('etlctl', 'reset', job.id, '--force')}`)"], None)
 
     if reset.stage == lifecycle.GAVE_UP:
         at = f"at {reset.gave_up_at.strftime('%H:%M')}" if reset.gave_up_at else "(time not recorded)"
         if passes:
             reason = f"{job.error_message or 'no reason recorded'}; every step has finished since"
-            nxt = [f"nothing happens by itself: run `etlctl reset {job.id}`"]
+            nxt = [f"nothing happens by itself: run `{shell.command('etlctl', 'reset', job.id)}`"]
         else:
             reason = blockers_text(facts, with_since=False)
-            nxt = [f"nothing happens by itself: when the steps have finished, run `etlctl reset {job.id}`; "
-                   f"or `etlctl reset {job.id} --force` (overrides the check)"]
+            nxt = [f"nothing happens by itself: when the steps have finished, run "
+                   f"`{shell.command('etlctl', 'reset', job.id)}`; "
+                   f"or `{shell.command('etlctl', 'reset', job.id, '--force')}` (overrides the check)"]
         return "gave_up", state, [f"gave up {at}: {reason}"], nxt, None
 
     check_line = "every step has finished: the check will pass" if passes else f"not finished: {blockers}"
@@ -124,7 +125,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
         due = lifecycle.after(lifecycle.known(done_at) or now, timings.delay)
         if due > now:
             waiting = [f"no reset pending yet: the first check is due at {clock_time(due)} ({relative(due, now)})", check_line]
-            nxt = [f"at {clock_time(due)} `etlctl sweep` (or `etlctl wait-and-reset {job.id}`) checks the steps"]
+            nxt = [f"at {clock_time(due)} `etlctl sweep` (or `{shell.command('etlctl', 'wait-and-reset', job.id)}`) checks the steps"]
         else:
             waiting = [f"no reset pending: the first check was due at {clock_time(due)} ({relative(due, now)})", check_line]
             nxt = ["the next `etlctl sweep` (or `etlctl wait-and-reset`) checks it"]
@@ -145,10 +146,13 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
         return "cooldown", state, waiting, nxt, deadline
 
     attempt = reset.attempt + 1
+    # Another writer (the existing reset scheduler retries forever) may have counted past this flow's checks.
+    counted = (f"attempt {attempt} of {timings.checks}" if attempt <= timings.checks else
+               f"attempt {attempt}, past the {timings.checks} checks of --backoff: this check is the last")
     if deadline > now:
-        head = f"reset pending: attempt {attempt} of {timings.checks}, next check at {clock_time(deadline)} ({relative(deadline, now)})"
+        head = f"reset pending: {counted}, next check at {clock_time(deadline)} ({relative(deadline, now)})"
     else:
-        head = (f"reset pending: attempt {attempt} of {timings.checks}, check due since {clock_time(deadline)} "
+        head = (f"reset pending: {counted}, check due since {clock_time(deadline)} "
                 f"({relative(deadline, now)})")
     waiting = [head, check_line]
     if passes:
@@ -206,7 +210,7 @@ def _startable(facts: Facts):
     state = [f"{overall}{error}" if overall != "READY" else "READY"]
     waiting = [f"blocked: {found.text}"]
     if code == "busy":
-        nxt = [f"it starts after job {plan['busy_job_id']} is reset to READY (`etlctl why {plan['busy_job_id']}`)"]
+        nxt = [f"it starts after job {plan['busy_job_id']} is reset to READY (`{shell.command('etlctl', 'why', plan['busy_job_id'])}`)"]
     elif code == "inactive":
         nxt = ["nothing until it is active again (the flag is set outside etlctl)"]
     elif code == "no_steps":
@@ -217,7 +221,7 @@ def _startable(facts: Facts):
 
 
 def _show(value: object) -> str:
-    return "missing" if value is None else repr(value)
+    return "missing" if value is None else rules.show(value)
 
 
 def run_label(facts: Facts) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlctl.store import clock
+from etlctl.store import loaders
 from etlctl.store import queries
 from etlctl.store import settings as config
 from etlctl.store.settings import ConnectionSettings
@@ -41,6 +43,23 @@ from etlctl.errors import (
 
 APPLICATION_NAME = "etlctl"
 _announced_embedded = False
+# Statements this process is waiting for: a Ctrl-C then cancels the statement (KeyboardInterrupt, which psycopg
+# turns into a cancel request) rather than leaving at once (see etlctl.cli.run).
+_statements = 0
+
+
+def statement_running() -> bool:
+    return _statements > 0
+
+
+@contextlib.contextmanager
+def _waiting_for_server() -> Iterator[None]:
+    global _statements
+    _statements += 1
+    try:
+        yield
+    finally:
+        _statements -= 1
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,8 @@ def resolve_target(settings: ConnectionSettings, create_embedded: bool = False) 
                 os.environ.get("PGUSER", ""), os.environ.get("PGHOST", "localhost"),
                 os.environ.get("PGPORT", "5432"), os.environ.get("PGDATABASE", ""),
             )
-        return Target("", f"PG* variables: {shown}", password=os.environ.get("PGPASSWORD"))
+        password = os.environ.get("PGPASSWORD") or None
+        return Target("", _scrub(f"PG* variables: {shown}", password), password=password)
     return _embedded(settings.home, create=create_embedded)
 
 
@@ -99,7 +119,8 @@ def _from_dsn(dsn: str) -> Target:
     params = parse_dsn(dsn)
     host = params.get("host") or params.get("hostaddr") or "localhost"
     shown = f"{params.get('user', '')}@{host}:{params.get('port', '5432')}/{params.get('dbname', '')}"
-    return Target(dsn, shown, password=params.get("password") or None)
+    password = params.get("password") or None
+    return Target(dsn, _scrub(shown, password), password=password)  # a database may be named like the password
 
 
 def _embedded(home: Path, create: bool) -> Target:
@@ -157,15 +178,15 @@ class Session:
         return {"now": clock.sql_now(), **self._actor, **params}
 
     def one(self, query: str, /, **params) -> dict | None:
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             return self.conn.execute(queries.get(query), self._params(params)).fetchone()
 
     def all(self, query: str, /, **params) -> list[dict]:
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             return self.conn.execute(queries.get(query), self._params(params)).fetchall()
 
     def run(self, query: str, /, **params) -> int:
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             return self.conn.execute(queries.get(query), self._params(params)).rowcount
 
     def stream(self, query: str, /, batch: int = 2000, **params) -> Iterator[dict]:
@@ -173,9 +194,14 @@ class Session:
         memory stays flat however many rows there are. Runs in its own transaction."""
         with self.translating(), self.conn.transaction():
             with self.conn.cursor(name=f"etlctl_{query}") as cursor:
-                cursor.itersize = batch
-                cursor.execute(queries.get(query), self._params(params))
-                yield from cursor
+                with _waiting_for_server():
+                    cursor.execute(queries.get(query), self._params(params))
+                while True:
+                    with _waiting_for_server():  # only while fetching: the caller's work on the rows is its own
+                        rows = cursor.fetchmany(batch)
+                    if not rows:
+                        break
+                    yield from rows
 
     def notifications(self, timeout: float) -> Iterator:
         """NOTIFY messages on the channels this session LISTENs to, as they arrive,
@@ -185,7 +211,7 @@ class Session:
 
     def script(self, sql: str) -> None:
         """Run a whole file of SQL (schema and migrations), with no parameters."""
-        with self.translating():
+        with self.translating(), _waiting_for_server():
             self.conn.execute(sql, prepare=False)
 
     @contextlib.contextmanager
@@ -270,7 +296,7 @@ def _open(target: Target, settings: ConnectionSettings):
         "options": f"{user_options} {session_options(settings)}".strip(),
     }
     try:
-        return _with_loaders(psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row, **kwargs))
+        return loaders.install(psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row, **kwargs))
     except psycopg.Error as exc:
         if target.embedded_home is not None:
             # A stale postmaster.pid or a server that was never given etlctl's database: start, create, retry once.
@@ -279,7 +305,7 @@ def _open(target: Target, settings: ConnectionSettings):
             try:
                 found = embedded.ensure_running(target.embedded_home)
                 _create_embedded_database(found, settings)
-                return _with_loaders(psycopg.connect(found.conninfo(), autocommit=True, row_factory=dict_row, **kwargs))
+                return loaders.install(psycopg.connect(found.conninfo(), autocommit=True, row_factory=dict_row, **kwargs))
             except psycopg.Error as again:
                 exc = again
         raise translate(exc, target) from exc
@@ -299,41 +325,12 @@ def _create_embedded_database(found, settings: ConnectionSettings) -> None:
         session.close()
 
 
-def _with_loaders(conn):
-    """Timestamps psycopg cannot load ('infinity', '-infinity', years past 9999) become the
-    ends of Python's calendar instead of an error: one odd row written by another program
-    must not take down status, doctor or the sweep. render shows them as infinity."""
-    from datetime import datetime, timezone
-
-    from psycopg import DataError
-    from psycopg.types.datetime import TimestampLoader, TimestamptzLoader
-
-    def ends(low, high):
-        def load(loader, data):
-            raw = bytes(data)
-            if raw == b"infinity":
-                return high
-            if raw == b"-infinity":
-                return low
-            try:
-                return super(type(loader), loader).load(data)
-            except DataError:
-                return low if raw.endswith(b"BC") else high
-        return load
-
-    naive = type("InfinityTimestampLoader", (TimestampLoader,), {"load": ends(datetime.min, datetime.max)})
-    aware = type("InfinityTimestamptzLoader", (TimestamptzLoader,), {
-        "load": ends(datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))})
-    conn.adapters.register_loader("timestamp", naive)
-    conn.adapters.register_loader("timestamptz", aware)
-    return conn
-
-
 # SQLSTATE -> how etlctl reports it. Classes (two characters) apply when no exact code does.
 _UNAVAILABLE = {"08", "28", "3D000", "57P01", "57P02", "57P03", "53300"}
 _NOT_INITIALIZED = {"42P01", "3F000", "42883"}
 _BUSY = {
-    "55P03": "lock timeout: another session holds a lock on the rows",
+    "55P03": "lock timeout: another session held a lock this command waits for (a table lock, or an advisory "
+             "lock such as another `etlctl db init`'s) longer than --lock-timeout",
     "57014": "statement timeout or cancel",
     "40001": "serialization failure",
     "40P01": "deadlock detected",
@@ -355,8 +352,15 @@ def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlEr
     detail = _scrub(str(exc), target.password)
     if code in _NOT_INITIALIZED:
         return NotInitialized(detail, target=target.shown)
+    if code == "55P03":
+        return Busy(detail, reason=_lock_wait(exc))
     if code in _BUSY:
         return Busy(detail, reason=_BUSY[code])
+    zone = _TIMEZONE_REFUSED.search(str(exc))
+    if zone:
+        # A zone Python's tz database has and the server's has not: bad input, not an unreachable server.
+        return UsageError(detail, message=f"invalid --db-timezone {zone.group(1)!r}: the database server does not know "
+                                          "that zone (its names: SELECT name FROM pg_timezone_names)")
     if code in _CONFLICT:
         return Conflict(detail, message=f"refused by a database constraint: {reason}")
     if code == "42501":
@@ -367,6 +371,23 @@ def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlEr
     if code in _UNAVAILABLE or code[:2] in _UNAVAILABLE or (not code and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))):
         return DatabaseUnavailable(detail, target=target.shown, reason=reason)
     return DatabaseError(detail, reason=reason)
+
+
+# The server's refusal of the TimeZone in the startup packet (no SQLSTATE reaches a failed connection).
+_TIMEZONE_REFUSED = re.compile(r'parameter "TimeZone": "([^"]*)"')
+# A row lock wait names the row in the error's context (a table or advisory lock wait has none).
+_ROW_LOCK = re.compile(r'tuple \(\d+,\d+\) in relation "([^"]+)"')
+
+
+def _lock_wait(exc) -> str:
+    """What the lock timeout was waiting for: a row (the context names its table), else a table or advisory lock."""
+    context = getattr(getattr(exc, "diag", None), "context", None) or ""
+    row = _ROW_LOCK.search(context)
+    if row:
+        return f"lock timeout: another session held a row of {row.group(1)} locked longer than --lock-timeout"
+    if context:  # a context in the server's own language (lc_messages): a row, most likely, but unsaid
+        return "lock timeout: another session held a lock this command waits for longer than --lock-timeout"
+    return _BUSY["55P03"]
 
 
 def _scrub(text: str, password: str | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from etlctl.core.job import Job, JobRef
+from etlctl.core.job import Job, JobRef, is_job_id
 from etlctl.errors import AmbiguousJob, JobNotFound, NotFound
 
 
@@ -12,7 +12,7 @@ def resolve(session, ref: JobRef | int) -> int:
         return ref
     if ref.job_id is not None:
         return ref.job_id
-    found = session.all("find_jobs", ref=ref.text, ref_is_id=ref.text.isdigit(), tenant=ref.tenant)
+    found = session.all("find_jobs", ref=ref.text, ref_is_id=is_job_id(ref.text), tenant=ref.tenant)
     if not found:
         raise JobNotFound(ref=str(ref))
     if len(found) > 1:

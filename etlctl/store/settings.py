@@ -17,6 +17,8 @@ DEFAULT_STATEMENT_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5
+# libpq waits whole seconds, and at least 2: it reads connect_timeout=1 as 2.
+MIN_CONNECT_TIMEOUT = 2
 DEFAULT_DB_TIMEZONE = "UTC"
 
 
@@ -63,6 +65,15 @@ def configured_dsn(dsn: str | None, environ=os.environ) -> str | None:
 def libpq_environment(environ=os.environ) -> bool:
     """Whether libpq's own variables name a database (a service counts: its file says where)."""
     return any(environ.get(name) for name in LIBPQ_VARIABLES)
+
+
+def validate_connect_timeout(seconds: float) -> int:
+    """--connect-timeout in whole seconds (rounded), as libpq takes it; below its minimum is refused
+    rather than silently raised to it."""
+    if seconds < MIN_CONNECT_TIMEOUT:
+        raise UsageError(message=f"invalid --connect-timeout {seconds:g}s: libpq waits at least "
+                                 f"{MIN_CONNECT_TIMEOUT}s to connect (it reads less as {MIN_CONNECT_TIMEOUT}s)")
+    return int(round(seconds))
 
 
 def validate_timezone(name: str) -> str:

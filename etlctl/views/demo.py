@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from etlctl.core import shell
 from etlctl.views import render
 
 
@@ -15,4 +16,4 @@ class Transcript:
         render.lines(["", f"== {title}"])
 
     def command(self, args: Sequence[str], output: str) -> None:
-        render.lines([f"$ etlctl {' '.join(args)}"] + [f"  {line}" for line in output.splitlines()])
+        render.lines([f"$ {shell.command('etlctl', *args)}"] + [f"  {line}" for line in output.splitlines()])

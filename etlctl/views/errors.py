@@ -15,9 +15,10 @@ def usage_error(message: str, command_path: str | None) -> None:
 
 def error(message: str, detail: str | None = None) -> None:
     """The error line (kept by -q, which silences everything else), and with -v the detail."""
-    output.error(f"etlctl: {message}\n")
+    output.error(f"etlctl: {render.visible(message)}\n")
     if detail and detail != message:
-        output.error(f"etlctl: detail: {detail}\n")
+        for n, part in enumerate(detail.splitlines() or [detail]):  # a server's message spans lines: keep them
+            output.error(f"etlctl: {'detail: ' if n == 0 else '        '}{render.visible(part)}\n")
 
 
 def unexpected(exc: BaseException, verbose: bool) -> None:
@@ -28,4 +29,4 @@ def unexpected(exc: BaseException, verbose: bool) -> None:
 
 def help_page(text: str) -> None:
     """`etlctl` (or `etlctl db`) alone: the help, as asked."""
-    render.line(text)
+    render.write(text + "\n")

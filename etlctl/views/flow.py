@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 
 from etlctl.core import humanize
-from etlctl.core import lifecycle
+from etlctl.core import lifecycle, rules
 from etlctl.views import output, render
 from etlctl.views.status import emit_step_grid, step_rows
 
@@ -67,7 +67,13 @@ def show_check(result, as_json: bool) -> None:
 def show_reset(result, as_json: bool, dry_run: bool) -> None:
     if result.overridden:
         render.note(f"etlctl: warning: forced reset of {result.job.label()} overrode: {'; '.join(result.overridden)}")
-    _reset_done(result.job, result.row, as_json, overridden=result.overridden, dry_run=dry_run)
+    if result.dropped:
+        kept = "kept every other key" if any(part.path for part in result.dropped) else "started it over"
+        render.note(f"etlctl: warning: {'would drop' if dry_run else 'dropped'} what etlctl cannot read from "
+                    f"{result.job.label()}'s status document ({kept}): "
+                    + "; ".join(f"{part.where} ({part.reason})" for part in result.dropped))
+    _reset_done(result.job, result.row, as_json, overridden=result.overridden, dry_run=dry_run,
+                dropped=result.dropped)
 
 
 def show_wait_and_reset(outcome, as_json: bool) -> None:
@@ -88,7 +94,7 @@ def _next_step(job, decision, as_json: bool) -> None:
     render.line(f"{job.label()}: next: {decision.action}{when}: {decision.reason}")
 
 
-def _reset_done(job, row, as_json, *, by_other=False, overridden=(), dry_run=False) -> None:
+def _reset_done(job, row, as_json, *, by_other=False, overridden=(), dry_run=False, dropped=()) -> None:
     status = row["status"] if row else job.status
     steps = status.get("steps") if isinstance(status, dict) else None
     if as_json:
@@ -101,11 +107,12 @@ def _reset_done(job, row, as_json, *, by_other=False, overridden=(), dry_run=Fal
             "reset_by_other": by_other,
             "forced": bool(overridden),
             "overridden": list(overridden),
+            "dropped": [{"path": list(part.path), "reason": part.reason} for part in dropped],
             "dry_run": dry_run,
         })
         return
     if row is None and by_other:
-        render.line(f"{job.label()} was reset or restarted by someone else: it is {job.overall} now")
+        render.line(f"{job.label()} was reset or restarted by someone else: it is {rules.state_text(job.overall)} now")
     elif row is None:
         render.line(f"{job.label()} is already READY: nothing to do")
     else:

@@ -46,9 +46,9 @@ def show_overview(overview, as_json: bool) -> None:
     else:
         table = []
         for row, rec in zip(rows, records):
-            overall = rec["overall"] or "?"
-            if rec["reset_stage"]:
-                overall += f" ({rec['reset_stage'].replace('_', ' ')})"
+            overall = render.truncate(rec["overall"], 24) or "?"
+            if rec["reset_stage"]:  # as another program may have written it: any text, of any length
+                overall += f" ({render.truncate(rec['reset_stage'].replace('_', ' '), 24)})"
             next_run = "-" if rec["next_run"] is None else f"{humanize.when(rec['next_run'])} ({humanize.relative(rec['next_run'], row['now'])})"
             table.append([
                 rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "unknown", overall, next_run,
@@ -98,7 +98,7 @@ def emit_step_grid(steps: list[dict]) -> None:
 
 
 def job_record(job: Job) -> dict:
-    state = lifecycle.reset_state(job.status)
+    state = job.reset
     completion = job.completion
     return {
         "id": job.id,
@@ -139,7 +139,8 @@ def show_job(job: Job, as_json: bool) -> None:
         return
     now = job.now
     reset = record["reset"]
-    state_line = str(record["overall"])
+    overall = record["overall"]
+    state_line = overall if isinstance(overall, str) else "missing" if overall is None else rules.show(overall)
     if reset["problem"]:
         state_line += f"  (malformed reset state: {reset['problem']})"
     elif reset["stage"] == lifecycle.GAVE_UP:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from etlctl.core import humanize
+from etlctl.core import humanize, rules
 from etlctl.views import render
 
 
@@ -21,7 +20,7 @@ def describe(change) -> str:
         return "current state" + suffix
     parts = []
     if before.overall != after.overall:
-        parts.append(f"{before.overall} → {after.overall}")
+        parts.append(f"{_state(before.overall)} → {_state(after.overall)}")
     phases = phase_changes(before.steps, after.steps)
     if phases and (not parts or len(phases) <= 2):
         parts.extend(phases[:3] + ([f"and {len(phases) - 3} more"] if len(phases) > 3 else []))
@@ -42,10 +41,21 @@ def phase_changes(before: object, after: object) -> list[str]:
             old, new = old or {}, new or {}
             for phase in list(new) + [p for p in old if p not in new]:
                 if old.get(phase) != new.get(phase):
-                    out.append(f"{step}.{phase} {old.get(phase) or 'unset'} → {new.get(phase) or 'unset'}")
+                    out.append(f"{step}.{phase} {_value(old.get(phase))} → {_value(new.get(phase))}")
         else:
-            out.append(f"{step} {json.dumps(old)} → {json.dumps(new)}")
+            out.append(f"{step} {render.to_json(old, indent=None)} → {render.to_json(new, indent=None)}")
     return out
+
+
+def _state(overall: object) -> str:
+    return overall if isinstance(overall, str) else rules.show(overall)
+
+
+def _value(phase: object) -> str:
+    """A phase's value in a change: as written when it is text, else its JSON; 'unset' when absent."""
+    if phase is None:
+        return "unset"
+    return phase if isinstance(phase, str) else render.to_json(phase, indent=None)
 
 
 class Printer:
@@ -69,9 +79,10 @@ class Printer:
                 self.stream.write(f"{'TIME':<8}  {'JOB':>6}  {'NAME':<16}  {'TENANT':<12}  {'OVERALL':<18}  CHANGE\n")
                 self.header_done = True
             who = change.after or change.before
-            overall = str(change.after.overall) if change.after else "-"
-            self.stream.write(f"{humanize.clock_time(change.at):<8}  {who.job_id:>6}  {_fit(who.name, 16)}  "
-                              f"{_fit(who.tenant, 12)}  {overall:<18}  {describe(change)}\n")
+            overall = _state(change.after.overall) if change.after else "-"
+            row = (f"{humanize.clock_time(change.at):<8}  {who.job_id:>6}  {_fit(who.name, 16)}  "
+                   f"{_fit(who.tenant, 12)}  {overall:<18}  {describe(change)}")
+            self.stream.write(render.visible(row) + "\n")
         self.stream.flush()
 
 

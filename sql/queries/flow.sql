@@ -82,7 +82,7 @@ notified AS (
 )
 SELECT b.id, b.overall, b.token, b.token_matches, b.token_is_prefix, (SELECT now FROM clock) AS now,
        (SELECT count(*) FROM changed) AS changed,
-       (SELECT status FROM changed) AS new_status,
+       (SELECT (etlctl.readable_status(status)).status FROM changed) AS new_status,
        (SELECT last_sync_date FROM changed) AS last_sync_date,
        (SELECT count(*) FROM audit) AS audited,
        (SELECT count(*) FROM notified) AS notified
@@ -152,27 +152,25 @@ FROM before b;
 -- values etlctl owns as they were read (%(expected)s, containment of scalars),
 -- the owned keys that were absent are still absent, and, for a reset or a
 -- give-up, the steps are exactly the ones that were judged (their md5, computed
--- here both times, so that no JSON number is ever rounded through Python).
+-- here both times, so that no JSON number is ever rounded through Python). A
+-- forced reset of a document whose run keys are not plain values, or that
+-- drops the parts etlctl cannot read (%(drops)s), is guarded on the md5 of the
+-- whole document instead (%(status_digests)s).
 -- A fragment: apply_transitions and apply_transitions_skip_locked define the
 -- `clock` and `locked` CTEs before it.
 d AS (
     SELECT * FROM unnest(
         %(job_ids)s::int[], %(actions)s::text[], %(expected)s::jsonb[], %(absent)s::jsonb[],
-        %(steps_digests)s::text[], %(check_steps)s::bool[], %(stages)s::text[], %(deadlines)s::timestamptz[],
+        %(steps_digests)s::text[], %(check_steps)s::bool[], %(status_digests)s::text[], %(drops)s::jsonb[],
+        %(from_states)s::text[], %(tokens)s::text[], %(stages)s::text[], %(deadlines)s::timestamptz[],
         %(attempts)s::int[], %(reasons)s::text[], %(details)s::jsonb[]
-    ) AS d (job_id, action, expected, absent, steps_digest, check_steps, stage, deadline, attempt, reason, details)
+    ) AS d (job_id, action, expected, absent, steps_digest, check_steps, status_digest, drop_paths,
+            from_state, token, stage, deadline, attempt, reason, details)
 ),
 changed AS (
     UPDATE etl_jobs j SET
         status = CASE d.action
-            -- As the existing reset endpoint: reset_attempt the integer 0 (the UI types it as a
-            -- number); a document without steps keeps having none (never "steps": null).
-            WHEN 'reset' THEN j.status || jsonb_build_object(
-                'overall', 'READY',
-                'token', NULL, 'reset_stage', NULL, 'reset_deadline', NULL,
-                'reset_attempt', 0, 'reset_gave_up_at', NULL, 'reset_token', NULL)
-                || CASE WHEN j.status ? 'steps' THEN jsonb_build_object('steps', etlctl.idle_steps(j.status -> 'steps'))
-                        ELSE '{}' END
+            WHEN 'reset' THEN etlctl.ready_status(j.status, d.drop_paths)
             WHEN 'give_up' THEN j.status || jsonb_build_object(
                 'reset_stage', 'gave_up', 'reset_deadline', NULL,
                 'reset_attempt', d.attempt, 'reset_gave_up_at', to_jsonb(clock.now), 'reset_token', j.status -> 'token')
@@ -189,12 +187,13 @@ changed AS (
     FROM d, clock
     WHERE j.id = d.job_id
       AND d.job_id IN (SELECT id FROM locked)
-      AND j.status @> d.expected
+      AND (d.expected IS NULL OR j.status @> d.expected)
       AND NOT (j.status ?| ARRAY(SELECT jsonb_array_elements_text(d.absent)))
       AND (NOT d.check_steps OR md5((j.status -> 'steps')::text) IS NOT DISTINCT FROM d.steps_digest)
-    RETURNING j.id, j.tenant_id, j.job_name, d.action, d.expected ->> 'overall' AS from_state,
-              j.status ->> 'overall' AS to_state, d.expected ->> 'token' AS token, d.reason, d.details,
-              j.status, j.next_run::timestamptz AS next_run
+      AND (d.status_digest IS NULL OR md5(j.status::text) = d.status_digest)
+    RETURNING j.id, j.tenant_id, j.job_name, d.action, d.from_state,
+              j.status ->> 'overall' AS to_state, d.token, d.reason, d.details,
+              (etlctl.readable_status(j.status)).status, j.next_run::timestamptz AS next_run
 ),
 audit AS (
     INSERT INTO etlctl.audit (at, job_id, tenant_id, from_state, to_state, token, command, host, pid, details)
@@ -237,14 +236,18 @@ locked AS (
 -- FINISHED jobs (of the tenants %(tenant_ids)s, an int[]; NULL: every tenant)
 -- whose reset flow may have something to do now, in id order after %(after_id)s
 -- (see job_row): no pending reset yet, a deadline that has passed, or reset keys
--- that cannot be read (reported, never repaired). Gave-up jobs wait for a person,
--- unless the give-up belongs to an earlier run (lifecycle.reset_state).
+-- that cannot be read, such as a deadline further ahead than the longest wait of
+-- the flow, %(max_wait)s seconds (reported, never repaired, never waited for).
+-- Gave-up jobs wait for a person, unless the give-up belongs to an earlier run
+-- (lifecycle.reset_state).
 -- include: job_row
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
   AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
   AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
        OR (j.status ? 'reset_token' AND (j.status ->> 'reset_token') IS DISTINCT FROM (j.status ->> 'token')))
-  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now()), true)
+  AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now())
+               OR etlctl.try_timestamptz(j.status ->> 'reset_deadline')
+                  > coalesce(%(now)s::timestamptz, now()) + make_interval(secs => %(max_wait)s), true)
 ORDER BY j.id
 LIMIT %(batch)s;

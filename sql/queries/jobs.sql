@@ -30,9 +30,13 @@ SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i
                                                        THEN j.status -> 'steps' ELSE '{}' END)
                          UNION ALL
                          SELECT s.step FROM etlctl.kind_steps s WHERE s.kind = k.kind)) AS step_rules,
-       j.status,
-       -- The fingerprint a reset or give-up is guarded on (apply_transitions).
+       -- The document as etlctl reads it: bounded in size and nesting (etlctl.readable_status);
+       -- `unread` lists the parts left out, which etlctl.core.document marks where they were.
+       readable.status, readable.unread,
+       -- The fingerprints a reset or give-up is guarded on (apply_transitions): the steps, and,
+       -- for a forced reset of a document etlctl cannot wholly read, all of it.
        md5((j.status -> 'steps')::text) AS steps_digest,
+       md5(j.status::text) AS status_digest,
        j.next_run::timestamptz AS next_run,
        j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
        j.last_sync_date::timestamptz AS last_sync_date,
@@ -47,6 +51,7 @@ FROM etl_jobs j
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
 CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
+CROSS JOIN LATERAL etlctl.readable_status(j.status) readable
 LEFT JOIN LATERAL (
     SELECT a.at, a.command FROM etlctl.audit a WHERE a.job_id = j.id ORDER BY a.at DESC, a.id DESC LIMIT 1
 ) last_audit ON true

@@ -156,10 +156,15 @@ ORDER BY 1, 2, 3;
 
 -- name: metrics_last_success
 -- Seconds since each job's last run finished (jobs that have one), in id order;
--- read through a server-side cursor, a batch at a time.
+-- read through a server-side cursor, a batch at a time. A finish another program
+-- wrote as 'infinity' (or '-infinity') is -Inf (+Inf) seconds ago: before
+-- PostgreSQL 17, subtracting it fails, and one such row must not fail the rest.
 SELECT j.id, j.job_name, coalesce(t.name, j.tenant_id::text) AS tenant,
        coalesce(kn.name, kp.name, 'unknown') AS kind,
-       extract(epoch FROM coalesce(%(now)s::timestamptz, now()) - j.last_run_finished_at::timestamptz)::float8 AS seconds
+       CASE WHEN isfinite(j.last_run_finished_at)
+            THEN extract(epoch FROM coalesce(%(now)s::timestamptz, now()) - j.last_run_finished_at::timestamptz)::float8
+            WHEN j.last_run_finished_at > 'epoch' THEN '-Infinity'::float8
+            ELSE 'Infinity'::float8 END AS seconds
 FROM etl_jobs j
 LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
@@ -170,12 +175,14 @@ WHERE j.last_run_finished_at IS NOT NULL
 ORDER BY j.id;
 
 -- name: metrics_oldest_finished
--- The age of the oldest FINISHED job (finished, else last updated); NULL when there is none.
+-- The age of the oldest FINISHED job (finished, else last updated); NULL when there is none. Times
+-- another program wrote as infinity are left out (before PostgreSQL 17, subtracting them fails).
 SELECT max(extract(epoch FROM coalesce(%(now)s::timestamptz, now())
                    - coalesce(j.last_run_finished_at, j.last_updated_at)::timestamptz))::float8 AS seconds
 FROM etl_jobs j
 WHERE (j.status ->> 'overall') = 'FINISHED'
-  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]));
+  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
+  AND isfinite(coalesce(j.last_run_finished_at, j.last_updated_at));
 
 -- name: metrics_queue
 -- Messages not done yet, by phase and whether a worker claimed them, with the oldest one's age.
@@ -200,7 +207,8 @@ ORDER BY q.phase, claimed;
 --   READY, RATE_LIMIT_REACHED      due for over %(overdue)s s; due but inactive; next_run beyond
 --   (or RATE_LIMITED)              its interval + %(overdue)s s; nothing to queue: no kind, a kind
 --                                  without a message or without steps
---   any state                      a malformed document or reset key, or an unknown overall
+--   any state                      a malformed document, a part etlctl does not read, a token or
+--                                  reset key out of its type or range, or an unknown overall
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 conflicts AS (
     SELECT integration_id FROM etl_jobs
@@ -229,40 +237,60 @@ CROSS JOIN LATERAL (
 ) d
 WHERE (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
   AND (
-   (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
-   OR (j.status ->> 'overall') IS NULL
-   OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
-   OR ((j.status ->> 'overall') = 'RUNNING'
-       AND (j.last_run_started_at IS NULL
-            OR j.last_run_started_at < (clock.now - make_interval(secs => %(long_run_floor)s))::timestamp
-            OR j.integration_id IN (SELECT integration_id FROM conflicts)))
-   OR ((j.status ->> 'overall') IN ('READY', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
-       AND (d.due_at <= (clock.now - make_interval(secs => %(overdue)s))::timestamp
-            OR (d.due_at <= clock.now::timestamp
-                AND (j.active IS NOT TRUE OR t.active IS NOT TRUE
-                     OR (j.integration_id IS NOT NULL AND i.active IS NOT TRUE)))
-            OR d.due_at > (clock.now + make_interval(mins => greatest(coalesce(j.schedule_interval_minutes, 0), 0))
-                           + make_interval(secs => %(overdue)s))::timestamp
-            -- never started: no kind, or a kind without a message or without steps
-            OR coalesce(kn.name, kp.name) IS NULL
-            OR coalesce(kn.name, kp.name) IN (SELECT name FROM unstartable)))
-   -- Malformed: not an object, no steps object, a step that is not an object or a phase value not known.
-   OR jsonb_typeof(j.status) IS DISTINCT FROM 'object'
-   OR jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object'
-   OR EXISTS (SELECT 1 FROM jsonb_each(d.steps) e
-              WHERE jsonb_typeof(e.value) IS DISTINCT FROM 'object'
-                 OR coalesce(e.value ->> 'extraction', '') NOT IN ('idle', 'running', 'finished', 'failed')
-                 OR coalesce(e.value ->> 'transform', '') NOT IN ('idle', 'running', 'finished', 'failed')
-                 OR coalesce(e.value ->> 'embedding', '') NOT IN ('idle', 'running', 'finished', 'failed'))
-   -- Reset keys that cannot be read.
-   OR (coalesce(jsonb_typeof(j.status -> 'reset_stage'), 'null') <> 'null'
-       AND coalesce(j.status ->> 'reset_stage', '') NOT IN ('check', 'cooldown', 'gave_up'))
-   OR (coalesce(jsonb_typeof(j.status -> 'reset_attempt'), 'null') <> 'null'
-       AND (jsonb_typeof(j.status -> 'reset_attempt') <> 'number' OR (j.status ->> 'reset_attempt') !~ '^[0-9]+$'))
-   OR (coalesce(jsonb_typeof(j.status -> 'reset_deadline'), 'null') <> 'null'
-       AND (jsonb_typeof(j.status -> 'reset_deadline') <> 'string'
-            OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') IS NULL
-            OR (j.status ->> 'reset_deadline') !~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$')))
+       (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
+     OR (j.status ->> 'overall') IS NULL
+     OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
+     OR ((j.status ->> 'overall') = 'RUNNING'
+         AND (j.last_run_started_at IS NULL
+              OR j.last_run_started_at < (clock.now - make_interval(secs => %(long_run_floor)s))::timestamp
+              OR j.integration_id IN (SELECT integration_id FROM conflicts)))
+     OR ((j.status ->> 'overall') IN ('READY', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
+         AND (d.due_at <= (clock.now - make_interval(secs => %(overdue)s))::timestamp
+              OR (d.due_at <= clock.now::timestamp
+                  AND (j.active IS NOT TRUE OR t.active IS NOT TRUE
+                       OR (j.integration_id IS NOT NULL AND i.active IS NOT TRUE)))
+              OR d.due_at > (clock.now + make_interval(mins => greatest(coalesce(j.schedule_interval_minutes, 0), 0))
+                             + make_interval(secs => %(overdue)s))::timestamp
+              -- never started: no kind, or a kind without a message or without steps
+              OR coalesce(kn.name, kp.name) IS NULL
+              OR coalesce(kn.name, kp.name) IN (SELECT name FROM unstartable)))
+     -- Malformed: not an object, no steps object, a step that is not an object or a phase value not known.
+     OR jsonb_typeof(j.status) IS DISTINCT FROM 'object'
+     OR jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object'
+     OR EXISTS (SELECT 1 FROM jsonb_each(d.steps) e
+                WHERE jsonb_typeof(e.value) IS DISTINCT FROM 'object'
+                   OR coalesce(e.value ->> 'extraction', '') NOT IN ('idle', 'running', 'finished', 'failed')
+                   OR coalesce(e.value ->> 'transform', '') NOT IN ('idle', 'running', 'finished', 'failed')
+                   OR coalesce(e.value ->> 'embedding', '') NOT IN ('idle', 'running', 'finished', 'failed'))
+     -- Parts of the document etlctl does not read (etlctl.readable_status's first test: longer
+     -- than %(max_bytes)s bytes, or nested deeper than %(max_depth)s levels).
+     OR octet_length(j.status::text) > %(max_bytes)s
+     OR jsonb_path_exists(j.status, format('strict $.**{%%s}', %(max_depth)s::int)::jsonpath)
+     -- Keys etlctl checks on read (etlctl.core.lifecycle.reset_state) out of their type or range:
+     -- run tokens that are no text of at most %(max_token)s characters...
+     OR coalesce(jsonb_typeof(j.status -> 'token'), 'null') NOT IN ('null', 'string')
+     OR length(j.status ->> 'token') > %(max_token)s
+     OR coalesce(jsonb_typeof(j.status -> 'reset_token'), 'null') NOT IN ('null', 'string')
+     OR length(j.status ->> 'reset_token') > %(max_token)s
+     -- ...and reset keys that cannot be read: a stage etlctl does not write, an attempt that is no
+     -- count up to %(max_attempt)s, a time that is no ISO time with an offset, a deadline further
+     -- ahead than the longest wait of the flow (%(max_wait)s seconds).
+     OR (coalesce(jsonb_typeof(j.status -> 'reset_stage'), 'null') <> 'null'
+         AND coalesce(j.status ->> 'reset_stage', '') NOT IN ('check', 'cooldown', 'gave_up'))
+     OR (coalesce(jsonb_typeof(j.status -> 'reset_attempt'), 'null') <> 'null'
+         AND (jsonb_typeof(j.status -> 'reset_attempt') <> 'number'
+              OR (j.status ->> 'reset_attempt') !~ '^[0-9]{1,9}$'
+              OR CASE WHEN (j.status ->> 'reset_attempt') ~ '^[0-9]{1,9}$'
+                      THEN (j.status ->> 'reset_attempt')::int > %(max_attempt)s END))
+     OR (coalesce(jsonb_typeof(j.status -> 'reset_deadline'), 'null') <> 'null'
+         AND (jsonb_typeof(j.status -> 'reset_deadline') <> 'string'
+              OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') IS NULL
+              OR (j.status ->> 'reset_deadline') !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'
+              OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') > clock.now + make_interval(secs => %(max_wait)s)))
+     OR (coalesce(jsonb_typeof(j.status -> 'reset_gave_up_at'), 'null') <> 'null'
+         AND (jsonb_typeof(j.status -> 'reset_gave_up_at') <> 'string'
+              OR etlctl.try_timestamptz(j.status ->> 'reset_gave_up_at') IS NULL
+              OR (j.status ->> 'reset_gave_up_at') !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$')))
 ORDER BY j.id;
 
 -- name: doctor_job_count

@@ -1,0 +1,27 @@
+"""Commands etlctl prints for a person or a script to run (doctor's fixes, why's hints): each argument
+quoted for a POSIX shell, so that a step name or a token from a document is data, never code:
+``etlctl doctor --json | jq -r '.findings[].fix[0].command' | sh`` runs exactly the arguments shown."""
+
+from __future__ import annotations
+
+import shlex
+
+# Inside double quotes a POSIX shell still expands these (and bash's history expansion reads `!`).
+_LIVE_IN_DOUBLE_QUOTES = set('$`\\"!')
+
+
+def quote(arg: object) -> str:
+    """One argument as a shell reads it back unchanged: bare when it is plain, else in single quotes,
+    else (it holds single quotes) in double quotes when nothing there is live, else as shlex quotes it."""
+    text = str(arg)
+    quoted = shlex.quote(text)
+    if quoted == text or "'" not in text:
+        return quoted
+    if not _LIVE_IN_DOUBLE_QUOTES & set(text):
+        return f'"{text}"'  # readable SQL: psql -c "... WHERE (status ->> 'overall') = 'RUNNING'"
+    return quoted
+
+
+def command(*args: object) -> str:
+    """The command line of these arguments, each quoted (see :func:`quote`)."""
+    return " ".join(quote(arg) for arg in args)
