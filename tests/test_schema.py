@@ -43,7 +43,7 @@ def test_fresh_install_creates_everything_and_is_idempotent(blank_db):
     cli = Cli(blank_db.dsn)
     first = cli("db", "init")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
+    assert first.stdout == "created etlctl's schema on an empty database: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract, 0006_relay_bookkeeping\n"
     tables = {r["t"] for r in blank_db.sql(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_schema IN ('public', 'etlctl')")}
     assert {"public.tenants", "public.integrations", "public.etl_jobs", "etlctl.migrations", "etlctl.job_kinds",
@@ -86,12 +86,12 @@ def test_existing_system_database_keeps_every_row_and_column(blank_db):
     rows, columns = snapshot_rows(blank_db), snapshot_columns(blank_db)
     result = Cli(blank_db.dsn)("db", "init")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0002_one_running_per_integration, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract, 0006_relay_bookkeeping\n"
     assert snapshot_rows(blank_db) == rows
     assert snapshot_columns(blank_db) == columns
     applied = [r["name"] for r in blank_db.sql("SELECT name FROM etlctl.migrations ORDER BY name")]
     assert applied == ["0001_etlctl_schema", "0002_one_running_per_integration", "0003_scheduling", "0004_due_statistics",
-                       "0005_existing_system_contract"]
+                       "0005_existing_system_contract", "0006_relay_bookkeeping"]
 
 
 def test_fresh_install_and_migrated_existing_system_have_the_same_schema(pg_server, blank_db):
@@ -134,7 +134,7 @@ def test_rows_that_break_the_one_running_rule_are_reported_and_the_rest_applies(
     cli = Cli(blank_db.dsn)
     result = cli("db", "init")
     assert result.exit_code == 4
-    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract\n"
+    assert result.stdout == "applied migrations: 0001_etlctl_schema, 0003_scheduling, 0004_due_statistics, 0005_existing_system_contract, 0006_relay_bookkeeping\n"
     assert result.stderr == (
         "etlctl: migration 0002_one_running_per_integration not applied: more than one RUNNING job per integration "
         "(integration 1 has RUNNING jobs 5, 6); reset the extra ones (etlctl reset JOB --force) "
@@ -187,7 +187,7 @@ def test_migration_0005_keeps_what_an_operator_changed(blank_db):
                     ('confluence', 1, 'confluence_pages', 'finished_or_idle'), ('confluence', 2, 'confluence_spaces', 'finished')""")
 
     result = Cli(blank_db.dsn)("db", "init")
-    assert (result.exit_code, result.stdout) == (0, "applied migrations: 0005_existing_system_contract\n")
+    assert (result.exit_code, result.stdout) == (0, "applied migrations: 0005_existing_system_contract, 0006_relay_bookkeeping\n")
     steps = blank_db.sql("SELECT kind, position, step, display_name FROM etlctl.kind_steps ORDER BY kind, position")
     assert [(s["kind"], s["step"], s["display_name"]) for s in steps if s["kind"] == "jira"] == [
         ("jira", "jira_projects_and_issue_types", "Projects & Issue Types"),  # the operator's jira kind, as it was
