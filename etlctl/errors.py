@@ -148,10 +148,12 @@ class NoBrokerConfigured(BrokerUnavailable):
 
 
 class PublishDeferred(BrokerUnavailable):
-    """cannot reach the message broker ({target}): {reason}; {waiting} in the outbox (etlctl.queue) for
-    `etlctl relay` to publish"""
-
+    """{problem}; {waiting} in the outbox (etlctl.queue) for `etlctl relay` to publish"""
 
 
 class NotConfirmed(NotFinished):
     """{count} not confirmed by the message broker ({reasons}): pending still, retried by the next pass"""
+
+
+class QueuesNotLookedAt(BrokerUnavailable):
+    """{problem}; {jobs} left as they are until the queues can be looked at"""

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import connection_options, dry_run_option, example, output_options, session, settings
+from etlctl.cli.options import (
+    broker_options,
+    broker_settings,
+    connection_options,
+    dry_run_option,
+    example,
+    output_options,
+    session,
+    settings,
+)
 from etlctl.core.rules import PHASES
 
 
@@ -16,6 +25,7 @@ from etlctl.core.rules import PHASES
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Most jobs to start in this tick.")
 @click.option("--chain-grace", metavar="SECONDS", default="60", show_default=True,
               help="Queue a RUNNING job's next step only when nothing touched the job for this long.")
+@broker_options
 @connection_options
 @output_options
 @example("""
@@ -42,15 +52,35 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     --chain-grace).
     Quiet when it started nothing; a second tick running at the same time
     exits 0 at once.
+
+    With a message broker configured (--amqp-url, ETLCTL_AMQP_URL or the
+    RABBITMQ_* variables) it publishes the messages it queued right after
+    its commit, as `etlctl relay` does. When the broker cannot be reached the
+    started runs stand: their messages wait in the outbox for `etlctl relay`,
+    and schedule-next says so and exits 8 (3 when the broker refused some).
     """
     from etlctl.actions import schedule as scheduler
     from etlctl.core.humanize import parse_duration
     from etlctl.views import schedule as views
 
     grace = parse_duration(chain_grace, "--chain-grace")
+    broker = broker_settings()
     with session(dry_run) as s:
-        tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain)
+        tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain, broker=broker)
     views.show_tick(tick, as_json, dry_run, explain)
+    _publishing_outcome(tick)
+
+
+def _publishing_outcome(tick) -> None:
+    """The error schedule-next ends with when its messages did not all reach the broker."""
+    from etlctl.errors import NotConfirmed
+    from etlctl.views import relay as relay_views
+
+    if tick.publish_error is not None:
+        raise tick.publish_error
+    if tick.published is not None and tick.published.not_confirmed:
+        count, reasons = relay_views.not_confirmed_summary(tick.published.not_confirmed)
+        raise NotConfirmed(count=count, reasons=reasons)
 
 
 @click.group()
@@ -58,7 +88,7 @@ def queue() -> None:
     """List, claim and finish queued extraction messages (etlctl.queue)."""
 
 @queue.command("ls")
-@click.option("--pending", is_flag=True, help="Only messages not done yet.")
+@click.option("--pending", is_flag=True, help="Only messages still waiting: pending, or claimed and not done.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most messages, newest.")
 @connection_options
 @output_options
@@ -66,7 +96,11 @@ def queue() -> None:
 etlctl queue ls --pending
 """)
 def queue_ls(pending, limit, as_json) -> None:
-    """List queued messages, oldest first (the newest --limit of them)."""
+    """List queued messages, oldest first (the newest --limit of them), each
+    with its state: pending (with its failed attempts and the last error),
+    published (the broker confirmed it), skipped (its run was over when the
+    relay looked), claimed by a worker, or done; and the queue it goes to.
+    """
     from etlctl.actions import schedule as scheduler
     from etlctl.views import schedule as views
 
@@ -84,10 +118,13 @@ def queue_ls(pending, limit, as_json) -> None:
 etlctl queue claim --worker shell-1 --json
 """)
 def queue_claim(phase, worker, as_json, dry_run) -> int:
-    """Take the oldest unclaimed message of a phase and print it.
+    """Take the oldest pending message of a phase and print it: for workers
+    that read the outbox instead of RabbitMQ.
 
     Concurrent claimers never get the same message (FOR UPDATE SKIP LOCKED).
-    Exits 3 when there is nothing to claim.
+    A claimed message is never published by `etlctl relay`, and one the relay
+    published or skipped is never claimed. Exits 3 when there is nothing to
+    claim.
     """
     from etlctl.actions import schedule as scheduler
     from etlctl.errors import NOT_FINISHED, OK
