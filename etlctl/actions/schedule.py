@@ -60,8 +60,11 @@ def tick(session, *, tenant: str | None = None, limit: int = 1000, chain_grace: 
             result.chained = session.all("schedule_chain", tenant=tenant, grace=chain_grace)
             if explain:
                 _explain(session, result, tenant, explain_limit)
-    if broker is not None and not session.dry_run and result.queued_ids:
-        _publish(session, broker, result, on_published)
+    if broker is not None and not session.dry_run:
+        if result.queued_ids:
+            _publish(session, broker, result, on_published)
+        else:
+            result.published = PassReport()  # nothing queued: nothing to publish, no connection made
     return result
 
 
