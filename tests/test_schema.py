@@ -205,3 +205,29 @@ def test_migration_0005_keeps_what_an_operator_changed(blank_db):
     }
     providers = dict((r["name"], r["message_provider"]) for r in blank_db.sql("SELECT name, message_provider FROM etlctl.job_kinds"))
     assert providers == {"jira": "jira", "github": "github", "confluence": None, "wex fabric": None, "wex ad": None}
+
+
+def test_migration_0006_keeps_the_outbox_as_it_was(blank_db):
+    """An install at 0005 with messages claimed, done and pending: 0006 adds the relay's bookkeeping and
+    changes no row; the pending one is what a relay publishes next."""
+    from etlctl.store import schema
+
+    load_existing_system(blank_db)
+    earlier = [m for m in schema.migrations() if m.name < "0006"]
+    for migration in earlier:
+        blank_db.conn.execute(migration.sql)
+    blank_db.sql("INSERT INTO etlctl.migrations (name) SELECT unnest(%s::text[])", [m.name for m in earlier])
+    blank_db.sql("""INSERT INTO etlctl.queue (job_id, tenant_id, token, step, queue_name, message, claimed_at,
+                                              claimed_by, done_at)
+                    VALUES (1, 1, 'a', 's', 'extraction_queue_premium', '{}', now(), 'w1', now()),
+                           (1, 1, 'b', 's', 'extraction_queue_premium', '{}', now(), 'w1', NULL),
+                           (1, 1, 'c', 's', 'extraction_queue_premium', '{}', NULL, NULL, NULL)""")
+    before = blank_db.sql("SELECT * FROM etlctl.queue ORDER BY id")
+    result = Cli(blank_db.dsn)("db", "init")
+    assert (result.exit_code, result.stdout) == (0, "applied migrations: 0006_relay_bookkeeping\n")
+    after = blank_db.sql("SELECT * FROM etlctl.queue ORDER BY id")
+    assert [{k: row[k] for k in before[0]} for row in after] == before
+    assert {(r["attempts"], r["refusals"], r["published_at"], r["skipped_at"]) for r in after} == {(0, 0, None, None)}
+    assert [m["state"] for m in Cli(blank_db.dsn)("queue", "ls", "--json").json()] == ["done", "claimed", "pending"]
+    assert blank_db.value("SELECT count(*) FROM etlctl.queue WHERE claimed_at IS NULL AND published_at IS NULL "
+                          "AND skipped_at IS NULL AND done_at IS NULL") == 1
