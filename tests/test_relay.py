@@ -288,3 +288,46 @@ def test_schedule_next_with_the_broker_down_keeps_its_starts_and_says_where_the_
     assert db.status(job)["overall"] == "RUNNING"
     [row] = outbox(db).values()
     assert (row["published_at"], row["attempts"]) == (None, 0)
+
+
+# --- a broker user with fewer permissions ------------------------------------------------------------
+
+
+@pytest.fixture
+def limited_user(node_control):
+    """A user of the vhost who may write and read but not configure: it cannot declare queues."""
+    node_control.ctl("add_user", "etl_limited", "limited-pw-83")
+    node_control.ctl("set_permissions", "-p", "pulse_etl", "etl_limited", "^$", ".*", ".*")
+    try:
+        yield node_control.url_for(user="etl_limited", password="limited-pw-83")
+    finally:
+        node_control.ctl("delete_user", "etl_limited")
+
+
+def test_a_user_who_may_not_declare_uses_the_queues_the_workers_declared(db, cli, node_control, queues, limited_user,
+                                                                        tier, tenant):
+    [started] = start_jira_jobs(db, cli, tenant)
+    queue = f"extraction_queue_{tier}"
+    relay = Cli(db.dsn, env={"ETLCTL_AMQP_URL": limited_user})
+    missing = relay("relay")
+    assert (missing.exit_code, missing.stdout) == (1, "")  # a permission, as a database role's: exit 1
+    assert missing.stderr == (f"etlctl: message broker error: queue {queue!r} does not exist, and user 'etl_limited' "
+                              "may not declare it (no configure permission on it): let the workers declare it, or "
+                              "grant configure\n")
+    assert outbox(db)[started["queue_id"]]["attempts"] == 0  # nothing marked
+    queues.declare(queue)  # the workers' declare
+    assert relay("relay").exit_code == 0
+    assert message_ids(queues.drain(queue)) == [started["queue_id"]]
+
+
+def test_a_user_who_may_not_write_leaves_the_message_pending_with_the_reason(db, cli, node_control, queues, tier,
+                                                                            tenant, limited_user):
+    node_control.ctl("set_permissions", "-p", "pulse_etl", "etl_limited", ".*", "^$", ".*")
+    [started] = start_jira_jobs(db, cli, tenant)
+    result = Cli(db.dsn, env={"ETLCTL_AMQP_URL": limited_user})("relay")
+    refusal = ("the broker closed the publishing channel: ACCESS_REFUSED - access to exchange 'amq.default' in vhost "
+               "'pulse_etl' refused for user 'etl_limited' (403)")
+    assert (result.exit_code, result.stderr) == (1, f"etlctl: message broker error: {refusal}\n")
+    row = outbox(db)[started["queue_id"]]
+    assert (row["published_at"], row["attempts"], row["last_error"]) == (
+        None, 1, f"not confirmed: message broker error: {refusal}")

@@ -142,3 +142,21 @@ def test_a_refused_write_says_which_grants_are_missing(db, runner):
     assert result.exit_code == 1
     assert result.stderr == ("etlctl: database error: permission denied for table etl_jobs "
                              "(the role needs the grants in sql/roles.sql)\n")
+
+
+def test_the_relay_and_its_publishing_work_as_the_runner_role(db, runner, broker, queues):
+    """The outbox's bookkeeping (published, attempts, skipped) is within the role's rights on etlctl.queue."""
+    _, dsn = runner
+    tier = queues.tier()
+    acme = db.tenant("acme")
+    db.sql("UPDATE tenants SET tier = %s WHERE id = %s", tier, acme)
+    db.job("Jira", acme, db.integration(acme))
+    stale = db.job("GitHub", acme, db.integration(acme, "GitHub"))
+    with_broker = Cli(dsn, env={"ETLCTL_AMQP_URL": broker.url})
+    ok(Cli(dsn)("schedule-next"))
+    db.sql("UPDATE etl_jobs SET status = status || '{\"token\": \"over\"}' WHERE id = %s", stale)
+    relayed = ok(with_broker("relay", "--json")).json()
+    assert (len(relayed["published"]), len(relayed["skipped"])) == (1, 1)
+    db.job("Jira 2", acme, db.integration(acme))
+    assert len(ok(with_broker("schedule-next", "--json")).json()["messages"]) == 1
+    assert len(queues.drain(f"extraction_queue_{tier}")) == 2

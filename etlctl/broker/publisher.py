@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from etlctl.broker.connection import BrokerConnection, QueueInfo
+from etlctl.broker.connection import ACCESS_REFUSED, BrokerConnection, QueueInfo
 from etlctl.errors import BrokerError, BrokerUnavailable, EtlctlError
 
 CONTRACT_ARGUMENTS = {"x-message-ttl": 86400000}  # 24 h, as the existing workers declare them
@@ -111,14 +111,20 @@ class Publisher:
     def ensure_queue(self, name: str) -> QueueState:
         """Declare ``name`` durable with the contract's arguments. A queue that already
         exists with other arguments is checked passively and left alone: declaring it
-        with ours would be refused. Runs on the control channel, never the publishing one."""
+        with ours would be refused. So is one the user may not configure (its permissions
+        are write and read only): it must exist. Runs on the control channel, never the
+        publishing one."""
         for _ in range(3):  # again only if someone deletes the queue between our two declares
-            info = self.broker.declare_queue(name, CONTRACT_ARGUMENTS)
-            if info is not None:
-                return _state(info, contract=True)
+            declared = self.broker.declare_queue(name, CONTRACT_ARGUMENTS)
+            if isinstance(declared, QueueInfo):
+                return _state(declared, contract=True)
             info = self.broker.inspect_queue(name)
             if info is not None:
                 return _state(info, contract=False)
+            if declared == ACCESS_REFUSED:
+                raise BrokerError(reason=f"queue {name!r} does not exist, and user {self.broker.settings.user!r} "
+                                         f"may not declare it (no configure permission on it): let the workers "
+                                         "declare it, or grant configure")
         raise BrokerError(reason=f"queue {name!r} keeps being deleted and declared again with other arguments")
 
     # --- publishing ----------------------------------------------------
