@@ -16,9 +16,13 @@ def _messages(n: int) -> str:
     return f"{n} message{'s' if n != 1 else ''}"
 
 
+def _wait(n: int) -> str:
+    return f"{_messages(n)} wait{'s' if n == 1 else ''}"
+
+
 def unreachable_finding(shown: str, error: EtlctlError, pending: int) -> Finding:
     """The broker cannot be reached, or refused etlctl's login or vhost (the error says which)."""
-    waiting = f"; {_messages(pending)} wait in the outbox" if pending else ""
+    waiting = f"; {_wait(pending)} in the outbox" if pending else ""
     if isinstance(error, BrokerRefused):
         cause = ("the broker refuses etlctl's user or vhost: check the user and vhost in ETLCTL_AMQP_URL (or "
                  "RABBITMQ_USER and RABBITMQ_VHOST), the password (ETLCTL_AMQP_PASSWORD_FILE), and the user's "
@@ -41,7 +45,7 @@ def queue_findings(shown: str, targets: Sequence[Mapping], seen: Mapping[str, ob
         name, pending = target["queue_name"], target["pending"]
         info = seen.get(name)
         if info is None:
-            goes = (f"{_messages(pending)} wait to be published there" if pending
+            goes = (f"{_wait(pending)} to be published there" if pending
                     else "the next run of a tenant of that tier sends its first message there")
             out.append(Finding(
                 "queue_missing", PROBLEM, f"queue {name} does not exist on {shown}: {goes}",
