@@ -167,3 +167,25 @@ def test_wait_and_reset_retries_while_a_message_waits(db, broker, queues, tier, 
     done = cli("wait-and-reset", job)
     assert done.exit_code == 0, done.stderr
     assert db.status(job)["overall"] == "READY"
+
+
+def test_a_look_outlives_a_connection_the_broker_dropped_between_two_checks(db, broker_settings, node_control, queues,
+                                                                             tier, tenant):
+    """`check --retry` and wait-and-reset keep their look across minutes with no heartbeat: a connection
+    the broker dropped meanwhile is opened again, not reported as an outage."""
+    from etlctl.actions import flow, peeking
+    from etlctl.store import connection
+    from etlctl.store.settings import ConnectionSettings
+
+    job = db.job("Jira", tenant, status=finished(token=TOKEN))
+    queue = f"embedding_queue_{tier}"
+    with connection.connect(ConnectionSettings(dsn=db.dsn), "check") as session:
+        with peeking.looking(broker_settings) as look:
+            assert flow.check(session, job, look=look).completion.all_finished
+            node_control.stop_app()
+            node_control.start_app()
+            queues.reconnect()
+            queues.declare(queue)
+            queues.put(queue, message(job, TOKEN))
+            result = flow.check(session, job, look=look)
+    assert result.completion.reasons == (f"a message of this run still waits in {queue}",)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from etlctl.broker import connection as broker_connection
 from etlctl.broker.peek import DEFAULT_PEEK_LIMIT, ScanResult, peek, scan
@@ -30,6 +31,7 @@ from etlctl.core import lifecycle
 from etlctl.core.job import Job
 from etlctl.errors import BrokerError, BrokerUnavailable, EtlctlError
 
+T = TypeVar("T")
 QUEUE_KINDS = ("extraction", "transform", "embedding")
 DEFAULT_TIER = "premium"  # tenants.tier's default in the existing system
 
@@ -64,10 +66,23 @@ class QueueLook:
         self.error: EtlctlError | None = None  # a sweep's: the broker could not be reached for some jobs
         self.unjudged: list[int] = []  # ... and those jobs, left for the next pass
 
-    def _broker(self) -> broker_connection.BrokerConnection:
-        if self.broker is None or not self.broker.is_open:
+    def _on_broker(self, work: Callable[[broker_connection.BrokerConnection], T]) -> T:
+        """``work`` on the look's connection, opened when first needed. Between two checks of `check
+        --retry` or wait-and-reset minutes pass with no heartbeat, and the broker may have dropped a
+        connection that pika still calls open: a failure on a connection used before is tried again,
+        once, on a new one."""
+        reused = self.broker is not None and self.broker.is_open
+        if not reused:
+            self.close()
             self.broker = broker_connection.connect(self.settings, "etlctl check")
-        return self.broker
+        try:
+            return work(self.broker)
+        except (BrokerUnavailable, BrokerError):
+            self.close()
+            if not reused:
+                raise
+        self.broker = broker_connection.connect(self.settings, "etlctl check")
+        return work(self.broker)
 
     def judged(self, job: Job) -> Job:
         """The job judged with what its queues hold (one peek per queue). Raises BrokerUnavailable."""
@@ -75,7 +90,7 @@ class QueueLook:
             return job
         found = []
         for queue in queues_of(job.tenant_tier):
-            result = peek(self._broker(), queue, job.token, self.limit)
+            result = self._on_broker(lambda broker: peek(broker, queue, job.token, self.limit))
             reason = waits(queue, True if result.found else (False if result.complete else None), result.looked_at)
             if reason:
                 found.append(reason)
@@ -88,7 +103,7 @@ class QueueLook:
         found = []
         for queue in queues_of(job.tenant_tier):
             if queue not in self.scans:
-                self.scans[queue] = scan(self._broker(), queue, self.limit)
+                self.scans[queue] = self._on_broker(lambda broker: scan(broker, queue, self.limit))
             result = self.scans[queue]
             reason = waits(queue, result.holds(job.token), result.looked_at)
             if reason:

@@ -224,9 +224,11 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     printer.finish(swept)
     if look is not None and look.error is not None:
         count = len(look.unjudged)
-        raise QueuesNotLookedAt(look.error.detail, problem=look.error.message,
-                                jobs=f"{count} job{'s' if count != 1 else ''} whose steps are all finished "
-                                     f"({', '.join(map(str, look.unjudged[:10]))}{', ...' if count > 10 else ''})")
+        error = QueuesNotLookedAt(look.error.detail, problem=look.error.message,
+                                  jobs=f"{count} job{'s' if count != 1 else ''} whose steps are all finished "
+                                       f"({', '.join(map(str, look.unjudged[:10]))}{', ...' if count > 10 else ''})")
+        error.exit_code = look.error.exit_code  # 8 unreachable; 1 a permission the broker's user lacks
+        raise error
 
 
 @click.command()

@@ -67,11 +67,12 @@ def relay(follow, poll, batch, dry_run, as_json) -> None:
         interval = parse_duration(poll, "--poll")
         if interval <= 0:
             raise UsageError(message=f"invalid --poll {poll!r}: expected a wait longer than 0, such as 5 or 500ms")
+        from etlctl.actions import relay_follow
         from etlctl.store import connection
 
         db, command = settings(), command_name()
-        relaying.follow(lambda: connection.open_session(db, command), broker, batch=batch, poll=interval,
-                        on_batch=printer.batch, note=views.note)
+        relay_follow.follow(lambda: connection.open_session(db, command), broker, batch=batch, poll=interval,
+                            on_batch=printer.batch, note=views.note)
         return
     with session(dry_run) as s:
         report = relaying.run_once(s, broker, batch=batch, on_batch=printer.batch)
