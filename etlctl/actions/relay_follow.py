@@ -86,10 +86,9 @@ class Follower:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            woken = any(True for _ in self.session.notifications(timeout=min(WAIT_SLICE, remaining)))
+            if any(True for _ in self.session.notifications(timeout=min(WAIT_SLICE, remaining))):
+                return  # at once: the pass that follows talks to the broker anyway
             self.relay.service()
-            if woken:
-                return
 
     def lost(self, what: str, exc: EtlctlError) -> None:
         if what not in self.down:
