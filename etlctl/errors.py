@@ -52,6 +52,15 @@ class AmbiguousJob(UsageError):
     """job name {name!r} matches {count} jobs; give a job id or --tenant: {candidates}"""
 
 
+class TokenTooShort(UsageError):
+    """invalid --token {token!r}: give job {job_id}'s whole run token, or at least its first {length} characters
+    (`etlctl status {job_id}` shows it)"""
+
+
+class AmbiguousToken(UsageError):
+    """--token {token!r} is the start of more than one run of job {job_id}: give more of its characters"""
+
+
 class NotFinished(EtlctlError):
     """{message}"""
 
@@ -62,6 +71,11 @@ class Conflict(EtlctlError):
     """{message}"""
 
     exit_code = CONFLICT
+
+
+class StaleToken(Conflict):
+    """job {job_id}: token {token!r} is not its current run; nothing changed (`etlctl status {job_id}` shows the
+    current run's token)"""
 
 
 class NotFound(EtlctlError):

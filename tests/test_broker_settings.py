@@ -115,7 +115,7 @@ def test_timeouts_flag_then_variable_then_url_then_default():
 @pytest.mark.parametrize("kwargs, env, message", [
     ({"connect_timeout": "0"}, {}, "invalid --amqp-connect-timeout '0': expected a wait longer than 0, such as 5 or 500ms"),
     ({}, {"ETLCTL_AMQP_CONNECT_TIMEOUT": "soon"},
-     "invalid ETLCTL_AMQP_CONNECT_TIMEOUT 'soon': expected seconds such as 30, 1.5, 500ms, 2m or 1h"),
+     "invalid ETLCTL_AMQP_CONNECT_TIMEOUT 'soon': expected a duration such as 30, 1.5, 500ms, 45s, 1m10s, 1h30m or 2d"),
     ({"heartbeat": "1.5"}, {}, "invalid --amqp-heartbeat '1.5': expected whole seconds from 0 (off) to 65535"),
     ({}, {"ETLCTL_AMQP_HEARTBEAT": "20h"}, "invalid ETLCTL_AMQP_HEARTBEAT '20h': expected whole seconds from 0 (off) to 65535"),
 ])
@@ -128,8 +128,8 @@ def test_bad_timeouts_are_usage_errors(kwargs, env, message):
 def test_a_bad_heartbeat_in_the_url_names_the_url_not_its_text():
     with pytest.raises(UsageError) as caught:
         resolve(environ={"ETLCTL_AMQP_URL": "amqp://u:SECRETPW@h/v?heartbeat=-3"})
-    assert caught.value.message == ("invalid heartbeat in ETLCTL_AMQP_URL '-3': expected seconds such as 30, 1.5, "
-                                    "500ms, 2m or 1h")
+    assert caught.value.message == ("invalid heartbeat in ETLCTL_AMQP_URL '-3': expected a duration such as 30, 1.5, "
+                                    "500ms, 45s, 1m10s, 1h30m or 2d")
 
 
 @pytest.mark.parametrize("settings, shown", [

@@ -125,9 +125,9 @@ def test_job_names_resolve_case_insensitively_and_ambiguity_lists_candidates(cli
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["check", "1", "--retry", "--backoff", "30,,x"], "invalid --backoff '30,,x': expected comma-separated seconds such as 30,60,180,300"),
-    (["check", "1", "--retry", "--backoff", ""], "invalid --backoff '': expected comma-separated seconds"),
-    (["wait-and-reset", "1", "--delay", "-5"], "invalid --delay '-5': expected seconds such as 30, 1.5, 500ms, 2m or 1h"),
+    (["check", "1", "--retry", "--backoff", "30,,x"], "invalid --backoff '30,,x': expected comma-separated durations such as 30,60,180,300"),
+    (["check", "1", "--retry", "--backoff", ""], "invalid --backoff '': expected comma-separated durations"),
+    (["wait-and-reset", "1", "--delay", "-5"], "invalid --delay '-5': expected a duration such as 30, 1.5, 500ms, 45s, 1m10s, 1h30m or 2d"),
     (["wait-and-reset", "1", "--cooldown", "soon"], "invalid --cooldown 'soon'"),
     (["sweep", "--backoff", "10,-1"], "invalid --backoff '-1'"),
     (["--lock-timeout", "-1", "status"], "Invalid value for '--lock-timeout'"),
@@ -152,7 +152,7 @@ def test_env_timings_are_validated_like_flags(cli, db):
     db.job("Jira", status=finished())
     result = cli("sweep", env={"ETLCTL_BACKOFF": "30,,x"})
     assert (result.exit_code, result.stderr) == (
-        2, "etlctl: invalid --backoff '30,,x': expected comma-separated seconds such as 30,60,180,300\n")
+        2, "etlctl: invalid ETLCTL_BACKOFF '30,,x': expected comma-separated durations such as 30,60,180,300\n")
 
 
 def test_connection_options_work_before_and_after_the_command(db):

@@ -1,36 +1,57 @@
-"""etlctl cron: a valid crontab block, installed idempotently."""
+"""etlctl cron: a crontab block whose lines each carry their own environment, quoted for sh,
+with % escaped for cron; installed idempotently, keeping the rest of the crontab. Each line
+is checked with `sh -n`, and its command run for real, as cron would run it."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import stat
+import subprocess
 
 import pytest
 
-from tests.helpers import Cli
+from tests.helpers import JIRA_STEPS, Cli, steps
 
 FIELD = r"(\*|\*/\d{1,2}|\d{1,2})"
-SCHEDULE_LINE = re.compile(rf"^{FIELD} {FIELD} {FIELD} {FIELD} {FIELD} \S.*$")
-ENV_LINE = re.compile(r'^[A-Z_][A-Z0-9_]*=("[^"]*"|\S*)$')
+SCHEDULE_LINE = re.compile(rf"^{FIELD} {FIELD} {FIELD} {FIELD} {FIELD} (\S.*)$")
 
 
-def assert_valid_crontab(text: str) -> list[str]:
-    """Every line is a comment, blank, NAME=value, or five fields and a command without a bare %."""
-    commands = []
+def commands(text: str) -> list[str]:
+    """The command part of every schedule line; a NAME=value line fails: in a crontab it would
+    apply to every line below it, not only to etlctl's."""
+    found = []
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        if ENV_LINE.match(line):
-            continue
-        assert SCHEDULE_LINE.match(line), f"not a crontab line: {line!r}"
-        assert "%" not in line, f"% starts a new line in crontab: {line!r}"
-        commands.append(line)
-    return commands
+        match = SCHEDULE_LINE.match(line)
+        assert match, f"not a crontab schedule line: {line!r}"
+        assert not re.search(r"(?<!\\)%", line), f"an unescaped % starts a new line in crontab: {line!r}"
+        found.append(match.group(6))
+    return found
+
+
+def block_of(table: str) -> str:
+    """etlctl's block in a whole crontab."""
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# BEGIN etlctl"))
+    return "\n".join(lines[start:lines.index("# END etlctl") + 1]) + "\n"
+
+
+def as_cron_runs(command: str) -> str:
+    """What cron hands to sh: an escaped \\% becomes %, everything else as written (crontab(5))."""
+    return command.replace("\\%", "%")
+
+
+def sh_n(line: str) -> None:
+    checked = subprocess.run(["sh", "-n", "-c", line], capture_output=True, text=True)
+    assert checked.returncode == 0, (line, checked.stderr)
 
 
 @pytest.fixture
 def fake_crontab(tmp_path, monkeypatch):
-    """A stand-in for crontab(1) that keeps the table in a file (CI machines may have no cron)."""
+    """A stand-in for crontab(1) that keeps the table it is given in a file (CI machines may have no cron)."""
     table = tmp_path / "table"
     script = tmp_path / "bin" / "crontab"
     script.parent.mkdir()
@@ -42,30 +63,32 @@ fi
 cat > {table}
 """)
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{script.parent}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
     return table
 
 
-def test_the_block_is_valid_crontab_with_dsn_path_and_log(tmp_path):
-    cli = Cli("postgresql://etl:s3cret@db.internal:5433/etl")
-    result = cli("cron", "--every", "5m", "--log", str(tmp_path / "etl.log"))
+def test_every_line_carries_its_environment_and_no_line_sets_one_for_the_others(tmp_path):
+    result = Cli("postgresql://etl:s3cret@db.internal:5433/etl")("cron", "--every", "5m", "--log", str(tmp_path / "etl.log"))
     assert result.exit_code == 0
     text = result.stdout
-    commands = assert_valid_crontab(text)
-    assert [c.split()[:5] for c in commands] == [["*/5", "*", "*", "*", "*"]] * 2
-    assert commands[0].endswith(f"schedule-next >> {tmp_path / 'etl.log'} 2>&1")
-    assert commands[1].endswith(f"sweep >> {tmp_path / 'etl.log'} 2>&1")
+    lines = commands(text)
+    assert [line.split()[-4:] for line in lines] == [
+        ["schedule-next", ">>", str(tmp_path / "etl.log"), "2>&1"], ["sweep", ">>", str(tmp_path / "etl.log"), "2>&1"]]
+    for line in lines:
+        words = shlex.split(line)
+        assert words[:2] == ["ETLCTL_DSN=host=db.internal port=5433 dbname=etl user=etl", "ETLCTL_LOG_TIMESTAMPS=1"]
     assert "s3cret" not in text
-    assert 'ETLCTL_DSN="' in text and "host=db.internal" in text and "port=5433" in text
-    assert re.search(r"^PATH=\S+/bin:/usr/local/bin:/usr/bin:/bin$", text, re.MULTILINE)
+    assert not re.search(r"^(SHELL|PATH|ETLCTL_\w+|PG\w+)=", text, re.MULTILINE)
     assert text.splitlines()[0].startswith("# BEGIN etlctl") and text.splitlines()[-1] == "# END etlctl"
+    for line in text.splitlines():
+        sh_n(line)
 
 
 @pytest.mark.parametrize(("every", "fields"), [("1m", "* * * * *"), ("15m", "*/15 * * * *"), ("1h", "0 * * * *"),
                                                ("6h", "0 */6 * * *")])
 def test_every(every, fields):
     text = Cli("dbname=etl")("cron", "--every", every).stdout
-    assert [" ".join(c.split()[:5]) for c in assert_valid_crontab(text)] == [fields, fields]
+    assert [line.split(" ", 5)[:5] for line in text.splitlines() if not line.startswith("#")] == [fields.split()] * 2
 
 
 @pytest.mark.parametrize("every", ["0m", "60m", "24h", "5s", "often", ""])
@@ -75,18 +98,64 @@ def test_bad_every_is_a_usage_error(every):
         2, f"etlctl: invalid --every {every!r}: expected 1m to 59m or 1h to 23h\n")
 
 
+def test_paths_and_values_are_quoted_and_percent_escaped(tmp_path):
+    home = tmp_path / "etl home"
+    dsn = "host=db.internal dbname=etl user=o'brien application_name=50%off"
+    result = Cli(dsn)("cron", env={"ETLCTL_HOME": str(home), "ETLCTL_BACKOFF": "30,60 ; touch pwned"})
+    assert result.exit_code == 0, result.stderr
+    lines = commands(result.stdout)
+    for line in lines:
+        sh_n(line)
+        words = shlex.split(as_cron_runs(line))
+        assert words[0] == "ETLCTL_DSN=host=db.internal dbname=etl user=o\\'brien application_name=50%off"
+        assert "ETLCTL_BACKOFF=30,60 ; touch pwned" in words
+        assert words[-3:] == [">>", str(home / "cron.log"), "2>&1"]
+
+
+@pytest.mark.parametrize("env", [{"ETLCTL_HOME": "/tmp/a\nb"}, {"ETLCTL_BACKOFF": "30\n* * * * * touch x"}])
+def test_a_value_cron_cannot_carry_is_refused(env):
+    result = Cli("embedded" if "ETLCTL_HOME" in env else "dbname=etl")("cron", env=env)
+    assert result.exit_code == 2
+    assert "holds a control character (a newline?): a crontab line cannot carry it" in result.stderr
+
+
+def test_installed_lines_run_for_real_and_log_with_timestamps(db, fake_crontab, tmp_path):
+    """As cron would: each command part, \\% unescaped, through sh with cron's bare environment.
+    The log path has a space and a %; a due job makes schedule-next say something."""
+    tenant = db.tenant("acme")
+    integration = db.integration(tenant)
+    job = db.job("Jira", tenant, integration, status={"overall": "READY", "steps": steps(JIRA_STEPS, "idle")})
+    fake_crontab.write_text("MAILTO=ops@example.com\n0 3 * * * /usr/bin/backup\n")
+    log = tmp_path / "etl logs" / "100% cron.log"
+    installed = Cli(db.dsn)("cron", "--install", "--log", str(log))
+    assert (installed.exit_code, installed.stdout) == (0, "installed the etlctl block into your crontab (runs every 1m)\n")
+    table = fake_crontab.read_text()
+    assert table.startswith("MAILTO=ops@example.com\n0 3 * * * /usr/bin/backup\n\n# BEGIN etlctl")
+    for line in table.splitlines():
+        sh_n(line)
+    cron_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHELL": "/bin/sh", "LANG": "C.UTF-8"}
+    for command in commands(block_of(table)):
+        ran = subprocess.run(["/bin/sh", "-c", as_cron_runs(command)], env=cron_env, capture_output=True, text=True,
+                             timeout=120)
+        assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
+    logged = log.read_text().splitlines()
+    assert len(logged) == 1, logged
+    assert re.fullmatch(rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d started job {job} \(Jira\): READY -> RUNNING, "
+                        r"run \S+, queued jira_projects_and_issue_types extraction", logged[0])
+    assert db.status(job)["overall"] == "RUNNING"
+
+
 def test_install_twice_leaves_one_block_and_keeps_other_entries(fake_crontab, tmp_path):
     fake_crontab.write_text("MAILTO=ops@example.com\n0 3 * * * /usr/bin/backup\n")
     cli = Cli("dbname=etl host=db")
     log = tmp_path / "logs" / "cron.log"
-    first = cli("cron", "--install", "--log", str(log))
-    assert (first.exit_code, first.stdout) == (0, "installed the etlctl block into your crontab (runs every 1m)\n")
+    assert cli("cron", "--install", "--log", str(log)).exit_code == 0
     assert cli("cron", "--install", "--every", "2m", "--log", str(log)).exit_code == 0
     table = fake_crontab.read_text()
     assert table.count("# BEGIN etlctl") == 1 and table.count("# END etlctl") == 1
     assert table.startswith("MAILTO=ops@example.com\n0 3 * * * /usr/bin/backup\n\n# BEGIN etlctl")
     assert "*/2 * * * *" in table and "* * * * * " not in table
-    assert_valid_crontab(table)
+    assert len(commands(block_of(table))) == 2
     assert log.parent.is_dir()
 
 
@@ -101,11 +170,10 @@ def test_the_block_uses_the_pg_variables_when_they_chose_the_database():
     env = {"PGHOST": "db.internal", "PGDATABASE": "etl", "PGUSER": "etl", "PGPASSWORD": "s3cret",
            "ETLCTL_BACKOFF": "10,20"}
     result = Cli(None)("cron", "--lock-timeout", "2", env=env)
-    text = result.stdout
-    assert_valid_crontab(text)
-    assert 'PGHOST="db.internal"' in text and 'PGDATABASE="etl"' in text and 'PGUSER="etl"' in text
-    assert "ETLCTL_HOME" not in text and "s3cret" not in text
-    assert 'ETLCTL_BACKOFF="10,20"' in text and "ETLCTL_LOCK_TIMEOUT=2" in text
+    words = shlex.split(commands(result.stdout)[0])
+    assert words[:6] == ["PGHOST=db.internal", "PGDATABASE=etl", "PGUSER=etl", "ETLCTL_BACKOFF=10,20",
+                         "ETLCTL_LOCK_TIMEOUT=2", "ETLCTL_LOG_TIMESTAMPS=1"]
+    assert "ETLCTL_HOME" not in result.stdout and "s3cret" not in result.stdout
 
 
 def test_a_password_in_the_dsn_is_left_out_and_said_so():
@@ -117,12 +185,24 @@ def test_a_password_in_the_dsn_is_left_out_and_said_so():
 def test_a_service_alone_chose_the_database_so_the_block_carries_it():
     result = Cli(None)("cron", env={"PGSERVICE": "etl", "PGSERVICEFILE": "/etc/etl/pg_service.conf"})
     assert result.exit_code == 0, result.stderr
-    assert 'PGSERVICE="etl"' in result.stdout and 'PGSERVICEFILE="/etc/etl/pg_service.conf"' in result.stdout
+    words = shlex.split(commands(result.stdout)[0])
+    assert words[:2] == ["PGSERVICE=etl", "PGSERVICEFILE=/etc/etl/pg_service.conf"]
     assert "ETLCTL_HOME" not in result.stdout
 
 
 def test_dsn_embedded_gives_a_block_that_attaches_and_never_creates(tmp_path):
     """ETLCTL_DSN=embedded in a crontab would create a new, empty server if the old one were removed."""
-    result = Cli("embedded")("cron", env={"ETLCTL_HOME": str(tmp_path)})
+    result = Cli("embedded")("cron", env={"ETLCTL_HOME": str(tmp_path / "my home")})
     assert result.exit_code == 0, result.stderr
-    assert f'ETLCTL_HOME="{tmp_path}"' in result.stdout and "ETLCTL_DSN=" not in result.stdout
+    words = shlex.split(commands(result.stdout)[0])
+    assert words[0] == f"ETLCTL_HOME={tmp_path / 'my home'}" and "ETLCTL_DSN=" not in result.stdout
+
+
+def test_the_one_place_for_the_lines_environment_is_a_list_of_pairs():
+    """Another setting for the ticks (the broker's) is one more pair in actions.cron.environment."""
+    from etlctl.actions import cron
+    from etlctl.store.settings import ConnectionSettings
+
+    pairs, notes = cron.environment(ConnectionSettings(dsn="dbname=etl"), environ={})
+    assert pairs == [("ETLCTL_DSN", "dbname=etl"), ("ETLCTL_LOG_TIMESTAMPS", "1")]
+    assert notes == ["# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE)."]

@@ -53,9 +53,10 @@ def test_complete_again_on_the_same_run_is_a_no_op(db, cli, jira):
 
 def test_complete_with_a_stale_token_changes_nothing(db, cli, jira):
     before = db.row(jira)
-    result = cli("complete", jira, "--token", "tok-0")
+    result = cli("complete", jira, "--token", "tok-0000")
     assert result.exit_code == 4
-    assert result.stderr == f"etlctl: job {jira}: token 'tok-0' is not its current run (tok-1); nothing changed\n"
+    assert result.stderr == (f"etlctl: job {jira}: token 'tok-0000' is not its current run; nothing changed "
+                             f"(`etlctl status {jira}` shows the current run's token)\n")
     assert db.row(jira) == before and db.audit(jira) == []
 
 
@@ -141,7 +142,7 @@ def test_step_bad_phase_or_status_is_one_line_exit_2(cli, jira, args, message):
 
 
 def test_step_with_a_stale_token_or_on_a_ready_job_changes_nothing(db, cli, jira):
-    stale = cli("step", jira, "jira_dev_status", "embedding", "running", "--token", "old")
+    stale = cli("step", jira, "jira_dev_status", "embedding", "running", "--token", "old-token")
     assert stale.exit_code == 4 and "not its current run" in stale.stderr
     ready = db.job("Jira", status={"overall": "READY", "steps": steps(JIRA_STEPS, "idle")})
     before = db.row(ready)

@@ -259,3 +259,28 @@ def test_watching_every_job_sees_another_programs_start_and_reset(db, cli, watch
         other.execute("""UPDATE etl_jobs SET status = status || '{"overall": "READY", "token": null}'
                          WHERE id = %s""", (job,))
         assert watch.json() == {"job_id": job, "overall": "READY", "steps": idle(), "resync": False}
+
+
+def test_watch_with_a_tenant_watches_only_that_tenants_jobs(db, cli, watches):
+    """Notified starts (schedule-next), changes by a plain UPDATE (the poll) and a resync: beta's never show."""
+    acme, beta = db.tenant("acme"), db.tenant("beta")
+    mine = db.job("Jira", acme, db.integration(acme))
+    theirs = db.job("Jira", beta, db.integration(beta))
+    watch = watches("--tenant", "acme", "--json", dsn=db.dsn)
+    assert watch.stderr_until("watching") == "etlctl: watching every job of tenant acme on etl_job_status (Ctrl-C to stop)"
+    assert cli("schedule-next").exit_code == 0  # starts both, and notifies both
+    assert {db.status(mine)["overall"], db.status(theirs)["overall"]} == {"RUNNING"}
+    assert watch.json()["job_id"] == mine
+    db.sql("UPDATE etl_jobs SET status = jsonb_set(status, %s, '\"running\"') WHERE id = %s",
+           ["steps", JIRA_STEPS[0], "extraction"], theirs)
+    db.sql("UPDATE etl_jobs SET status = jsonb_set(status, %s, '\"running\"') WHERE id = %s",
+           ["steps", JIRA_STEPS[1], "extraction"], mine)
+    assert watch.json()["job_id"] == mine
+    watch.no_line(2.5)  # two polls: beta's change never shows
+    assert watch.stop(signal.SIGINT) == 130
+
+
+def test_watch_of_an_unknown_tenant_exits_5(db, watches):
+    watch = watches("--tenant", "nobody", dsn=db.dsn)
+    assert watch.proc.wait(timeout=TIMEOUT) == 5
+    assert watch.stderr_until("no tenant") == "etlctl: no tenant 'nobody'"

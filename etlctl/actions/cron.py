@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,10 +28,11 @@ class Crontab:
 def crontab(settings, every: str, log_path: str | None = None, *, install_it: bool = False) -> Crontab:
     """`etlctl cron`: the block for the database this command selected; with ``install_it``,
     written into the user's crontab (replacing an earlier etlctl block)."""
-    text = block(every, settings, log_path)
+    log = log_path or str(Path(settings.home) / "cron.log")
+    text = block(every, settings, log)
     left_out = bool(settings.dsn) and dsn_without_password(settings.dsn)[1]
     if install_it:
-        install(text)
+        install(text, log)
     return Crontab(text, every, left_out, install_it)
 
 
@@ -64,47 +66,74 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     params = parse_dsn(dsn)
     removed = [params.pop(name, None) for name in SECRET_PARAMS]
     had = any(removed)
-    return conninfo.make_conninfo(**params), had
+    # Where first, then who: host, port, dbname, user, then the rest as libpq lists them.
+    ordered = {name: params.pop(name) for name in ("host", "hostaddr", "port", "dbname", "user") if name in params}
+    return conninfo.make_conninfo(**ordered, **params), had
 
 
-def block(every: str, settings, log_path: str | None = None, environ=None) -> str:
-    """The crontab block; it selects the database the way this very command did."""
+def environment(settings, environ=None) -> tuple[list[tuple[str, str]], list[str]]:
+    """What each command line of the block sets, as (name, value) pairs, and the comments that
+    explain it. The database is selected the way this very command selected it; then the
+    settings that differ from the defaults; then timestamps for the log. This is the one place
+    to add a variable the ticks need (the broker's, say): one more pair."""
     from etlctl.store import settings as config
 
     environ = os.environ if environ is None else environ
-    fields = schedule(every)
-    bin_dir = Path(sys.executable).parent
-    etlctl = bin_dir / "etlctl"
-    command = str(etlctl) if etlctl.exists() else "etlctl"
-    log = log_path or str(Path(settings.home) / "cron.log")
-    lines = [
-        f"{BEGIN}: schedule-next and sweep every {every} (managed by `etlctl cron --install`)",
-        "SHELL=/bin/sh",
-        f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
-    ]
+    pairs: list[tuple[str, str]] = []
+    notes: list[str] = []
     if settings.dsn and settings.dsn.strip() != config.EMBEDDED:  # embedded: ETLCTL_HOME below, attach only
         dsn, _ = dsn_without_password(settings.dsn)
-        lines.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
-        lines.append(f'ETLCTL_DSN="{dsn}"')
+        notes.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
+        pairs.append(("ETLCTL_DSN", dsn))
     elif not settings.dsn and config.libpq_environment(environ):
-        lines.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
-        lines += [f'{name}="{environ[name]}"' for name in PG_VARIABLES if environ.get(name)]
+        notes.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
+        pairs += [(name, environ[name]) for name in PG_VARIABLES if environ.get(name)]
     else:
-        lines.append("# No DSN given: the embedded server in ETLCTL_HOME (set ETLCTL_DSN for another).")
-        lines.append(f'ETLCTL_HOME="{settings.home}"')
+        notes.append("# No DSN given: the embedded server in ETLCTL_HOME (set ETLCTL_DSN for another).")
+        pairs.append(("ETLCTL_HOME", str(settings.home)))
     if settings.db_timezone != config.DEFAULT_DB_TIMEZONE:
-        lines.append(f"ETLCTL_DB_TIMEZONE={settings.db_timezone}")
-    lines += [f'{name}="{environ[name]}"' for name in CARRIED if environ.get(name)]
+        pairs.append(("ETLCTL_DB_TIMEZONE", settings.db_timezone))
+    pairs += [(name, environ[name]) for name in CARRIED if environ.get(name)]
     for name, default in (("statement_timeout", config.DEFAULT_STATEMENT_TIMEOUT),
                           ("lock_timeout", config.DEFAULT_LOCK_TIMEOUT),
                           ("idle_timeout", config.DEFAULT_IDLE_TIMEOUT),
                           ("connect_timeout", config.DEFAULT_CONNECT_TIMEOUT)):
         value = getattr(settings, name)
         if value != default:
-            lines.append(f"ETLCTL_{name.upper()}={value:g}")
-    lines += [
-        f"{fields} {command} schedule-next >> {log} 2>&1",
-        f"{fields} {command} sweep >> {log} 2>&1",
+            pairs.append((f"ETLCTL_{name.upper()}", f"{value:g}"))
+    pairs.append(("ETLCTL_LOG_TIMESTAMPS", "1"))  # every line of the log says when
+    return pairs, notes
+
+
+def executable() -> list[str]:
+    """How cron runs this very etlctl: the script next to its interpreter, else ``python -m etlctl``
+    (never a search of cron's PATH, which may find another one, or none)."""
+    script = Path(sys.executable).parent / "etlctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "etlctl"]
+
+
+def block(every: str, settings, log_path: str, environ=None) -> str:
+    """The crontab block. A NAME=value line in a crontab applies to every line below it, the
+    user's own included, so each command line carries its environment itself. Every path and
+    value is quoted for sh, and each % escaped (cron would turn it into a newline)."""
+    fields = schedule(every)
+    pairs, notes = environment(settings, environ)
+    for name, value in pairs + [("--log", log_path)] + [("the etlctl path", part) for part in executable()]:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise UsageError(message=f"{name} holds a control character (a newline?): a crontab line cannot carry it")
+    assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in pairs)
+    command = " ".join(shlex.quote(part) for part in executable())
+
+    def line(tick: str) -> str:
+        text = f"{assignments} {command} {tick} >> {shlex.quote(log_path)} 2>&1"
+        return f"{fields} " + text.replace("%", "\\%")
+
+    lines = [
+        f"{BEGIN}: schedule-next and sweep every {every} (managed by `etlctl cron --install`)",
+        "# Each line sets its own environment: a NAME=value line would apply to every crontab line below it.",
+        *notes,
+        line("schedule-next"),
+        line("sweep"),
         END,
     ]
     return "\n".join(lines) + "\n"
@@ -123,7 +152,7 @@ def without_block(crontab: str) -> str:
     return "\n".join(out).strip("\n")
 
 
-def install(new_block: str) -> None:
+def install(new_block: str, log_path: str) -> None:
     binary = shutil.which("crontab")
     if binary is None:
         raise EtlctlError(message="crontab not found: install cron, or put the block `etlctl cron` prints into your scheduler")
@@ -131,9 +160,7 @@ def install(new_block: str) -> None:
     if listed.returncode != 0 and "no crontab" not in listed.stderr.lower():
         raise EtlctlError(message=f"crontab -l failed: {listed.stderr.strip() or listed.returncode}")
     current = without_block(listed.stdout if listed.returncode == 0 else "")
-    log = re.search(r">> (.+) 2>&1$", new_block, re.MULTILINE)
-    if log:
-        Path(log.group(1)).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     text = (current + "\n\n" if current else "") + new_block
     written = subprocess.run([binary, "-"], input=text, capture_output=True, text=True)
     if written.returncode != 0:

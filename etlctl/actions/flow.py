@@ -19,9 +19,19 @@ from datetime import datetime
 from etlctl.store import clock
 from etlctl.core import lifecycle
 from etlctl.core import rules
-from etlctl.errors import Busy, Conflict, JobNotFound, NotFinished, UsageError
-from etlctl.core.job import Job, JobRef
-from etlctl.store.jobs import load, resolve
+from etlctl.errors import (
+    AmbiguousToken,
+    Busy,
+    Conflict,
+    EtlctlError,
+    JobNotFound,
+    NotFinished,
+    StaleToken,
+    TokenTooShort,
+    UsageError,
+)
+from etlctl.core.job import TOKEN_PREFIX, Job, JobRef
+from etlctl.store.jobs import load, resolve, tenant_ids
 
 # The keys of the status document that etlctl reads to decide, and so guards on.
 OWNED_KEYS = ("overall", "token") + lifecycle.RESET_KEYS
@@ -109,20 +119,35 @@ def complete(session, ref: JobRef | int, *, token: str | None, sync_date: str | 
     """RUNNING -> FINISHED with a pending reset. Idempotent on the same run."""
     job_id = resolve(session, ref)
     for _ in range(CONCURRENT_RETRIES):
-        row = session.one("complete_job", job_id=job_id, token=token, sync_date=sync_date, delay=delay)
+        row = session.one("complete_job", job_id=job_id, token=token, min_prefix=TOKEN_PREFIX, sync_date=sync_date,
+                          delay=delay)
         if row is None:
             raise JobNotFound(ref=job_id)
         if row["changed"]:
             return {"job_id": job_id, "result": "completed", "overall": "FINISHED", "token": row["token"],
                     "status": row["new_status"], "last_sync_date": row["last_sync_date"], "now": row["now"]}
-        if token is not None and row["token"] != token:
-            raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
+        refused = token_refused(job_id, token, row)
+        if refused is not None:
+            raise refused
         if row["overall"] == "FINISHED":
             return {"job_id": job_id, "result": "already", "overall": "FINISHED", "token": row["token"]}
         if row["overall"] != "RUNNING":
             raise Conflict(message=f"job {job_id} is {row['overall']}, not RUNNING; nothing changed")
         # It was RUNNING with this token in our snapshot, yet the guard missed: a concurrent writer. Look again.
     raise Busy(reason=f"job {job_id} kept changing while completing it")
+
+
+def token_refused(job_id: int, token: str | None, row: dict) -> EtlctlError | None:
+    """Why --token did not name the job's current run, as the write's own guard decided
+    (`_run_token_matches`); None when it did. The error never shows the current token:
+    pasting it back would defeat the guard, so it says where to look it up."""
+    if token is None or row["token_matches"]:
+        return None
+    if row["token_is_prefix"]:
+        return AmbiguousToken(token=token, job_id=job_id)
+    if len(token) < TOKEN_PREFIX and row["token"] is not None:
+        return TokenTooShort(token=token, job_id=job_id, length=TOKEN_PREFIX)
+    return StaleToken(token=token, job_id=job_id)
 
 
 # --- step ------------------------------------------------------------------
@@ -136,7 +161,8 @@ def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, 
     if value not in rules.PHASE_VALUES:
         raise UsageError(message=f"unknown status {value!r}: expected one of {', '.join(rules.PHASE_VALUES)}")
     for _ in range(CONCURRENT_RETRIES):
-        row = session.one("step_update", job_id=job_id, step=step_name, phase=phase, value=value, token=token)
+        row = session.one("step_update", job_id=job_id, step=step_name, phase=phase, value=value, token=token,
+                          min_prefix=TOKEN_PREFIX)
         if row is None:
             raise JobNotFound(ref=job_id)
         if not row["step_allowed"]:
@@ -148,8 +174,9 @@ def step(session, ref: JobRef | int, *, step_name: str, phase: str, value: str, 
         result = {"job_id": job_id, "step": step_name, "phase": phase, "status": value, "overall": row["overall"]}
         if row["changed"]:
             return {**result, "result": "updated", "previous": row["current_value"]}
-        if token is not None and row["token"] != token:
-            raise Conflict(message=f"job {job_id}: token {token!r} is not its current run ({row['token'] or 'none'}); nothing changed")
+        refused = token_refused(job_id, token, row)
+        if refused is not None:
+            raise refused
         if row["overall"] not in ("RUNNING", "FINISHED"):
             raise Conflict(message=f"job {job_id} is {row['overall']}: no run to update; nothing changed")
         if row["steps_type"] != "object":
@@ -299,8 +326,9 @@ class Step:
 
 
 def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
-          on_batch: Callable[[list[Step]], None] = lambda steps: None, look=None) -> int:
-    """One non-blocking pass over every FINISHED job that has something due.
+          on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant_ids: list[int] | None = None,
+          look=None) -> int:
+    """One non-blocking pass over every FINISHED job (of ``tenant_ids``) that has something due.
 
     Works in batches of ``batch`` jobs, two statements each, so memory and
     round trips do not grow with the number of jobs in the database.
@@ -311,7 +339,7 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
     """
     after, total = 0, 0
     while True:
-        rows = session.all("sweep_batch", after_id=after, batch=batch)
+        rows = session.all("sweep_batch", after_id=after, batch=batch, tenant_ids=tenant_ids)
         if not rows:
             break
         jobs = [Job.from_row(row) for row in rows]
@@ -335,10 +363,15 @@ class SweepTick:
 
 
 def sweep_tick(session, timings: lifecycle.Timings, *, batch: int = 1000,
-               on_batch: Callable[[list[Step]], None] = lambda steps: None, look=None) -> SweepTick:
-    """`etlctl sweep`: one :func:`sweep` under the per-database tick lock, so that a second
-    sweep at the same moment returns at once. Correctness never depends on the lock."""
-    with session.tick_lock("sweep") as taken:
+               on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant: str | None = None,
+               look=None) -> SweepTick:
+    """`etlctl sweep [--tenant T]`: one :func:`sweep` under the per-database tick lock, so that a
+    second sweep at the same moment returns at once. Correctness never depends on the lock.
+
+    A sweep of one tenant takes a lock of its own: it must not make the whole sweep of the same
+    minute skip every other tenant (nor wait for it)."""
+    ids = tenant_ids(session, tenant)
+    with session.tick_lock("sweep" if ids is None else f"sweep tenants {ids}") as taken:
         if not taken:
             return SweepTick(locked=False)
-        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch, look=look))
+        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch, tenant_ids=ids, look=look))

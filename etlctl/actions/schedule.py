@@ -129,9 +129,11 @@ def _explain(session, result: Tick, tenant: str | None, explain_limit: int) -> N
 # --- the queue -------------------------------------------------------------------
 
 
-def queue_list(session, *, pending: bool, limit: int) -> list[dict]:
-    """The newest ``limit`` messages (only those not done with ``pending``), oldest first."""
-    return session.all("queue_list", pending=pending, limit=limit)
+def queue_list(session, *, pending: bool, limit: int) -> tuple[list[dict], bool]:
+    """The newest ``limit`` messages (only those not done with ``pending``), oldest first, and
+    whether there are more."""
+    rows = session.all("queue_list", pending=pending, limit=limit + 1)  # one more: are there more?
+    return rows[-limit:], len(rows) > limit
 
 
 def claim(session, *, phase: str, worker: str) -> dict | None:

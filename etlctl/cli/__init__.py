@@ -18,6 +18,7 @@ import click
 
 from etlctl import __version__, errors
 from etlctl.cli import options
+from etlctl.views import output
 
 # name -> (module, attribute, short help). The short help is repeated here so that
 # `etlctl --help` lists every command without importing any of them.
@@ -41,6 +42,7 @@ COMMANDS = {
     "metrics": ("etlctl.cli.oncall_cmds", "metrics", "Print Prometheus metrics about jobs and the queue."),
     "db": ("etlctl.cli.db_cmds", "db", "Create or upgrade the schema; stop the embedded server."),
     "demo": ("etlctl.cli.demo_cmd", "demo", "Run the whole lifecycle on the embedded server."),
+    "completion": ("etlctl.cli.completion", "completion_command", "Print the shell completion script (bash, zsh, fish)."),
 }
 
 
@@ -56,6 +58,13 @@ class EtlctlGroup(click.Group):
             return getattr(importlib.import_module(module), attribute)
         except (ImportError, AttributeError):
             return None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            # click suggests among the commands it holds, and a lazy group holds none: suggest among ours.
+            raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=list(COMMANDS), ctx=ctx) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -77,10 +86,12 @@ class EtlctlGroup(click.Group):
         """Run the CLI; expected errors become one stderr line and an exit code."""
         # One Invocation per run (tests run many in one process): click's ctx.obj, and the handler keeps it too.
         invocation = options.Invocation()
-        code = run(lambda: super(EtlctlGroup, self).main(
-            args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False,
-            obj=invocation, **extra,
-        ), invocation)
+        # Every line of the run, whoever writes it, obeys -q and --log-timestamps (set while parsing).
+        with output.installed(invocation):
+            code = run(lambda: super(EtlctlGroup, self).main(
+                args=args, prog_name=prog_name or "etlctl", complete_var=complete_var, standalone_mode=False,
+                obj=invocation, **extra,
+            ), invocation)
         if standalone_mode:
             sys.exit(code)
         return code

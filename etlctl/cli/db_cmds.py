@@ -9,8 +9,15 @@ from etlctl.cli.options import command_name, connection_options, dry_run_option,
 
 
 @click.group()
+@example("""
+etlctl db init
+etlctl db init --dry-run
+etlctl db stop
+""")
 def db() -> None:
-    """Create or upgrade etlctl's schema; stop the embedded server."""
+    """Create or upgrade etlctl's schema (`db init`); stop the embedded
+    server (`db stop`).
+    """
 
 
 @db.command()

@@ -19,6 +19,7 @@ from etlctl.cli.options import (
     job_argument,
     output_options,
     session,
+    tenant_option,
     timing_options,
     timings_from,
 )
@@ -28,14 +29,15 @@ from etlctl.core.rules import PHASE_VALUES, PHASES
 
 @click.command()
 @job_argument
-@click.option("--token", metavar="T", help="Complete only this run; a stale token changes nothing and exits 4.")
+@click.option("--token", metavar="T", help="Complete only this run: its token, or its first 8 characters or more (as "
+                                           "`history` shows it); a stale token changes nothing and exits 4.")
 @click.option("--sync-date", metavar="ISO", help="Extraction date to record as last_sync_date [default: leave it unchanged].")
-@click.option("--delay", metavar="SECONDS", help="Wait before the first reset check [env: ETLCTL_DELAY; default: 30].")
+@click.option("--delay", metavar="DURATION", help="Wait before the first reset check, at most 1d [env: ETLCTL_DELAY; default: 30s].")
 @connection_options
 @output_options
 @dry_run_option
 @example("""
-etlctl complete 7 --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
+etlctl complete 7 --token 6f1c0a2e
 etlctl complete Jira --tenant acme --sync-date 2026-11-28T10:00:00-05:00 --json
 """)
 def complete(job, tenant, token, sync_date, delay, as_json, dry_run) -> None:
@@ -81,7 +83,7 @@ def _check_iso(value: str) -> None:
 @click.command()
 @job_argument
 @click.option("--retry", is_flag=True, help="Check again after each wait of the backoff, like the UI.")
-@click.option("--backoff", metavar="LIST", help="Waits between checks with --retry [env: ETLCTL_BACKOFF; default: 30,60,180,300].")
+@click.option("--backoff", metavar="LIST", help="Waits between checks with --retry, each at most 1d [env: ETLCTL_BACKOFF; default: 30,60,180,300].")
 @broker_options
 @connection_options
 @output_options
@@ -151,7 +153,7 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
     timings = timings_from(delay, backoff, cooldown)
     ref = parse_ref(job, tenant)
     with session(dry_run) as s, peeking.looking(broker_settings()) as look:
-        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter(), look=look)
+        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter(timings.checks), look=look)
     views.show_wait_and_reset(outcome, as_json)
     return outcome.exit_code
 
@@ -186,6 +188,7 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
 
 
 @click.command()
+@tenant_option("jobs")
 @timing_options
 @click.option("--batch", type=click.IntRange(min=1, max=100000), default=1000, show_default=True,
               help="Jobs read and written per round trip.")
@@ -195,9 +198,9 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
 @dry_run_option
 @example("""
 etlctl sweep
-etlctl sweep --dry-run --json
+etlctl sweep --tenant acme --dry-run --json
 """)
-def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
+def sweep(tenant, delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     """One non-blocking pass of the reset flow over every FINISHED job: the
     cron form of wait-and-reset. It schedules the first check, re-checks on
     the backoff, starts the cool-down, resets, or gives up, for each job whose
@@ -220,7 +223,7 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     timings = timings_from(delay, backoff, cooldown)
     printer = views.SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=invocation().verbose)
     with session(dry_run) as s, peeking.looking(broker_settings()) as look:
-        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch, look=look)  # rows print batch by batch
+        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch, tenant=tenant, look=look)  # rows stream
     printer.finish(swept)
     if look is not None and look.error is not None:
         count = len(look.unjudged)
@@ -236,12 +239,13 @@ def sweep(delay, backoff, cooldown, batch, as_json, dry_run) -> None:
 @click.argument("step_name", metavar="STEP")
 @click.argument("phase", metavar="PHASE", type=click.Choice(PHASES))
 @click.argument("value", metavar="STATUS", type=click.Choice(PHASE_VALUES))
-@click.option("--token", metavar="T", help="Update only this run; a stale token changes nothing and exits 4.")
+@click.option("--token", metavar="T", help="Update only this run: its token, or its first 8 characters or more (as "
+                                           "`history` shows it); a stale token changes nothing and exits 4.")
 @connection_options
 @output_options
 @dry_run_option
 @example("""
-etlctl step 7 jira_dev_status embedding finished --token 6f1c0a2e-9b1d-4c3e-8f5a-2d7e4b6c9a10
+etlctl step 7 jira_dev_status embedding finished --token 6f1c0a2e
 """)
 def step(job, tenant, step_name, phase, value, token, as_json, dry_run) -> None:
     """Set one phase of one step: a worker's status update.

@@ -12,9 +12,13 @@ from etlctl.cli.options import (
     connection_options,
     example,
     job_argument,
+    jobs_argument,
+    limit_option,
+    optional_job_argument,
     output_options,
     session,
     settings,
+    tenant_option,
     timing_options,
     timings_from,
 )
@@ -22,15 +26,17 @@ from etlctl.core.job import parse_ref
 
 
 @click.command()
+@tenant_option("jobs and queue messages")
 @timing_options
 @broker_options
 @connection_options
 @output_options
 @example("""
 etlctl doctor
+etlctl doctor --tenant acme
 etlctl doctor --json | jq -r '.findings[] | select(.severity == "problem") | .fix[].command'
 """)
-def doctor(delay, backoff, cooldown, as_json) -> int:
+def doctor(tenant, delay, backoff, cooldown, as_json) -> int:
     """Check the whole database for the flow document's common issues and
     say, for each, its cause and the exact command that fixes it.
 
@@ -52,7 +58,9 @@ def doctor(delay, backoff, cooldown, as_json) -> int:
 
     Exit 0 when it found no problem (notes, such as an inactive tenant, do not
     count), 3 when it found problems, 6 when the database cannot be reached.
-    --delay/--backoff/--cooldown must match what sweep uses.
+    --delay/--backoff/--cooldown must match what sweep uses. With --tenant,
+    the findings about that tenant's jobs and messages, and those about the
+    database as a whole (schema, index, clock skew).
     """
     from etlctl.errors import NOT_FINISHED, OK
     from etlctl.oncall import doctor as checks
@@ -60,7 +68,7 @@ def doctor(delay, backoff, cooldown, as_json) -> int:
 
     timings = timings_from(delay, backoff, cooldown)
     with session() as s:
-        report = checks.run(s, timings, broker=broker_settings())
+        report = checks.run(s, timings, tenant=tenant, broker=broker_settings())
     views.show(report, as_json)
     return OK if report.healthy else NOT_FINISHED
 
@@ -98,19 +106,22 @@ def why(job, tenant, delay, backoff, cooldown, as_json) -> None:
 
 
 @click.command()
-@job_argument
+@optional_job_argument
 @click.option("--since", metavar="T", help="Only changes since T: an ISO time (naive: in --db-timezone) or a duration "
-                                           "ago such as 30m or 2h.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most rows (the newest).")
+                                           "ago such as 30m or 2h (at most 3650d).")
+@limit_option(50, "changes shown, the newest; a note says when there are more")
 @connection_options
 @output_options
 @example("""
 etlctl history 7
 etlctl history 7 --since 2h --json
+etlctl history --tenant acme --since 30m
 """)
 def history(job, tenant, since, limit, as_json) -> None:
     """Show a job's audited state changes, oldest first: time, from → to,
-    run token, command, host:pid and database user, and what changed.
+    run token (its first 8 characters, which --token accepts), command,
+    host:pid and database user, and what changed. Without JOB, every job's
+    (or one tenant's), with the job's id first.
 
     Every change etlctl makes is audited in the same statement. Workers that
     write the table directly leave no rows here. The history of a deleted job
@@ -120,19 +131,21 @@ def history(job, tenant, since, limit, as_json) -> None:
     from etlctl.views import history as views
 
     audit.parse_since(since)  # a bad --since is a usage error before connecting
-    ref = parse_ref(job, tenant)
+    ref = parse_ref(job, tenant) if job is not None else None
     with session() as s:
-        found = audit.read(s, ref, since, limit)
+        found = audit.read(s, ref, since, limit, tenant=tenant)
     views.show(found, as_json, since)
 
 
 @click.command()
-@click.argument("jobs", metavar="[JOB]...", nargs=-1)
-@click.option("--tenant", metavar="TENANT", help="Tenant id or name, when a job name is in several tenants.")
+@jobs_argument
+@tenant_option("jobs", "Only this tenant's jobs (id or name); with JOBs, picks among same-named jobs. "
+                       "An unknown tenant exits 5.")
 @connection_options
 @output_options
 @example("""
 etlctl watch
+etlctl watch --tenant acme
 etlctl watch 7 12 --json
 """)
 def watch(jobs, tenant, as_json) -> None:
@@ -140,7 +153,7 @@ def watch(jobs, tenant, as_json) -> None:
     UI's WebSocket messages.
 
     It LISTENs on etl_job_status and, for each change of a watched job (every
-    job when none is given), prints a table row, or with --json one object per
+    job when none is given, or every job of --tenant), prints a table row, or with --json one object per
     line: {"job_id": 7, "overall": ..., "steps": {...}, "resync": false}. With
     JOBs it first prints their current state.
 
@@ -153,18 +166,20 @@ def watch(jobs, tenant, as_json) -> None:
     from etlctl.views import watch as views
 
     refs = [parse_ref(j, tenant) for j in jobs]
-    watching.watch(settings(), command_name(), refs, views.Printer(as_json), render.note)
+    watching.watch(settings(), command_name(), refs, views.Printer(as_json), render.note, tenant=tenant)
 
 
 @click.command()
 @click.option("--textfile", metavar="PATH",
               help="Write to PATH atomically (temp file + rename) for node_exporter's textfile collector; print nothing.")
+@tenant_option("jobs and queue messages")
 @connection_options
 @example("""
 etlctl metrics
-etlctl metrics --textfile /var/lib/node_exporter/textfile/etlctl.prom
+etlctl metrics --tenant acme
+etlctl metrics --textfile /var/lib/node_exporter/textfile_collector/etlctl.prom
 """)
-def metrics(textfile) -> None:
+def metrics(textfile, tenant) -> None:
     """Print Prometheus metrics (text format): jobs by overall state, tenant
     and kind; seconds since each job's last successful finish; pending resets;
     resets that gave up; queue depth (messages pending or claimed) and the
@@ -181,4 +196,4 @@ def metrics(textfile) -> None:
 
     with session() as s:
         # Inside the session: the per-job family streams from a server-side cursor while it is written.
-        views.show(prometheus.read(s), textfile)
+        views.show(prometheus.read(s, tenant), textfile)

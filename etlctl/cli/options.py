@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from etlctl.cli import completion
+
 if TYPE_CHECKING:  # imported lazily at run time: --help must stay cheap
     from etlctl.broker.settings import BrokerSettings
     from etlctl.core.lifecycle import Timings
@@ -27,6 +29,8 @@ class Invocation:
     still read -v after the command has ended."""
 
     verbose: bool = False
+    quiet: bool = False  # -q: only errors (etlctl.views.output)
+    timestamps: bool = False  # --log-timestamps / ETLCTL_LOG_TIMESTAMPS: each line starts with the time
 
 
 def invocation(ctx: click.Context | None = None) -> Invocation:
@@ -47,20 +51,22 @@ def _remember(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
-def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool):
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool):
+    # -v, -q and --log-timestamps are accepted before and after the command: either turns it on.
     if value:
-        invocation(ctx).verbose = True
+        setattr(invocation(ctx), param.name, True)
     return value
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value):
+    """A timeout flag: a duration (humanize.parse_duration), from 1ms to humanize.MAX_TIMEOUT."""
     if value is None:
         return _remember(ctx, param, None)
-    from etlctl.core.humanize import parse_duration
+    from etlctl.core.humanize import MAX_TIMEOUT, parse_duration
     from etlctl.errors import UsageError
 
     try:
-        seconds = parse_duration(value, "--" + param.name.replace("_", "-"))
+        seconds = parse_duration(value, "--" + param.name.replace("_", "-"), MAX_TIMEOUT)
     except UsageError as exc:
         raise click.BadParameter(f"{value!r}: {exc.message.split(': ', 1)[-1]}") from None
     if seconds < 0.001:
@@ -70,20 +76,26 @@ def _seconds(ctx: click.Context, param: click.Parameter, value):
 
 
 def timings_from(delay: str | None, backoff: str | None, cooldown: str | None) -> Timings:
-    """Flags, else ETLCTL_DELAY / ETLCTL_BACKOFF / ETLCTL_COOLDOWN, else 30 / 30,60,180,300 / 30."""
+    """Flags, else ETLCTL_DELAY / ETLCTL_BACKOFF / ETLCTL_COOLDOWN, else 30 / 30,60,180,300 / 30.
+
+    Each wait is at most lifecycle.MAX_WAIT (one day); an error names the flag or the
+    variable the value came from."""
     import os
 
     from etlctl.core.humanize import parse_backoff, parse_duration
-    from etlctl.core.lifecycle import Timings
+    from etlctl.core.lifecycle import MAX_WAIT, Timings
+
+    def given(flag: str | None, name: str) -> tuple[str | None, str]:
+        variable = f"ETLCTL_{name.upper()}"
+        return (flag, f"--{name}") if flag is not None else (os.environ.get(variable), variable)
 
     defaults = Timings()
-    delay = delay if delay is not None else os.environ.get("ETLCTL_DELAY")
-    backoff = backoff if backoff is not None else os.environ.get("ETLCTL_BACKOFF")
-    cooldown = cooldown if cooldown is not None else os.environ.get("ETLCTL_COOLDOWN")
+    (delay, delay_name), (backoff, backoff_name), (cooldown, cooldown_name) = (
+        given(delay, "delay"), given(backoff, "backoff"), given(cooldown, "cooldown"))
     return Timings(
-        delay=defaults.delay if delay is None else parse_duration(delay, "--delay"),
-        backoff=defaults.backoff if backoff is None else parse_backoff(backoff),
-        cooldown=defaults.cooldown if cooldown is None else parse_duration(cooldown, "--cooldown"),
+        delay=defaults.delay if delay is None else parse_duration(delay, delay_name, MAX_WAIT),
+        backoff=defaults.backoff if backoff is None else parse_backoff(backoff, backoff_name, MAX_WAIT),
+        cooldown=defaults.cooldown if cooldown is None else parse_duration(cooldown, cooldown_name, MAX_WAIT),
     )
 
 
@@ -91,14 +103,14 @@ _CONNECTION = [
     (("--dsn",), dict(envvar="ETLCTL_DSN", metavar="DSN", help="libpq connection string or postgresql:// URI; `embedded` for the embedded server [env: ETLCTL_DSN]")),
     (("--db-timezone",), dict(envvar="ETLCTL_DB_TIMEZONE", metavar="ZONE",
                               help="Zone of the naive timestamp columns [env: ETLCTL_DB_TIMEZONE; default: UTC]")),
-    (("--statement-timeout",), dict(envvar="ETLCTL_STATEMENT_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                                    help="Per-statement limit [env: ETLCTL_STATEMENT_TIMEOUT; default: 30s]")),
-    (("--lock-timeout",), dict(envvar="ETLCTL_LOCK_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                               help="Longest wait for a row lock; then exit 7 [env: ETLCTL_LOCK_TIMEOUT; default: 5s]")),
-    (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                               help="idle_in_transaction_session_timeout [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
-    (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="SECONDS", callback=_seconds,
-                                  help="Longest wait to connect [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
+    (("--statement-timeout",), dict(envvar="ETLCTL_STATEMENT_TIMEOUT", metavar="DURATION", callback=_seconds,
+                                    help="Per-statement limit, at most 1d [env: ETLCTL_STATEMENT_TIMEOUT; default: 30s]")),
+    (("--lock-timeout",), dict(envvar="ETLCTL_LOCK_TIMEOUT", metavar="DURATION", callback=_seconds,
+                               help="Longest wait for a row lock, at most 1d; then exit 7 [env: ETLCTL_LOCK_TIMEOUT; default: 5s]")),
+    (("--idle-timeout",), dict(envvar="ETLCTL_IDLE_TIMEOUT", metavar="DURATION", callback=_seconds,
+                               help="idle_in_transaction_session_timeout, at most 1d [env: ETLCTL_IDLE_TIMEOUT; default: 60s]")),
+    (("--connect-timeout",), dict(envvar="ETLCTL_CONNECT_TIMEOUT", metavar="DURATION", callback=_seconds,
+                                  help="Longest wait to connect, at most 1d [env: ETLCTL_CONNECT_TIMEOUT; default: 5s]")),
 ]
 
 
@@ -106,7 +118,13 @@ def connection_options(f):
     for decls, kwargs in reversed(_CONNECTION):
         kwargs = {"callback": _remember, **kwargs}
         f = click.option(*decls, expose_value=False, **kwargs)(f)
-    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose,
+    f = click.option("--log-timestamps", "timestamps", is_flag=True, expose_value=False, callback=_set_flag,
+                     envvar="ETLCTL_LOG_TIMESTAMPS",
+                     help="Start every line with this host's time, for logs (the cron block sets it) "
+                          "[env: ETLCTL_LOG_TIMESTAMPS=1].")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_flag,
+                     help="Print only errors.")(f)
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_flag,
                      help="Show error details and tracebacks.")(f)
     return f
 
@@ -158,16 +176,58 @@ def dry_run_option(f):
                         help="Do everything inside a transaction, then roll it back: show what would change.")(f)
 
 
+def _complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str):
+    # JOB from the database; of --tenant when it came before JOB on the command line.
+    return completion.candidates(lambda: settings(ctx), "jobs", incomplete, ctx.params.get("tenant"))
+
+
+def _complete_tenants(ctx: click.Context, param: click.Parameter, incomplete: str):
+    return completion.candidates(lambda: settings(ctx), "tenants", incomplete)
+
+
+def tenant_option(what: str, help: str | None = None):
+    """--tenant: only that tenant's ``what`` (the same filter in every command that has it)."""
+    return click.option("--tenant", metavar="TENANT", shell_complete=_complete_tenants,
+                        help=help or f"Only this tenant's {what} (id or name); an unknown tenant exits 5.")
+
+
 def job_argument(f):
     """JOB (an id, or a name) and --tenant to pick among jobs of the same name."""
-    f = click.option("--tenant", metavar="TENANT", help="Tenant id or name, when the job name is in several tenants.")(f)
-    return click.argument("job", metavar="JOB")(f)
+    f = tenant_option("jobs", "Tenant id or name, when the job name is in several tenants.")(f)
+    return click.argument("job", metavar="JOB", shell_complete=_complete_jobs)(f)
+
+
+def optional_job_argument(f):
+    """[JOB]: one job, or without it every job (of --tenant, when given)."""
+    f = tenant_option("jobs", "Only this tenant's jobs (id or name); with JOB, picks among same-named jobs. "
+                              "An unknown tenant exits 5.")(f)
+    return click.argument("job", metavar="[JOB]", required=False, shell_complete=_complete_jobs)(f)
+
+
+def jobs_argument(f):
+    """[JOB]...: any number of jobs (watch)."""
+    return click.argument("jobs", metavar="[JOB]...", nargs=-1, shell_complete=_complete_jobs)(f)
+
+
+# --limit N means one thing everywhere: at most N rows shown or acted on (each command's help says
+# which); a listing that has more says so on stderr. Above MAX_LIMIT it is a usage error (exit 2).
+MAX_LIMIT = 1_000_000
+
+
+def limit_option(default: int, counted: str):
+    """--limit N: at most N ``counted`` (for example "jobs listed"), from 1 to MAX_LIMIT."""
+    return click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=default, show_default=True,
+                        metavar="N", help=f"At most N {counted}.")
 
 
 def timing_options(f):
-    f = click.option("--cooldown", metavar="SECONDS", help="Countdown before the reset [env: ETLCTL_COOLDOWN; default: 30]")(f)
-    f = click.option("--backoff", metavar="LIST", help="Waits between checks [env: ETLCTL_BACKOFF; default: 30,60,180,300]")(f)
-    return click.option("--delay", metavar="SECONDS", help="Wait before the first check [env: ETLCTL_DELAY; default: 30]")(f)
+    # Durations (30, 45s, 1m10s, 1h30m...), each at most lifecycle.MAX_WAIT (1d).
+    f = click.option("--cooldown", metavar="DURATION",
+                     help="Countdown before the reset, at most 1d [env: ETLCTL_COOLDOWN; default: 30s]")(f)
+    f = click.option("--backoff", metavar="LIST",
+                     help="Waits between checks, each at most 1d [env: ETLCTL_BACKOFF; default: 30,60,180,300]")(f)
+    return click.option("--delay", metavar="DURATION",
+                        help="Wait before the first check, at most 1d [env: ETLCTL_DELAY; default: 30s]")(f)
 
 
 def session(dry_run: bool = False, create_embedded: bool = False):

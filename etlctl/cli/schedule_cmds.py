@@ -11,9 +11,11 @@ from etlctl.cli.options import (
     connection_options,
     dry_run_option,
     example,
+    limit_option,
     output_options,
     session,
     settings,
+    tenant_option,
 )
 from etlctl.core.rules import PHASES
 
@@ -21,10 +23,10 @@ from etlctl.core.rules import PHASES
 @click.command("schedule-next")
 @dry_run_option
 @click.option("--explain", is_flag=True, help="Also say, for every job not started, why not.")
-@click.option("--tenant", metavar="TENANT", help="Only this tenant's jobs (id or name).")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Most jobs to start in this tick.")
-@click.option("--chain-grace", metavar="SECONDS", default="60", show_default=True,
-              help="Queue a RUNNING job's next step only when nothing touched the job for this long.")
+@tenant_option("jobs")
+@limit_option(1000, "jobs started in this tick")
+@click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
+              help="Queue a RUNNING job's next step only when nothing touched the job for this long (at most 1d).")
 @broker_options
 @connection_options
 @output_options
@@ -60,10 +62,10 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     and schedule-next says so and exits 8 (3 when the broker refused some).
     """
     from etlctl.actions import schedule as scheduler
-    from etlctl.core.humanize import parse_duration
+    from etlctl.core.humanize import MAX_CHAIN_GRACE, parse_duration
     from etlctl.views import schedule as views
 
-    grace = parse_duration(chain_grace, "--chain-grace")
+    grace = parse_duration(chain_grace, "--chain-grace", MAX_CHAIN_GRACE)
     broker = broker_settings()
     with session(dry_run) as s:
         tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain, broker=broker)
@@ -84,12 +86,20 @@ def _publishing_outcome(tick) -> None:
 
 
 @click.group()
+@example("""
+etlctl queue ls --pending
+etlctl queue claim --worker shell-1 --json
+etlctl queue done 12
+""")
 def queue() -> None:
-    """List, claim and finish queued extraction messages (etlctl.queue)."""
+    """List, claim and finish queued extraction messages (etlctl.queue):
+    the transactional outbox that schedule-next fills, in the shape a relay
+    to the message broker reads it.
+    """
 
 @queue.command("ls")
 @click.option("--pending", is_flag=True, help="Only messages still waiting: pending, or claimed and not done.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most messages, newest.")
+@limit_option(100, "messages shown, the newest; a note says when there are more")
 @connection_options
 @output_options
 @example("""
@@ -105,11 +115,12 @@ def queue_ls(pending, limit, as_json) -> None:
     from etlctl.views import schedule as views
 
     with session() as s:
-        rows = scheduler.queue_list(s, pending=pending, limit=limit)
-    views.show_queue(rows, as_json, pending)
+        rows, more = scheduler.queue_list(s, pending=pending, limit=limit)
+    views.show_queue(rows, as_json, pending, more)
 
 @queue.command("claim")
-@click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True)
+@click.option("--phase", type=click.Choice(PHASES), default="extraction", show_default=True,
+              help="Claim a message of this phase (schedule-next queues extraction messages).")
 @click.option("--worker", required=True, metavar="NAME", help="Who claims it (recorded as claimed_by).")
 @connection_options
 @output_options
@@ -165,11 +176,16 @@ etlctl --dsn postgresql://etl@db.internal/etl cron --every 5m --install
 def cron(every, install, log_path) -> None:
     """Print (or install) the crontab block that runs schedule-next and sweep.
 
-    The block sets ETLCTL_DSN (without any password: keep that in ~/.pgpass),
-    PATH, and sends output to a log file. Both commands are quiet when there
-    is nothing to do, never overlap (a second tick exits at once) and never
-    hang (statement, lock and connect timeouts). --install is idempotent: it
-    replaces the block between the etlctl markers and keeps the rest.
+    Each of its lines carries its own environment (a NAME=value line would
+    apply to every crontab line below it): the database as this command
+    found it (--dsn, ETLCTL_DSN, the PG* variables or ETLCTL_HOME; never a
+    password: keep that in ~/.pgpass), the settings that differ from the
+    defaults, and ETLCTL_LOG_TIMESTAMPS=1, so every line of the log says when.
+    Paths and values are quoted for sh, and % escaped for cron. Both commands
+    are quiet when there is nothing to do, never overlap (a second tick exits
+    at once) and never hang (statement, lock and connect timeouts).
+    --install is idempotent: it replaces the block between the etlctl markers
+    and keeps the rest of the crontab.
     """
     from etlctl.actions import cron as crontab
     from etlctl.views import schedule as views

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import connection_options, example, output_options, session
+from etlctl.cli.options import connection_options, example, limit_option, optional_job_argument, output_options, session
 from etlctl.core.job import parse_ref
 
 
 @click.command()
-@click.argument("job", metavar="[JOB]", required=False)
-@click.option("--tenant", metavar="TENANT", help="Only this tenant (id or name); with JOB, picks among same-named jobs.")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Most jobs to list.")
+@optional_job_argument
+@limit_option(1000, "jobs listed without JOB; a note says when there are more")
 @connection_options
 @output_options
 @example("""

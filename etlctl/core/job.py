@@ -12,6 +12,16 @@ from etlctl.core import rules
 from etlctl.errors import UsageError
 
 
+# A run token may be given by its first TOKEN_PREFIX characters or more, as long as no
+# other run of the job starts the same way (the write checks that); history shows that much.
+TOKEN_PREFIX = 8
+
+
+def short_token(token: object) -> str:
+    """The first TOKEN_PREFIX characters of a run token, as history shows it ('-' for none)."""
+    return token[:TOKEN_PREFIX] if isinstance(token, str) else "-"
+
+
 @dataclass(frozen=True)
 class JobRef:
     """What the user typed: JOB (an id or a name) and maybe --tenant."""

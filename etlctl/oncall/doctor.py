@@ -60,6 +60,7 @@ from etlctl.oncall.doctor_database import (
 from etlctl.oncall.doctor_jobs import job_findings, multiple_running, not_starting
 from etlctl.oncall.doctor_fixes import Fix
 from etlctl.oncall.doctor_report import NOTE, ORDER, PROBLEM, Finding, Report
+from etlctl.store import jobs
 
 
 def host_clock() -> float:
@@ -67,7 +68,11 @@ def host_clock() -> float:
     return time.time()
 
 
-def run(session, timings: lifecycle.Timings, clock=None, broker: BrokerSettings | None = None) -> Report:
+def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = None,
+        broker: BrokerSettings | None = None) -> Report:
+    """The report; with ``tenant``, the findings about that tenant's jobs and queue messages (the
+    database-wide checks, such as the schema and clock skew, stay: they concern every tenant).
+    With ``broker``, also what the broker says of the queues the outbox targets (that tenant's)."""
     from etlctl.store import schema
 
     report = Report()
@@ -92,30 +97,33 @@ def run(session, timings: lifecycle.Timings, clock=None, broker: BrokerSettings 
     if not (index["present"] and index["valid"]):
         report.findings.append(index_finding(index, INDEX_MIGRATION in pending, bool(conflicts)))
 
-    count = session.one("doctor_job_count")
+    ids = jobs.tenant_ids(session, tenant)
+    count = session.one("doctor_job_count", tenant_ids=ids)
     report.jobs_checked, report.now = count["jobs"], count["now"]
     if not report.jobs_checked:
-        report.findings.append(NO_JOBS)  # "no problems found" alone would read as a healthy fleet
+        # "no problems found" alone would read as a healthy fleet
+        report.findings.append(NO_JOBS if tenant is None else no_tenant_jobs(tenant))
     try:
         # Only the jobs that can have a finding: a few rows of a big database, chosen in SQL.
         candidates = [r["id"] for r in session.all("doctor_candidates", overdue=facts.OVERDUE,
-                                                   long_run_floor=facts.LONG_RUN_FLOOR)]
+                                                   long_run_floor=facts.LONG_RUN_FLOOR, tenant_ids=ids)]
     except NotInitialized:
-        candidates = None  # a schema from before the due rule (pending migrations): read every job
+        # A schema from before the due rule (pending migrations): read every job (of the tenant).
+        candidates = None if ids is None else [r["id"] for r in session.all("tenant_job_ids", tenant_ids=ids)]
     report.findings += examine(session, timings, candidates, conflicts, report.skipped)
 
-    stale = session.all("oncall_queue_stale", older_than=QUEUE_LIMIT)
+    stale = session.all("oncall_queue_stale", older_than=QUEUE_LIMIT, tenant_ids=ids)
     report.findings += queue_findings(stale)
     if broker is not None:
-        report.findings += look_at_broker(session, broker)
+        report.findings += look_at_broker(session, broker, ids)
     return _sorted(report)
 
 
-def look_at_broker(session, settings: BrokerSettings) -> list[Finding]:
+def look_at_broker(session, settings: BrokerSettings, tenant_ids: list[int] | None = None) -> list[Finding]:
     """Reach the broker and ask it about every queue the outbox targets (a passive declare each)."""
     from etlctl.broker import connection
 
-    targets = session.all("oncall_target_queues")
+    targets = session.all("oncall_target_queues", tenant_ids=tenant_ids)
     try:
         with connection.connect(settings, "etlctl doctor") as broker:
             seen = {row["queue_name"]: broker.inspect_queue(row["queue_name"]) for row in targets}
@@ -154,6 +162,14 @@ NO_JOBS = Finding(
     "(or PGHOST/PGDATABASE/PGSERVICE)",
     (Fix("etlctl --dsn DSN doctor", "run it against the ETL database (or set ETLCTL_DSN)"),),
 )
+
+
+def no_tenant_jobs(tenant: str) -> Finding:
+    return Finding(
+        "no_jobs", NOTE, f"tenant {tenant} has no jobs: there was nothing to check",
+        "nothing has written this tenant's jobs yet, or it is not the tenant meant: `etlctl status` lists every job",
+        (Fix("etlctl status", "every job, with its tenant"),),
+    )
 
 
 def _sorted(report: Report) -> Report:

@@ -12,6 +12,7 @@ from etlctl.core import due
 from etlctl.core import lifecycle
 from etlctl.core import rules
 from etlctl.core.humanize import clock_time, duration, relative, when
+from etlctl.core.job import short_token
 from etlctl.oncall import facts
 from etlctl.oncall.doctor_fixes import Fix, psql
 from etlctl.oncall.doctor_report import NOTE, PROBLEM, Finding
@@ -72,7 +73,7 @@ def _step_fixes(f: facts.Facts, then: str) -> list[Fix]:
     fixes = []
     for v in facts.not_done(f):
         if v.verdict == rules.RUNNING:
-            tok = f" --token {token}" if token else ""
+            tok = f" --token {short_token(token)}" if token else ""  # the 8 characters history shows
             fixes.append(Fix(f"etlctl step {f.job.id} {v.step} {v.phase} finished{tok}",
                              f"only if the {v.phase} worker really finished {v.step} (check its logs); {then}"))
     return fixes

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from etlctl.core.rules import OVERALL_STATES, PHASES
+from etlctl.store import jobs
 
 QUEUE_STATES = ("unclaimed", "claimed")
 
@@ -47,18 +48,19 @@ class Family:
         self.samples.append(({k: str(v) for k, v in labels.items()}, value))
 
 
-def read(session) -> list[Family]:
-    """Every family, in order. The one with a sample per job streams from a server-side
-    cursor as it is written (so that a million jobs never sit in memory): write it
-    out before the session closes. The others are aggregated in SQL."""
-    counts = session.all("metrics_job_counts")
-    queue = session.all("metrics_queue")
-    relayed = session.one("metrics_relay")
-    oldest = session.one("metrics_oldest_finished")["seconds"]
+def read(session, tenant: str | None = None) -> list[Family]:
+    """Every family, in order (of one tenant's jobs and messages with ``tenant``). The one with
+    a sample per job streams from a server-side cursor as it is written (so that a million jobs
+    never sit in memory): write it out before the session closes. The others are aggregated in SQL."""
+    ids = jobs.tenant_ids(session, tenant)
+    counts = session.all("metrics_job_counts", tenant_ids=ids)
+    queue = session.all("metrics_queue", tenant_ids=ids)
+    relayed = session.one("metrics_relay", tenant_ids=ids)
+    oldest = session.one("metrics_oldest_finished", tenant_ids=ids)["seconds"]
     by_state, *rest = families(counts, queue, oldest)
     last_success = Family("etlctl_job_last_success_age_seconds",
                           "Seconds since the job's last run finished successfully (last_run_finished_at).",
-                          samples=_last_success(session))
+                          samples=_last_success(session, ids))
     return [by_state, last_success, *rest, *relay_families(relayed)]
 
 
@@ -76,8 +78,8 @@ def relay_families(row: dict) -> list[Family]:
     return [published, skipped, nacked]
 
 
-def _last_success(session) -> Iterator[tuple[dict, float]]:
-    for row in session.stream("metrics_last_success"):
+def _last_success(session, tenant_ids: list[int] | None) -> Iterator[tuple[dict, float]]:
+    for row in session.stream("metrics_last_success", tenant_ids=tenant_ids):
         yield ({"job_id": str(row["id"]), "job": str(row["job_name"]), "tenant": str(row["tenant"]),
                 "kind": str(row["kind"])}, row["seconds"])
 

@@ -31,3 +31,11 @@ def job(session, ref: JobRef) -> Job:
 def kinds(session) -> list[dict]:
     """Every job kind with its ordered steps and their rules."""
     return session.all("kinds_list")
+
+
+def completions(session, what: str, prefix: str, tenant: str | None = None) -> list[dict]:
+    """Values for shell completion that start with ``prefix``: ``what`` is "jobs" (ids and
+    names, of ``tenant`` when given) or "tenants" (names and ids); each with a few words of help."""
+    if what == "jobs":
+        return session.all("complete_jobs", prefix=prefix, tenant=tenant)
+    return session.all("complete_tenants", prefix=prefix)

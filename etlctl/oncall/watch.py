@@ -85,9 +85,11 @@ class Watcher:
     """LISTEN, print changes, reconnect; runs until interrupted."""
 
     def __init__(self, connect: Callable[[], object], job_ids: Sequence[int] | None, printer,
-                 note: Callable[[str], None]) -> None:
+                 note: Callable[[str], None], tenant_ids: Sequence[int] | None = None, tenant: str | None = None) -> None:
         self.connect = connect  # returns an open etlctl.db.Session
         self.job_ids = list(job_ids) if job_ids else None
+        self.tenant_ids = list(tenant_ids) if tenant_ids else None  # --tenant without JOBs: only its jobs
+        self.tenant = tenant
         self.printer = printer  # views.watch.Printer: receives each Change
         self.note = note
         self.known: dict[int, Seen] = {}
@@ -116,7 +118,10 @@ class Watcher:
         """Jobs by id; None: every job in flight. Also moves the audit mark."""
         self.mark = self.reader.one("watch_audit_mark")["mark"]
         rows = (self.reader.all("oncall_jobs", job_ids=list(ids)) if ids is not None
-                else self.reader.all("watch_in_flight"))
+                else self.reader.all("watch_in_flight", tenant_ids=self.tenant_ids))
+        if self.tenant_ids is not None:
+            # A notification, or a writer's change, names any job: keep to the tenant's.
+            rows = [row for row in rows if row["tenant_id"] in self.tenant_ids]
         now = rows[0]["now"] if rows else self.reader.one("oncall_clock")["db_clock"]
         return now, {row["id"]: seen(Job.from_row(row)) for row in rows}
 
@@ -127,7 +132,8 @@ class Watcher:
             return list(self.job_ids)
         ids = set(self.known)
         if resync:
-            ids |= {row["job_id"] for row in self.reader.all("watch_changed_since", mark=self.mark)}
+            ids |= {row["job_id"] for row in self.reader.all("watch_changed_since", mark=self.mark,
+                                                             tenant_ids=self.tenant_ids)}
         return sorted(ids)
 
     def refresh(self, ids: Sequence[int] | None, resync: bool = False) -> int:
@@ -167,7 +173,7 @@ class Watcher:
             for state in current.values():
                 self.printer.change(Change(now, None, state))
         what = (f"job{'s' if len(self.job_ids) > 1 else ''} {', '.join(str(i) for i in self.job_ids)}"
-                if self.job_ids else "every job")
+                if self.job_ids else f"every job of tenant {self.tenant}" if self.tenant_ids else "every job")
         self.note(f"etlctl: watching {what} on {CHANNEL} (Ctrl-C to stop)")
 
     def run(self, show_current: bool = False) -> None:
@@ -204,7 +210,8 @@ class Watcher:
         """Re-read the watched jobs whose status digest changed since the last poll (any writer's
         change, notified or not), the jobs that entered flight, and those that are gone."""
         ids = self.job_ids if self.job_ids is not None else sorted(self.known)
-        rows = self.reader.all("watch_digests", job_ids=list(ids), in_flight=self.job_ids is None)
+        rows = self.reader.all("watch_digests", job_ids=list(ids), in_flight=self.job_ids is None,
+                               tenant_ids=self.tenant_ids)
         current = {row["id"]: row["digest"] for row in rows}
         changed = sorted({i for i, d in current.items() if self.digests.get(i) != d}
                          | {i for i in self.known if i not in current})
@@ -239,11 +246,16 @@ class Watcher:
             return
 
 
-def watch(settings, command: str, refs: Sequence[JobRef], printer, note: Callable[[str], None]) -> None:
-    """`etlctl watch [JOB...]`: find the JOBs, then print their changes (every job's, without JOBs)
-    through ``printer`` until interrupted. Watch opens, holds and replaces its own connections."""
-    ids = None
-    if refs:
+def watch(settings, command: str, refs: Sequence[JobRef], printer, note: Callable[[str], None],
+          tenant: str | None = None) -> None:
+    """`etlctl watch [JOB...] [--tenant T]`: find the JOBs (in the tenant), then print their changes
+    (every job's of the tenant, or of the database, without JOBs) through ``printer`` until
+    interrupted. Watch opens, holds and replaces its own connections."""
+    ids = tenants = None
+    if refs or tenant is not None:
         with connection.connect(settings, command) as session:
-            ids = sorted({jobs.resolve(session, ref) for ref in refs})
-    Watcher(lambda: connection.open_session(settings, command), ids, printer, note).run(show_current=ids is not None)
+            tenants = jobs.tenant_ids(session, tenant)  # an unknown tenant exits 5 before watching anything
+            if refs:
+                ids = sorted({jobs.resolve(session, ref) for ref in refs})
+    Watcher(lambda: connection.open_session(settings, command), ids, printer, note, tenants, tenant).run(
+        show_current=ids is not None)

@@ -13,7 +13,7 @@ from datetime import datetime
 from etlctl.core import lifecycle
 from etlctl.core.due import STARTABLE, blocker
 from etlctl.core.humanize import clock_time, duration, relative
-from etlctl.core.job import JobRef
+from etlctl.core.job import JobRef, short_token
 from etlctl.errors import JobNotFound
 from etlctl.oncall.facts import (
     OVERDUE,
@@ -222,7 +222,7 @@ def _show(value: object) -> str:
 
 def run_label(facts: Facts) -> str:
     token = facts.job.token
-    return f"run {token}" if token else "no run token"
+    return f"run {short_token(token)}" if token else "no run token"  # as history shows it; `status JOB`: whole
 
 
 def give_up_at(state: lifecycle.ResetState, timings: lifecycle.Timings) -> datetime | None:

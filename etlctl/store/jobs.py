@@ -32,3 +32,14 @@ def check_tenant(session, tenant: str | None) -> None:
     """An unknown --tenant exits 5, rather than looking like a tenant without jobs."""
     if tenant is not None and not session.one("tenant_exists", tenant=tenant)["found"]:
         raise NotFound(message=f"no tenant {tenant!r}")
+
+
+def tenant_ids(session, tenant: str | None) -> list[int] | None:
+    """The ids of the tenants --tenant names (None: no --tenant, every tenant); an unknown
+    one exits 5, rather than looking like a tenant without jobs."""
+    if tenant is None:
+        return None
+    ids = session.one("tenant_ids", tenant=tenant)["ids"]
+    if not ids:
+        raise NotFound(message=f"no tenant {tenant!r}")
+    return list(ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import traceback
 
-from etlctl.views import render
+from etlctl.views import output, render
 
 
 def usage_error(message: str, command_path: str | None) -> None:
@@ -14,9 +14,10 @@ def usage_error(message: str, command_path: str | None) -> None:
 
 
 def error(message: str, detail: str | None = None) -> None:
-    render.note(f"etlctl: {message}")
+    """The error line (kept by -q, which silences everything else), and with -v the detail."""
+    output.error(f"etlctl: {message}\n")
     if detail and detail != message:
-        render.note(f"etlctl: detail: {detail}")
+        output.error(f"etlctl: detail: {detail}\n")
 
 
 def unexpected(exc: BaseException, verbose: bool) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from etlctl.core import humanize
 from etlctl.core import lifecycle
-from etlctl.views import render
+from etlctl.views import output, render
 from etlctl.views.status import emit_step_grid, step_rows
 
 
@@ -115,9 +115,13 @@ def _reset_done(job, row, as_json, *, by_other=False, overridden=(), dry_run=Fal
 
 
 class WaitPrinter:
-    """wait-and-reset's progress on stderr while it works; the countdown is live on a terminal."""
+    """wait-and-reset's progress on stderr while it works: a line at each state change; and
+    on a terminal, the wait itself, redrawn each second ("next check in 2m40s (attempt 2 of 5)",
+    "Job completed. Resetting in 30 seconds...")."""
 
-    def __init__(self) -> None:
+    def __init__(self, checks: int = lifecycle.Timings().checks, stream=None) -> None:
+        self.checks = checks  # how many checks the flow makes: "attempt 2 of 5"
+        self.stream = stream  # None: stderr as it is when a wait starts
         self.last = None
 
     def decided(self, job, decision) -> None:
@@ -137,9 +141,12 @@ class WaitPrinter:
 
     def waiting(self, job, decision, seconds: float, sleep) -> None:
         if decision.stage == lifecycle.COOLDOWN:
-            Countdown(sleep).run(seconds)
+            Countdown(sleep, self.stream).run(seconds)
         else:
-            sleep(seconds)
+            # Elsewhere than on a terminal, the line decided() wrote says when the check comes.
+            attempt = f"(attempt {decision.attempt + 1} of {self.checks})"
+            Countdown(sleep, self.stream, lambda left: f"next check in {humanize.duration(left)} {attempt}",
+                      every=None).run(seconds)
 
 
 class SweepPrinter:
@@ -216,20 +223,27 @@ class SweepPrinter:
 
 
 class Countdown:
-    """"Job completed. Resetting in 30 seconds..." until a deadline.
+    """A wait shown as it passes, "Job completed. Resetting in 30 seconds..." by default.
 
-    Live (rewritten each second) on a terminal; otherwise one plain line
-    every 10 seconds, which reads well in a log file.
+    Live (redrawn each second, then erased) on a terminal; otherwise one plain
+    line every ``every`` seconds, which reads well in a log file, or none at all
+    (``every=None``). Time passes only through ``sleep``: the clock seam's, so
+    tests move frozen time instead of waiting.
     """
 
-    def __init__(self, sleep, stream=None) -> None:
-        self.sleep = sleep  # the clock seam's sleep: tests move frozen time instead of waiting
+    def __init__(self, sleep, stream=None, text=None, every: float | None = 10.0) -> None:
+        self.sleep = sleep
         self.stream = stream or sys.stderr
-        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.text = text or _resetting_in
+        self.every = every
+        self.live = output.live(self.stream)
 
     def run(self, seconds: float) -> None:
         remaining = max(0.0, seconds)
-        step = 1.0 if self.live else 10.0
+        if not self.live and self.every is None:
+            self.sleep(remaining)
+            return
+        step = 1.0 if self.live else self.every
         while remaining > 0:
             self._show(remaining)
             pause = min(step, remaining) if self.live else (remaining % step or step)
@@ -240,10 +254,13 @@ class Countdown:
         self.stream.flush()
 
     def _show(self, remaining: float) -> None:
-        whole = int(-(-remaining // 1))  # ceil: never show "0 seconds" while waiting
-        text = f"Job completed. Resetting in {whole} second{'s' if whole != 1 else ''}..."
+        text = self.text(int(-(-remaining // 1)))  # ceil: never "0 seconds" while waiting
         if self.live:
             self.stream.write(f"\r\033[K{text}")
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _resetting_in(seconds: int) -> str:
+    return f"Job completed. Resetting in {seconds} second{'s' if seconds != 1 else ''}..."

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from etlctl.core import humanize
+from etlctl.core.job import short_token
 from etlctl.views import render
 
 HEADERS = ["TIME", "FROM → TO", "TOKEN", "COMMAND", "HOST", "WHO", "DETAIL"]
@@ -42,9 +43,8 @@ def describe(details: object) -> str:
 
 
 def table_row(row: Mapping) -> list:
-    token = row["token"]
     return [humanize.when(row["at"]), f"{row['from_state'] or '-'} → {row['to_state'] or '-'}",
-            token[:8] if isinstance(token, str) else "-", row["command"], f"{row['host']}:{row['pid']}",
+            short_token(row["token"]), row["command"], f"{row['host']}:{row['pid']}",
             row["db_user"], render.truncate(describe(row["details"]), 90) or "-"]
 
 
@@ -57,12 +57,17 @@ def _iso(text: str) -> bool:
 
 
 def show(history, as_json: bool, since: str | None) -> None:
-    """The rows as a table (or JSON records); a note when there are none, or more than shown."""
+    """The rows as a table (or JSON records); a note when there are none, or more than shown.
+    Without a job, each row also says which job it is."""
     rows = history.rows
+    whose = (f"job {history.job_id}" if history.job_id is not None
+             else f"tenant {history.tenant}" if history.tenant is not None else "the database")
     if as_json:
         render.emit_json([record(r) for r in rows])
     elif not rows:
-        render.note(f"job {history.job_id}: no audited changes" + (f" since {since}" if since else ""))
+        render.note(f"{whose}: no audited changes" + (f" since {since}" if since else ""))
+    elif history.job_id is None:
+        render.emit_table([[r["job_id"], *table_row(r)] for r in rows], ["JOB", *HEADERS])
     else:
         render.emit_table([table_row(r) for r in rows], HEADERS)
     if history.total > len(rows):

@@ -47,7 +47,13 @@ def _started_record(row: dict) -> dict:
             "first_step": row["first_step"], "queue_id": row["queue_id"], "retry_count": row["retry_count"]}
 
 
-def show_queue(rows: list[dict], as_json: bool, pending: bool) -> None:
+def show_queue(rows: list[dict], as_json: bool, pending: bool, more: bool = False) -> None:
+    _queue_rows(rows, as_json, pending)
+    if more:
+        render.note(f"showing the newest {len(rows)} messages; there are more (use --limit)")
+
+
+def _queue_rows(rows: list[dict], as_json: bool, pending: bool) -> None:
     if as_json:
         render.emit_json(rows)
         return

@@ -7,6 +7,32 @@
 -- Every statement also returns what it saw before the change (`before`, from the
 -- statement's snapshot), so that a caller can say why nothing changed.
 
+-- name: _run_token_matches
+-- Whether the run token the caller gave (%(token)s; NULL: any run) names job j's
+-- current run: the whole token, or a prefix of at least %(min_prefix)s characters
+-- that no other run of the job known to the audit shares (as git takes a unique
+-- prefix of a hash). A fragment, included in the guard of each write that takes
+-- --token, so that the write itself decides; and in what it reports.
+(%(token)s::text IS NULL
+ OR (j.status ->> 'token') = %(token)s::text
+ OR (length(%(token)s::text) >= %(min_prefix)s
+     AND starts_with(j.status ->> 'token', %(token)s::text)
+     AND NOT EXISTS (SELECT 1 FROM etlctl.audit a
+                     WHERE a.job_id = j.id AND a.token IS DISTINCT FROM (j.status ->> 'token')
+                       AND starts_with(a.token, %(token)s::text))))
+
+-- name: _run_token_report
+-- What a write that takes --token reports about it, from its own snapshot: whether
+-- the token named the current run, and whether it is a long enough prefix of the
+-- current token (when it did not name the run, another run shares that prefix:
+-- the caller asks for more characters). A fragment of the select list of `before`.
+coalesce(
+-- include: _run_token_matches
+         , false) AS token_matches,
+coalesce(length(%(token)s::text) >= %(min_prefix)s
+         AND starts_with(j.status ->> 'token', %(token)s::text)
+         AND (j.status ->> 'token') <> %(token)s::text, false) AS token_is_prefix
+
 -- name: complete_job
 -- RUNNING -> FINISHED, as the existing complete_etl_job() does
 -- (existing-system-contract.md §5): next_run, error_message cleared, retry_count
@@ -15,7 +41,8 @@
 -- (reset_deadline, ISO 8601 with the session zone's offset).
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 before AS (
-    SELECT j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token
+    SELECT j.id, j.tenant_id, j.status ->> 'overall' AS overall, j.status ->> 'token' AS token,
+-- include: _run_token_report
     FROM etl_jobs j WHERE j.id = %(job_id)s
 ),
 changed AS (
@@ -37,7 +64,8 @@ changed AS (
     FROM clock
     WHERE j.id = %(job_id)s
       AND j.status ->> 'overall' = 'RUNNING'
-      AND (%(token)s::text IS NULL OR j.status ->> 'token' = %(token)s::text)
+      AND
+-- include: _run_token_matches
     RETURNING j.id, j.tenant_id, j.status, j.last_sync_date::timestamptz AS last_sync_date
 ),
 audit AS (
@@ -52,7 +80,7 @@ notified AS (
     SELECT pg_notify('etl_job_status', json_build_object('job_id', c.id, 'tenant_id', c.tenant_id, 'overall', 'FINISHED')::text)
     FROM changed c
 )
-SELECT b.id, b.overall, b.token, (SELECT now FROM clock) AS now,
+SELECT b.id, b.overall, b.token, b.token_matches, b.token_is_prefix, (SELECT now FROM clock) AS now,
        (SELECT count(*) FROM changed) AS changed,
        (SELECT status FROM changed) AS new_status,
        (SELECT last_sync_date FROM changed) AS last_sync_date,
@@ -72,7 +100,8 @@ before AS (
            jsonb_typeof(j.status -> 'steps') AS steps_type,
            coalesce(j.status -> 'steps' ? %(step)s, false) AS in_document,
            jsonb_typeof(j.status -> 'steps' -> %(step)s) AS step_type,
-           j.status -> 'steps' -> %(step)s -> %(phase)s AS current_value
+           j.status -> 'steps' -> %(step)s -> %(phase)s AS current_value,
+-- include: _run_token_report
     FROM etl_jobs j
     LEFT JOIN integrations i ON i.id = j.integration_id
     CROSS JOIN LATERAL (SELECT etlctl.job_kind(j.job_name, i.provider) AS kind) k
@@ -91,7 +120,8 @@ changed AS (
     FROM clock, allowed a
     WHERE j.id = a.id
       AND j.status ->> 'overall' IN ('RUNNING', 'FINISHED')
-      AND (%(token)s::text IS NULL OR j.status ->> 'token' = %(token)s::text)
+      AND
+-- include: _run_token_matches
       AND jsonb_typeof(j.status -> 'steps') = 'object'
       AND coalesce(jsonb_typeof(j.status -> 'steps' -> %(step)s), 'object') = 'object'
       AND (j.status -> 'steps' -> %(step)s -> %(phase)s) IS DISTINCT FROM to_jsonb(%(value)s::text)
@@ -204,14 +234,15 @@ locked AS (
 -- include: _transitions
 
 -- name: sweep_batch
--- FINISHED jobs whose reset flow may have something to do now, in id order
--- after %(after_id)s (see job_row): no pending reset yet, a deadline that has
--- passed, or reset keys that cannot be read (reported, never repaired). Gave-up
--- jobs wait for a person, unless the give-up belongs to an earlier run
--- (lifecycle.reset_state).
+-- FINISHED jobs (of the tenants %(tenant_ids)s, an int[]; NULL: every tenant)
+-- whose reset flow may have something to do now, in id order after %(after_id)s
+-- (see job_row): no pending reset yet, a deadline that has passed, or reset keys
+-- that cannot be read (reported, never repaired). Gave-up jobs wait for a person,
+-- unless the give-up belongs to an earlier run (lifecycle.reset_state).
 -- include: job_row
 WHERE j.status ->> 'overall' = 'FINISHED'
   AND j.id > %(after_id)s
+  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
   AND ((j.status ->> 'reset_stage') IS DISTINCT FROM 'gave_up'
        OR (j.status ? 'reset_token' AND (j.status ->> 'reset_token') IS DISTINCT FROM (j.status ->> 'token')))
   AND coalesce(etlctl.try_timestamptz(j.status ->> 'reset_deadline') <= coalesce(%(now)s::timestamptz, now()), true)

@@ -92,3 +92,46 @@ ORDER BY k.name;
 -- name: tenant_exists
 -- Whether a tenant (id or name) exists: an unknown --tenant is an error, not an empty list.
 SELECT EXISTS (SELECT 1 FROM tenants t WHERE t.id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s)) AS found;
+
+-- name: tenant_ids
+-- The ids of the tenants that --tenant names (an id, or a name, case-insensitively);
+-- NULL when there is none.
+SELECT array_agg(t.id ORDER BY t.id) AS ids
+FROM tenants t
+WHERE t.id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s);
+
+-- name: complete_jobs
+-- Shell completion of JOB: the ids that start with %(prefix)s, then the job names
+-- that do (case-insensitively), of one tenant (id or name) when %(tenant)s is given;
+-- at most 50 of each.
+(SELECT j.id::text AS value, j.job_name || ', tenant ' || coalesce(t.name, j.tenant_id::text) AS help
+ FROM etl_jobs j
+ LEFT JOIN tenants t ON t.id = j.tenant_id
+ WHERE starts_with(j.id::text, %(prefix)s)
+   AND (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
+ ORDER BY j.id
+ LIMIT 50)
+UNION ALL
+(SELECT j.job_name AS value, 'job name' AS help
+ FROM etl_jobs j
+ LEFT JOIN tenants t ON t.id = j.tenant_id
+ WHERE starts_with(lower(j.job_name), lower(%(prefix)s))
+   AND (%(tenant)s::text IS NULL OR j.tenant_id::text = %(tenant)s OR lower(t.name) = lower(%(tenant)s))
+ GROUP BY j.job_name
+ ORDER BY j.job_name
+ LIMIT 50);
+
+-- name: complete_tenants
+-- Shell completion of --tenant: the names that start with %(prefix)s (case-insensitively),
+-- then the ids that do; at most 50 of each.
+(SELECT t.name AS value, 'tenant ' || t.id AS help
+ FROM tenants t
+ WHERE starts_with(lower(t.name), lower(%(prefix)s))
+ ORDER BY t.name
+ LIMIT 50)
+UNION ALL
+(SELECT t.id::text AS value, t.name AS help
+ FROM tenants t
+ WHERE starts_with(t.id::text, %(prefix)s)
+ ORDER BY t.id
+ LIMIT 50);

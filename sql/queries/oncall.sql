@@ -1,7 +1,8 @@
 -- On-call tooling: doctor, why, history, watch and metrics. Read-only: none of
 -- these queries changes a row. Naive timestamp columns are cast to timestamptz,
 -- which reads them in the session TimeZone (the configured --db-timezone).
--- %(job_ids)s is an int[] or NULL (every job).
+-- %(job_ids)s is an int[] or NULL (every job); %(tenant_ids)s, the tenants
+-- of --tenant (store.jobs.tenant_ids), an int[] or NULL (every tenant).
 
 -- name: oncall_jobs
 -- Every job, or those in %(job_ids)s, in id order (see job_row).
@@ -85,23 +86,27 @@ CROSS JOIN clock
 LEFT JOIN etl_jobs j ON j.id = q.job_id
 WHERE q.done_at IS NULL AND q.published_at IS NULL AND q.skipped_at IS NULL
   AND q.created_at < clock.now - make_interval(secs => %(older_than)s)
+  AND (%(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]))
 ORDER BY q.id
 LIMIT 200;
 
 -- name: oncall_target_queues
 -- The broker queues etlctl publishes to, for doctor: those of the messages still
 -- pending (with how many wait for each), and the extraction queue of every tier
--- that has an active job (the next run's message goes there).
+-- that has an active job (the next run's message goes there); of %(tenant_ids)s
+-- (an int[]) only, when given.
 SELECT queue_name, sum(pending)::int AS pending
 FROM (
     SELECT q.queue_name, 1 AS pending
     FROM etlctl.queue q
     WHERE q.claimed_at IS NULL AND q.published_at IS NULL AND q.skipped_at IS NULL AND q.done_at IS NULL
       AND q.queue_name IS NOT NULL
+      AND (%(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]))
     UNION ALL
     SELECT 'extraction_queue_' || coalesce(t.tier, 'premium'), 0
     FROM tenants t
     WHERE t.active AND EXISTS (SELECT 1 FROM etl_jobs j WHERE j.tenant_id = t.id AND j.active)
+      AND (%(tenant_ids)s::int[] IS NULL OR t.id = ANY (%(tenant_ids)s::int[]))
 ) targets
 GROUP BY queue_name
 ORDER BY queue_name;
@@ -119,6 +124,25 @@ SELECT * FROM (
            a.db_user, a.details, count(*) OVER () AS total
     FROM etlctl.audit a, bound
     WHERE a.job_id = %(job_id)s
+      AND (bound.since IS NULL OR a.at >= bound.since)
+    ORDER BY a.at DESC, a.id DESC
+    LIMIT %(limit)s
+) newest
+ORDER BY at, id;
+
+-- name: history_all
+-- The newest %(limit)s audit rows of every job (of the tenants %(tenant_ids)s),
+-- since %(since)s or %(since_seconds)s ago when given, oldest first, with how many matched.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+bound AS (
+    SELECT coalesce(%(since)s::timestamptz, clock.now - make_interval(secs => %(since_seconds)s)) AS since
+    FROM clock
+)
+SELECT * FROM (
+    SELECT a.id, a.at, a.job_id, a.tenant_id, a.from_state, a.to_state, a.token, a.command, a.host, a.pid,
+           a.db_user, a.details, count(*) OVER () AS total
+    FROM etlctl.audit a, bound
+    WHERE (%(tenant_ids)s::int[] IS NULL OR a.tenant_id = ANY (%(tenant_ids)s::int[]))
       AND (bound.since IS NULL OR a.at >= bound.since)
     ORDER BY a.at DESC, a.id DESC
     LIMIT %(limit)s
@@ -150,6 +174,7 @@ LEFT JOIN tenants t ON t.id = j.tenant_id
 LEFT JOIN integrations i ON i.id = j.integration_id
 LEFT JOIN etlctl.job_kinds kn ON kn.name = lower(j.job_name)
 LEFT JOIN etlctl.job_kinds kp ON kp.name = lower(i.provider)
+WHERE %(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[])
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3;
 
@@ -165,6 +190,7 @@ LEFT JOIN integrations i ON i.id = j.integration_id
 LEFT JOIN etlctl.job_kinds kn ON kn.name = lower(j.job_name)
 LEFT JOIN etlctl.job_kinds kp ON kp.name = lower(i.provider)
 WHERE j.last_run_finished_at IS NOT NULL
+  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
 ORDER BY j.id;
 
 -- name: metrics_oldest_finished
@@ -172,7 +198,8 @@ ORDER BY j.id;
 SELECT max(extract(epoch FROM coalesce(%(now)s::timestamptz, now())
                    - coalesce(j.last_run_finished_at, j.last_updated_at)::timestamptz))::float8 AS seconds
 FROM etl_jobs j
-WHERE (j.status ->> 'overall') = 'FINISHED';
+WHERE (j.status ->> 'overall') = 'FINISHED'
+  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]));
 
 -- name: metrics_queue
 -- Messages still waiting (pending, or claimed by a worker and not done; not those
@@ -184,6 +211,7 @@ SELECT q.phase, q.claimed_at IS NOT NULL AS claimed, count(*) AS messages,
 FROM etlctl.queue q
 CROSS JOIN clock
 WHERE q.done_at IS NULL AND q.published_at IS NULL AND q.skipped_at IS NULL
+  AND (%(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]))
 GROUP BY q.phase, q.claimed_at IS NOT NULL, clock.now
 ORDER BY q.phase, claimed;
 
@@ -194,7 +222,8 @@ ORDER BY q.phase, claimed;
 SELECT count(*) FILTER (WHERE q.published_at IS NOT NULL) AS published,
        count(*) FILTER (WHERE q.skipped_at IS NOT NULL) AS skipped,
        coalesce(sum(q.refusals), 0)::bigint AS refusals
-FROM etlctl.queue q;
+FROM etlctl.queue q
+WHERE %(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]);
 
 -- name: doctor_candidates
 -- The jobs that can have a doctor finding: a superset, decided here so that
@@ -234,7 +263,9 @@ CROSS JOIN LATERAL (
                AS due_at,
            CASE WHEN jsonb_typeof(j.status -> 'steps') = 'object' THEN j.status -> 'steps' ELSE '{}' END AS steps
 ) d
-WHERE (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
+WHERE (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
+  AND (
+   (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
    OR (j.status ->> 'overall') IS NULL
    OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
    OR ((j.status ->> 'overall') = 'RUNNING'
@@ -267,17 +298,23 @@ WHERE (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
    OR (coalesce(jsonb_typeof(j.status -> 'reset_deadline'), 'null') <> 'null'
        AND (jsonb_typeof(j.status -> 'reset_deadline') <> 'string'
             OR etlctl.try_timestamptz(j.status ->> 'reset_deadline') IS NULL
-            OR (j.status ->> 'reset_deadline') !~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'))
+            OR (j.status ->> 'reset_deadline') !~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$')))
 ORDER BY j.id;
 
 -- name: doctor_job_count
-SELECT count(*) AS jobs, coalesce(%(now)s::timestamptz, now()) AS now FROM etl_jobs;
+SELECT count(*) AS jobs, coalesce(%(now)s::timestamptz, now()) AS now FROM etl_jobs j
+WHERE %(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]);
+
+-- name: tenant_job_ids
+-- The ids of the jobs of the tenants %(tenant_ids)s (an int[]), in id order.
+SELECT j.id FROM etl_jobs j WHERE j.tenant_id = ANY (%(tenant_ids)s::int[]) ORDER BY j.id;
 
 -- name: watch_in_flight
 -- The jobs that are RUNNING or FINISHED (see job_row): what `watch` without JOBs
 -- remembers at start. Every other job's next change is a start, which the audit tells.
 -- include: job_row
 WHERE (j.status ->> 'overall') IN ('RUNNING', 'FINISHED')
+  AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
 ORDER BY j.id;
 
 -- name: watch_digests
@@ -288,7 +325,8 @@ ORDER BY j.id;
 SELECT j.id, md5(j.status::text) AS digest
 FROM etl_jobs j
 WHERE j.id = ANY (%(job_ids)s::int[])
-   OR (%(in_flight)s AND (j.status ->> 'overall') IN ('RUNNING', 'FINISHED'));
+   OR (%(in_flight)s AND (j.status ->> 'overall') IN ('RUNNING', 'FINISHED')
+       AND (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[])));
 
 -- name: watch_audit_mark
 -- The newest audit row: everything etlctl changes after it has a higher id.
@@ -296,7 +334,9 @@ SELECT coalesce(max(id), 0) AS mark FROM etlctl.audit;
 
 -- name: watch_changed_since
 -- The jobs etlctl changed after audit row %(mark)s (while watch was disconnected).
-SELECT DISTINCT job_id FROM etlctl.audit WHERE id > %(mark)s ORDER BY job_id;
+SELECT DISTINCT job_id FROM etlctl.audit
+WHERE id > %(mark)s AND (%(tenant_ids)s::int[] IS NULL OR tenant_id = ANY (%(tenant_ids)s::int[]))
+ORDER BY job_id;
 
 -- name: watch_last_transition
 -- Each of these jobs' latest audited change of overall state.

@@ -1,0 +1,110 @@
+"""Where every line of one etlctl run goes: -q/--quiet and --log-timestamps.
+
+For the length of one run, the CLI puts a :class:`Lines` in front of stdout and
+stderr, so these settings hold for every line, whoever writes it (a view, click's
+help, the one-line note about the embedded server):
+
+- ``quiet`` (-q): only errors. Lines written with :func:`error` pass; nothing else.
+- ``timestamps`` (--log-timestamps, ``ETLCTL_LOG_TIMESTAMPS=1``, which the cron
+  block sets): every line starts with this host's time, ISO 8601 to the second
+  with its offset, then a space. JSON output too: it is for logs, not for parsing.
+  Never automatic: a pipe or a file gets the same text as a terminal.
+
+A live line (a countdown rewritten in place) is drawn only on a terminal, and
+neither with timestamps nor when quiet: see :func:`live`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Protocol, TextIO
+
+
+class Settings(Protocol):
+    quiet: bool
+    timestamps: bool
+
+
+class _Plain:
+    quiet = False
+    timestamps = False
+
+
+class Lines:
+    """A text stream that applies one run's :class:`Settings` line by line."""
+
+    def __init__(self, inner: TextIO, settings: Settings) -> None:
+        self.inner = inner
+        self.settings = settings
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if not self.settings.quiet:
+            self._write(text)
+        return len(text)
+
+    def write_error(self, text: str) -> None:
+        """An error line: written even when quiet."""
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        if self.settings.timestamps and text:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds") + " "
+            pieces = text.split("\n")
+            out = []
+            for i, piece in enumerate(pieces):
+                last = i == len(pieces) - 1
+                if last and not piece:
+                    break  # the text ended a line: the next write starts one
+                out.append((stamp if self.at_line_start else "") + piece + ("" if last else "\n"))
+                self.at_line_start = not last
+            text = "".join(out)
+        self.inner.write(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return hasattr(self.inner, "isatty") and self.inner.isatty()
+
+    def __getattr__(self, name: str):  # encoding, fileno, ...: the stream's own
+        return getattr(self.inner, name)
+
+
+@contextlib.contextmanager
+def installed(settings: Settings) -> Iterator[None]:
+    """Put :class:`Lines` in front of stdout and stderr for one run; the streams as they were afterwards."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Lines(sys.stdout, settings), Lines(sys.stderr, settings)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def error(text: str) -> None:
+    """Write an error line on stderr: the one kind of line -q keeps."""
+    stream = sys.stderr
+    if isinstance(stream, Lines):
+        stream.write_error(text)
+    else:
+        stream.write(text)
+    stream.flush()
+
+
+def settings() -> Settings:
+    """This run's settings (plain when no run installed any, as in library use)."""
+    stream = sys.stderr
+    return stream.settings if isinstance(stream, Lines) else _Plain()
+
+
+def live(stream: TextIO) -> bool:
+    """Whether a line may be redrawn in place on ``stream``: a terminal, without timestamps, not quiet."""
+    current = settings()
+    return not current.quiet and not current.timestamps and hasattr(stream, "isatty") and stream.isatty()
