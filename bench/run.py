@@ -94,7 +94,7 @@ def main() -> None:
         if "memory" in only:
             bench_memory(report, server, [10_000, 100_000] if not quick else [10_000, 20_000], 2 if quick else 3)
         if "relay" in only:
-            bench_relay(report, server, reps)
+            bench_relay(report, server, reps, required=bool(args.only))
         if round_trips is not None:
             bench_design(report, round_trips, scale)
         notes = NOTES.read_text(encoding="utf-8").splitlines() if NOTES.exists() else []
