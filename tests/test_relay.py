@@ -331,3 +331,20 @@ def test_a_user_who_may_not_write_leaves_the_message_pending_with_the_reason(db,
     row = outbox(db)[started["queue_id"]]
     assert (row["published_at"], row["attempts"], row["last_error"]) == (
         None, 1, f"not confirmed: message broker error: {refusal}")
+
+
+def test_the_broker_flags_beat_the_environment(db, cli, broker, queues, tier, tenant):
+    [started] = start_jira_jobs(db, cli, tenant)
+    port = free_port()
+    env = {"ETLCTL_AMQP_URL": broker.url}
+    down = Cli(db.dsn, env=env)("relay", "--amqp-url", f"amqp://etl@127.0.0.1:{port}/pulse_etl",
+                                "--amqp-connect-timeout", "2")
+    assert (down.exit_code, down.stderr) == (
+        8, f"etlctl: cannot reach the message broker (amqp://etl@127.0.0.1:{port}/pulse_etl): connection refused\n")
+    empty = Cli(db.dsn, env=env)("relay", "--amqp-url", "")
+    assert empty.exit_code == 2 and "--amqp-url" in empty.stderr and "must not be empty" in empty.stderr
+    bad = Cli(db.dsn, env=env)("relay", "--amqp-heartbeat", "1.5")
+    assert (bad.exit_code, bad.stderr) == (
+        2, "etlctl: invalid --amqp-heartbeat '1.5': expected whole seconds from 0 (off) to 65535\n")
+    assert Cli(db.dsn, env=env)("relay", "--amqp-heartbeat", "10").exit_code == 0
+    assert message_ids(queues.drain(f"extraction_queue_{tier}")) == [started["queue_id"]]
