@@ -80,6 +80,18 @@ SECTION_INTROS = {
     "memory": ["Peak RSS from `getrusage(RUSAGE_CHILDREN)` of a fresh wrapper process per measurement, 3 times each. "
                "The sweep runs over a database in which every job is FINISHED with its reset step due, so it acts on "
                "every one of them (they are put back between runs)."],
+    "relay": ["A private RabbitMQ node started as the tests start theirs (tests/broker_node.py: RabbitMQ 3.10 on "
+              "Erlang 25, on this machine, over loopback), or ETLCTL_TEST_AMQP_URL's broker. Throughput: 10,000 "
+              "pending messages of the size of a real first message; `etlctl relay` (batches of 200, publisher "
+              "confirms pipelined in a window, each batch locked, published and recorded in one transaction) "
+              "against bench/pika_floor.py, a bare pika loop publishing the same bodies with the same properties "
+              "to the same queue and waiting for each confirm, as pika's BlockingChannel does in confirm mode; "
+              "whole processes, alternated, after a warm-up round; the outbox and the queue are emptied between "
+              "runs. Latency: from the moment this process receives the NOTIFY of schedule-next's start (sent at "
+              "its commit) to the moment a consumer in this process receives the message (basic_consume), one "
+              "job started per tick; p99 of a few dozen runs is close to their maximum. The check: `etlctl check "
+              "JOB --json` of a FINISHED job whose steps are all finished (so the check looks at the queues), "
+              "interleaved with the same without a broker."],
 }
 
 SECTION_TITLES = {
@@ -91,13 +103,15 @@ SECTION_TITLES = {
     "writers": "Concurrent writers",
     "memory": "Memory",
     "design": "Against the design it replaces",
+    "relay": "Publishing to RabbitMQ (relay)",
 }
 
 
 def save(report: Report, path: Path) -> None:
     """Everything measured, so that --render can write the report again (with edited notes) without measuring."""
     data = {"argv": report.args.argv, "machine": report.machine, "elapsed": time.time() - report.started,
-            "figures": [vars(f) for f in report.figures], "sections": report.sections}
+            "figures": [vars(f) for f in report.figures], "sections": report.sections,
+            "measured_apart": getattr(report, "measured_apart", {})}
     path.write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
@@ -106,7 +120,22 @@ def load(path: Path, args: argparse.Namespace) -> Report:
     args.argv = data["argv"]
     report = Report(args, started=time.time() - data["elapsed"], machine=data["machine"], sections=data["sections"])
     report.figures = [Figure(**f) for f in data["figures"]]
+    report.measured_apart = data.get("measured_apart", {})
     return report
+
+
+def merge(previous: Report, fresh: Report) -> Report:
+    """The last full run with the sections just measured (--only) in place of its own: the header stays
+    the full run's, and each merged section says when, on which commit and how it was measured."""
+    measured = {f.section for f in fresh.figures} | set(fresh.sections)
+    previous.figures = [f for f in previous.figures if f.section not in measured] + fresh.figures
+    previous.sections = {k: v for k, v in previous.sections.items() if k not in measured} | fresh.sections
+    apart = dict(getattr(previous, "measured_apart", {}))
+    for section in measured:
+        apart[section] = (f"Measured on its own (`bench/run.py {' '.join(fresh.args.argv)}`) on {fresh.machine['date']}, "
+                          f"commit {fresh.machine['commit']}, in {(time.time() - fresh.started) / 60:.1f} minutes.")
+    previous.measured_apart = apart
+    return previous
 
 
 def write_markdown(report: Report, path: Path, notes: list[str]) -> None:
@@ -139,6 +168,8 @@ def write_markdown(report: Report, path: Path, notes: list[str]) -> None:
         if not figures and not extra:
             continue
         out += ["", f"## {title}", ""]
+        if getattr(report, "measured_apart", {}).get(section):
+            out += [report.measured_apart[section], ""]
         if SECTION_INTROS.get(section):
             out += SECTION_INTROS[section] + [""]
         for f in figures:

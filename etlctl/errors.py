@@ -154,3 +154,20 @@ class BrokerRefused(BrokerUnavailable):
 
 class BrokerError(EtlctlError):
     """message broker error: {reason}"""
+
+
+class NoBrokerConfigured(BrokerUnavailable):
+    """no message broker configured: set ETLCTL_AMQP_URL (or --amqp-url, or the existing system's RABBITMQ_HOST,
+    RABBITMQ_USER, ... variables)"""
+
+
+class PublishDeferred(BrokerUnavailable):
+    """{problem}; {waiting} in the outbox (etlctl.queue) for `etlctl relay` to publish"""
+
+
+class NotConfirmed(NotFinished):
+    """{count} not confirmed by the message broker ({reasons}): pending still, retried by the next pass"""
+
+
+class QueuesNotLookedAt(BrokerUnavailable):
+    """{problem}; {jobs} left as they are until the queues can be looked at"""

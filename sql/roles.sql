@@ -30,8 +30,10 @@
 --                           statement as the change; history reads it. Whatever an INSERT says, the
 --                           trigger audit_who (migration 0007) writes the session's user as db_user:
 --                           the runner cannot write a row in another role's name.
---   etlctl.queue            SELECT, INSERT (and its sequence): schedule-next queues; UPDATE of
---                           claimed_at, claimed_by and done_at only (queue claim/done): a message's
+--   etlctl.queue            SELECT, INSERT (and its sequence): schedule-next queues; UPDATE of the
+--                           bookkeeping columns only: claimed_at, claimed_by, done_at (queue
+--                           claim/done) and published_at, published_by, attempts, last_attempt_at,
+--                           last_error, refusals, skipped_at, skip_reason (the relay): a message's
 --                           body, token, step, job and queue name cannot be rewritten.
 --   etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations   SELECT
 --   etlctl functions        EXECUTE (job_kind, idle_steps, run_steps, first_step, readable_status, ...)
@@ -82,7 +84,8 @@ GRANT UPDATE (status, last_run_started_at, last_run_finished_at, last_sync_date,
 
 GRANT SELECT, INSERT ON etlctl.audit TO etlctl_runner;
 GRANT SELECT, INSERT ON etlctl.queue TO etlctl_runner;
-GRANT UPDATE (claimed_at, claimed_by, done_at) ON etlctl.queue TO etlctl_runner;
+GRANT UPDATE (claimed_at, claimed_by, done_at, published_at, published_by, attempts, last_attempt_at,
+              last_error, refusals, skipped_at, skip_reason) ON etlctl.queue TO etlctl_runner;
 GRANT USAGE ON SEQUENCE etlctl.audit_id_seq, etlctl.queue_id_seq TO etlctl_runner;
 GRANT SELECT ON etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations TO etlctl_runner;
 

@@ -140,8 +140,9 @@ CREATE TABLE IF NOT EXISTS etlctl.audit (
 CREATE INDEX IF NOT EXISTS audit_job_id_at ON etlctl.audit (job_id, at);
 
 -- The transactional outbox: extraction messages for the workers, written in the
--- same transaction that starts a run. A relay (or `etlctl queue claim`) takes
--- them in id order; (token, step, phase) makes queueing idempotent.
+-- same transaction that starts a run (which notifies etlctl_queue). A relay
+-- publishes them to RabbitMQ in id order (or a person takes one with `etlctl
+-- queue claim`); (token, step, phase) makes queueing idempotent.
 CREATE TABLE IF NOT EXISTS etlctl.queue (
     id bigserial PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -157,9 +158,26 @@ CREATE TABLE IF NOT EXISTS etlctl.queue (
     done_at timestamptz,
     -- The broker queue the message goes to: extraction_queue_<tenants.tier>.
     queue_name text,
-    CONSTRAINT queue_token_step_phase_key UNIQUE (token, step, phase)
+    -- The relay's bookkeeping (migration 0006): published only once the broker
+    -- confirmed it; every attempt counted, with the last error; refusals are the
+    -- broker's nacks and returns; skipped: never published, its run was over.
+    published_at timestamptz,
+    published_by text,
+    attempts integer NOT NULL DEFAULT 0,
+    last_attempt_at timestamptz,
+    last_error text,
+    refusals integer NOT NULL DEFAULT 0,
+    skipped_at timestamptz,
+    skip_reason text,
+    CONSTRAINT queue_token_step_phase_key UNIQUE (token, step, phase),
+    CONSTRAINT queue_attempts_check CHECK (attempts >= 0 AND refusals >= 0 AND refusals <= attempts),
+    -- A message is taken one way only: claimed by hand, published, or skipped.
+    CONSTRAINT queue_one_way_check CHECK (num_nonnulls(claimed_at, published_at, skipped_at) <= 1),
+    CONSTRAINT queue_skip_reason_check CHECK ((skipped_at IS NULL) = (skip_reason IS NULL))
 );
-CREATE INDEX IF NOT EXISTS queue_unclaimed ON etlctl.queue (phase, id) WHERE claimed_at IS NULL;
+-- Pending messages (what the relay and `queue claim` take), oldest first.
+CREATE INDEX IF NOT EXISTS queue_pending ON etlctl.queue (id)
+    WHERE claimed_at IS NULL AND published_at IS NULL AND skipped_at IS NULL AND done_at IS NULL;
 
 -- The kind of a job: named like the job, else like its integration's provider.
 CREATE OR REPLACE FUNCTION etlctl.job_kind(job_name text, provider text) RETURNS text

@@ -50,6 +50,26 @@ class Queues:
         self._names.append(name)
         return name
 
+    def track(self, name: str) -> str:
+        """Delete ``name`` after the test, and empty it now (it may be a real name, such as extraction_queue_premium)."""
+        import pika.exceptions
+
+        self._names.append(name)
+        try:
+            self.channel().queue_purge(name)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            self._channel = None
+        return name
+
+    def tier(self) -> str:
+        """A tenant tier of this test's own: its extraction, transform and embedding queues
+        (<kind>_queue_<tier>) are nobody else's, and are deleted after the test."""
+        tier = f"t{uuid.uuid4().hex[:8]}"
+        self._names += [f"{kind}_queue_{tier}" for kind in ("extraction", "transform", "embedding")]
+        return tier
+
     def declare(self, name: str, arguments: dict | None = CONTRACT_ARGUMENTS, durable: bool = True) -> str:
         self.channel().queue_declare(name, durable=durable, arguments=arguments)
         return name

@@ -109,7 +109,8 @@ def frozen(request, monkeypatch):
     At the test module's FROZEN_AT, else 2026-11-28 15:00 UTC.
     """
     moment = getattr(request.module, "FROZEN_AT", DEFAULT_FROZEN_AT)
-    with freezegun.freeze_time(moment, ignore=["psycopg", "psycopg_binary"]) as frozen_time:
+    # pika keeps its own timers (heartbeats, waits for frames): frozen, it would wait forever.
+    with freezegun.freeze_time(moment, ignore=["psycopg", "psycopg_binary", "pika"]) as frozen_time:
         # doctor's clock-skew check compares the host's real clock with the database's.
         monkeypatch.setattr("etlctl.oncall.doctor.host_clock", freezegun.api.real_time)
         fake = FrozenClock(frozen_time)

@@ -142,3 +142,81 @@ def test_the_printable_form_never_holds_the_password(settings, shown):
     assert settings.shown == str(settings) == shown
     assert settings.password not in repr(settings)
     assert "password" not in repr(settings)
+
+
+# --- the password in a file of its own, and what cron carries --------------------------------------
+
+
+def password_file(tmp_path, text: str = SECRET + "\n", mode: int = 0o600) -> str:
+    path = tmp_path / "amqp-password"
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_a_password_file_fills_in_what_the_url_leaves_out(tmp_path):
+    path = password_file(tmp_path)
+    env = {"ETLCTL_AMQP_URL": "amqp://etl@rabbit.internal/pulse_etl", "ETLCTL_AMQP_PASSWORD_FILE": path}
+    assert resolve(environ=env).password == SECRET
+    # A password in the URL wins (even an empty one); without a file, pika's default.
+    assert resolve(environ={**env, "ETLCTL_AMQP_URL": "amqp://etl:given@h/v"}).password == "given"
+    assert resolve(environ={**env, "ETLCTL_AMQP_URL": "amqp://etl:@h/v"}).password == ""
+    assert resolve(environ={"ETLCTL_AMQP_URL": "amqp://etl@h/v"}).password == "guest"
+    assert resolve("amqp://etl@h/v", environ={"ETLCTL_AMQP_PASSWORD_FILE": path}).password == SECRET
+    # With the existing system's variables: RABBITMQ_PASSWORD, else the file, else its default.
+    rabbit = {"RABBITMQ_HOST": "h", "ETLCTL_AMQP_PASSWORD_FILE": path}
+    assert resolve(environ=rabbit).password == SECRET
+    assert resolve(environ={**rabbit, "RABBITMQ_PASSWORD": "own"}).password == "own"
+    assert resolve(environ={"RABBITMQ_HOST": "h"}).password == "etl_password"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_a_password_file_others_may_read_is_refused(tmp_path, mode):
+    path = password_file(tmp_path, mode=mode)
+    with pytest.raises(UsageError) as caught:
+        resolve(environ={"ETLCTL_AMQP_URL": "amqp://etl@h/v", "ETLCTL_AMQP_PASSWORD_FILE": path})
+    assert caught.value.message == (f"ETLCTL_AMQP_PASSWORD_FILE {path} is open to its group or others "
+                                    f"(mode {mode:o}): chmod 600 {path}")
+    assert SECRET not in str(caught.value)
+
+
+def test_a_missing_password_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        resolve(environ={"RABBITMQ_HOST": "h", "ETLCTL_AMQP_PASSWORD_FILE": str(tmp_path / "none")})
+    assert caught.value.message == f"cannot read ETLCTL_AMQP_PASSWORD_FILE {tmp_path / 'none'}: No such file or directory"
+
+
+def test_cron_carries_the_url_without_its_password(tmp_path):
+    from etlctl.broker.settings import cron_environment, password_left_out
+
+    env = {"ETLCTL_AMQP_URL": "amqps://etl:" + "s3cr%3At%2Fp%40ss" + "@rabbit.internal/pulse_etl?cacertfile=/etc/ca.pem"
+                              "&heartbeat=30",
+           "ETLCTL_AMQP_CONNECT_TIMEOUT": "2"}
+    settings = resolve(environ=env)
+    carried = cron_environment(settings, env)
+    assert carried == [("ETLCTL_AMQP_URL", "amqps://etl@rabbit.internal:5671/pulse_etl?cacertfile=%2Fetc%2Fca.pem"),
+                       ("ETLCTL_AMQP_CONNECT_TIMEOUT", "2"), ("ETLCTL_AMQP_HEARTBEAT", "30")]
+    assert SECRET not in repr(carried) and "s3cr" not in repr(carried)
+    assert password_left_out(settings, env)  # the password was in the URL: say where it must go
+    # What cron's etlctl then reads is the same broker, with the password from the file.
+    path = password_file(tmp_path)
+    with_file = {**env, "ETLCTL_AMQP_PASSWORD_FILE": path}
+    carried = cron_environment(resolve(environ=with_file), with_file)
+    assert carried[1] == ("ETLCTL_AMQP_PASSWORD_FILE", path)
+    assert not password_left_out(resolve(environ=with_file), with_file)
+    assert resolve(environ=dict(carried)) == settings
+
+
+def test_cron_carries_the_rabbitmq_variables_that_were_set_but_never_the_password():
+    from etlctl.broker.settings import cron_environment, password_left_out
+
+    env = {"RABBITMQ_HOST": "mq", "RABBITMQ_USER": "etl", "RABBITMQ_PASSWORD": SECRET, "PATH": "/bin"}
+    settings = resolve(environ=env)
+    assert cron_environment(settings, env) == [("RABBITMQ_HOST", "mq"), ("RABBITMQ_USER", "etl")]
+    assert password_left_out(settings, env)
+    no_password = {"RABBITMQ_HOST": "mq"}
+    assert not password_left_out(resolve(environ=no_password), no_password)  # the existing system's default
+    assert cron_environment(None, env) == []  # no broker: nothing to carry
+    flag = resolve("amqp://guest@h/v", environ={})
+    assert cron_environment(flag, {}) == [("ETLCTL_AMQP_URL", "amqp://guest@h:5672/v")]
+    assert not password_left_out(flag, {})

@@ -206,3 +206,30 @@ def test_the_one_place_for_the_lines_environment_is_a_list_of_pairs():
     pairs, notes = cron.environment(ConnectionSettings(dsn="dbname=etl"), environ={})
     assert pairs == [("ETLCTL_DSN", "dbname=etl"), ("ETLCTL_LOG_TIMESTAMPS", "1")]
     assert notes == ["# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE)."]
+
+
+def test_the_broker_the_command_found_is_carried_without_its_password():
+    """The ticks publish (schedule-next) and look at the queues (sweep): cron's etlctl must reach the same broker."""
+    result = Cli("dbname=etl")("cron", env={"ETLCTL_AMQP_URL": "amqp://etl:s3cret@mq.internal:5672/pulse_etl"})
+    assert result.exit_code == 0, result.stderr
+    words = shlex.split(commands(result.stdout)[0])
+    assert words[:3] == ["ETLCTL_DSN=dbname=etl", "ETLCTL_AMQP_URL=amqp://etl@mq.internal:5672/pulse_etl",
+                         "ETLCTL_LOG_TIMESTAMPS=1"]
+    assert "s3cret" not in result.stdout
+    assert result.stderr == ("etlctl: the broker's password is not written to the crontab: put it in a 0600 file named "
+                             "by ETLCTL_AMQP_PASSWORD_FILE\n")
+    assert "# The broker's password is never written here: keep it in ETLCTL_AMQP_PASSWORD_FILE." in result.stdout
+
+
+def test_the_existing_systems_rabbitmq_variables_are_carried_and_the_password_file_instead_of_the_password(tmp_path):
+    secret = tmp_path / "amqp-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    env = {"RABBITMQ_HOST": "mq.internal", "RABBITMQ_USER": "etl", "RABBITMQ_PASSWORD": "s3cret",
+           "RABBITMQ_VHOST": "pulse_etl", "ETLCTL_AMQP_PASSWORD_FILE": str(secret)}
+    result = Cli("dbname=etl")("cron", "--amqp-heartbeat", "30", env=env)
+    assert result.exit_code == 0, result.stderr
+    words = shlex.split(commands(result.stdout)[0])
+    assert words[:6] == ["ETLCTL_DSN=dbname=etl", "RABBITMQ_HOST=mq.internal", "RABBITMQ_USER=etl",
+                         "RABBITMQ_VHOST=pulse_etl", f"ETLCTL_AMQP_PASSWORD_FILE={secret}", "ETLCTL_AMQP_HEARTBEAT=30"]
+    assert "s3cret" not in result.stdout and result.stderr == ""

@@ -9,14 +9,38 @@ import pytest
 from tests.helpers import run_process
 
 
+@pytest.fixture(params=["no broker", "broker"])
+def broker_env(request) -> dict:
+    """The demo on a bare machine, and with a broker configured (the session's private node)."""
+    if request.param == "no broker":
+        return {}
+    broker = request.getfixturevalue("broker")
+    request.getfixturevalue("queues").track("extraction_queue_etlctl_demo")
+    return {"ETLCTL_AMQP_URL": broker.url}
+
+
 @pytest.mark.slow
-def test_demo_runs_two_full_cycles(embedded_home):
-    env = {"ETLCTL_HOME": str(embedded_home)}
+def test_demo_runs_two_full_cycles(embedded_home, broker_env):
+    env = {"ETLCTL_HOME": str(embedded_home), **broker_env}
     try:
         result = run_process(["demo"], None, env=env, timeout=400)
         assert result.exit_code == 0, result.stdout[-3000:] + result.stderr
         out = result.stdout
         assert result.stderr == ""
+        if broker_env:
+            assert "A message broker is configured (amqp://etlctl_test@127.0.0.1:" in out
+            assert re.search(r"-- a worker receives message 1 from extraction_queue_etlctl_demo: "
+                             r'\{"tenant_id": 1, "integration_id": 1, "job_id": 1, "type": "jira_projects_and_issue_types", '
+                             r'"provider": "jira", "token": "[0-9a-f-]{36}", "old_last_sync_date": null\}', out)
+            assert re.search(r"published message 1 \(job 1 jira_projects_and_issue_types extraction, run [0-9a-f-]{36}\) "
+                             r"to extraction_queue_etlctl_demo", out)
+            outbox = out.split("== The outbox")[1].split("== What happened")[0]
+            assert outbox.count(" published 20") == 14 and " pending" not in outbox  # 7 messages a cycle, all published
+        else:
+            assert "No message broker is configured (ETLCTL_AMQP_URL, or RABBITMQ_HOST...): the messages wait in the " \
+                   "outbox, the table etlctl.queue" in out
+            outbox = out.split("== The outbox")[1].split("== What happened")[0]
+            assert outbox.count(" done ") == 14
         for cycle in (1, 2):
             section = out.split(f"== Cycle {cycle}: schedule-next")[1].split("== Between cycles")[0]
             assert re.search(r"started job 1 \(Jira\): READY -> RUNNING, run [0-9a-f-]{36}, queued jira_projects_and_issue_types", section)

@@ -436,8 +436,18 @@ def test_queue_messages_pending_too_long(db, cli, frozen, acme):
     frozen.frozen.tick(1)
     [finding] = cli("doctor", "--json").json()["findings"]
     assert (finding["code"], finding["job_ids"], finding["summary"]) == (
-        "queue_stale", [job], f"1 message of current runs never claimed; the oldest, {started['queue_id']} "
-                              f"(job {job} jira_projects_and_issue_types extraction), was queued 15m01s ago")
+        "queue_stale", [job], f"1 message of current runs never published or claimed; the oldest, "
+                              f"{started['queue_id']} (job {job} jira_projects_and_issue_types extraction, to "
+                              f"extraction_queue_premium), was queued 15m01s ago")
+    assert finding["cause"].startswith("nothing publishes them: no `etlctl relay` runs")
+    assert [f["command"] for f in finding["fix"]] == ["etlctl relay", "etlctl queue ls --pending"]
+    # A relay that tried and was refused: its last error is the cause.
+    db.sql("UPDATE etlctl.queue SET attempts = 2, refusals = 2, last_attempt_at = %s, "
+           "last_error = 'nacked by the broker' WHERE id = %s", frozen.sql_now() - timedelta(minutes=1),
+           started["queue_id"])
+    [finding] = cli("doctor", "--json").json()["findings"]
+    assert finding["cause"] == (f"a relay tries, but the broker does not take them: message {started['queue_id']}'s "
+                                "last attempt (1m ago, attempt 2) ended with: nacked by the broker")
     # The run is abandoned: its message now belongs to a run that is over.
     assert cli("reset", job, "--force").exit_code == 0
     [finding] = cli("doctor", "--json").json()["findings"]

@@ -57,11 +57,13 @@ def test_metrics_parse_with_a_real_prometheus_parser(db, cli, seeded):
     result = cli("metrics")
     assert (result.exit_code, result.stderr) == (0, "")
     metrics = parse(result.stdout)
+    counters = {"etlctl_queue_published", "etlctl_queue_skipped", "etlctl_queue_nacked"}  # the parser drops _total
     assert set(metrics) == {
         "etlctl_jobs", "etlctl_job_last_success_age_seconds", "etlctl_resets_pending", "etlctl_resets_gave_up",
         "etlctl_queue_depth", "etlctl_queue_oldest_pending_age_seconds", "etlctl_oldest_finished_job_age_seconds",
-    }
-    assert all(m["type"] == "gauge" and m["help"] for m in metrics.values())
+    } | counters
+    assert all(m["type"] == ("counter" if name in counters else "gauge") and m["help"] for name, m in metrics.items())
+    assert [metrics[name]["samples"] for name in sorted(counters)] == [{frozenset(): 0}] * 3
 
     jobs = metrics["etlctl_jobs"]["samples"]
     assert jobs[frozenset({"state": "FINISHED", "tenant": WEIRD, "kind": "jira"}.items())] == 1
@@ -153,3 +155,24 @@ def test_the_per_job_family_is_written_while_it_streams(db, seeded):
         views.write(metrics.read(session), Out())
     assert len(read_so_far) == 4  # the jobs that have a last finish
     assert written_after == [1, 2, 3, 4]  # each sample written before the next row was read
+
+
+def test_what_the_relays_did(db, cli, seeded):
+    """Published and skipped messages leave the depth and count in the counters; every refusal counts."""
+    [pending] = [r["id"] for r in db.sql("SELECT id FROM etlctl.queue WHERE claimed_at IS NULL")]
+    db.sql("UPDATE etlctl.queue SET attempts = 3, refusals = 2, last_error = 'nacked by the broker' WHERE id = %s",
+           pending)
+    metrics = parse(cli("metrics").stdout)
+    assert metrics["etlctl_queue_nacked"]["samples"] == {frozenset(): 2}
+    assert metrics["etlctl_queue_depth"]["samples"][frozenset({"phase": "extraction", "state": "unclaimed"}.items())] == 1
+    db.sql("UPDATE etlctl.queue SET published_at = now(), attempts = 4 WHERE id = %s", pending)
+    metrics = parse(cli("metrics").stdout)
+    assert metrics["etlctl_queue_published"]["samples"] == {frozenset(): 1}
+    assert metrics["etlctl_queue_depth"]["samples"][frozenset({"phase": "extraction", "state": "unclaimed"}.items())] == 0
+    assert metrics["etlctl_queue_nacked"]["samples"] == {frozenset(): 2}  # a counter: what happened stays counted
+    db.sql("UPDATE etlctl.queue SET claimed_at = NULL, claimed_by = NULL, skipped_at = now(), skip_reason = 'over' "
+           "WHERE id = %s", seeded["claimed"])
+    metrics = parse(cli("metrics").stdout)
+    assert metrics["etlctl_queue_skipped"]["samples"] == {frozenset(): 1}
+    assert sum(metrics["etlctl_queue_depth"]["samples"].values()) == 0
+    assert metrics["etlctl_queue_oldest_pending_age_seconds"]["samples"][frozenset({"phase": "extraction"}.items())] == 0

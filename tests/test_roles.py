@@ -59,7 +59,10 @@ def test_the_role_is_nologin_and_has_exactly_these_table_rights(db, runner):
         SELECT table_schema || '.' || table_name || '.' || column_name AS c FROM information_schema.column_privileges
         WHERE grantee = 'etlctl_runner' AND privilege_type = 'UPDATE' ORDER BY 1""")
     assert [r["c"] for r in columns] == [
-        "etlctl.queue.claimed_at", "etlctl.queue.claimed_by", "etlctl.queue.done_at",  # never the message
+        # The bookkeeping of queue claim/done and of the relay; never the message itself.
+        "etlctl.queue.attempts", "etlctl.queue.claimed_at", "etlctl.queue.claimed_by", "etlctl.queue.done_at",
+        "etlctl.queue.last_attempt_at", "etlctl.queue.last_error", "etlctl.queue.published_at",
+        "etlctl.queue.published_by", "etlctl.queue.refusals", "etlctl.queue.skip_reason", "etlctl.queue.skipped_at",
         "public.etl_jobs.error_message", "public.etl_jobs.last_run_finished_at", "public.etl_jobs.last_run_started_at",
         "public.etl_jobs.last_sync_date", "public.etl_jobs.last_updated_at", "public.etl_jobs.next_run",
         "public.etl_jobs.retry_count", "public.etl_jobs.status", "public.integrations.last_updated_at",
@@ -228,3 +231,21 @@ def test_the_other_commands_work_as_the_runner_role_too(db, runner, frozen):
         assert watch.stop(signal.SIGINT) == 130
     finally:
         watch.kill()
+
+
+def test_the_relay_and_its_publishing_work_as_the_runner_role(db, runner, broker, queues):
+    """The outbox's bookkeeping (published, attempts, skipped) is within the role's rights on etlctl.queue."""
+    _, dsn = runner
+    tier = queues.tier()
+    acme = db.tenant("acme")
+    db.sql("UPDATE tenants SET tier = %s WHERE id = %s", tier, acme)
+    db.job("Jira", acme, db.integration(acme))
+    stale = db.job("GitHub", acme, db.integration(acme, "GitHub"))
+    with_broker = Cli(dsn, env={"ETLCTL_AMQP_URL": broker.url})
+    ok(Cli(dsn)("schedule-next"))
+    db.sql("UPDATE etl_jobs SET status = status || '{\"token\": \"over\"}' WHERE id = %s", stale)
+    relayed = ok(with_broker("relay", "--json")).json()
+    assert (len(relayed["published"]), len(relayed["skipped"])) == (1, 1)
+    db.job("Jira 2", acme, db.integration(acme))
+    assert len(ok(with_broker("schedule-next", "--json")).json()["messages"]) == 1
+    assert len(queues.drain(f"extraction_queue_{tier}")) == 2

@@ -23,17 +23,21 @@ class Crontab:
     every: str
     password_left_out: bool  # the DSN had a password, which the block never carries
     installed: bool
+    broker_password_left_out: bool = False  # cron's etlctl would lack the broker's password (no password file)
 
 
-def crontab(settings, every: str, log_path: str | None = None, *, install_it: bool = False) -> Crontab:
-    """`etlctl cron`: the block for the database this command selected; with ``install_it``,
-    written into the user's crontab (replacing an earlier etlctl block)."""
+def crontab(settings, every: str, log_path: str | None = None, *, install_it: bool = False,
+            broker=None) -> Crontab:
+    """`etlctl cron`: the block for the database (and the broker, if any) this command selected;
+    with ``install_it``, written into the user's crontab (replacing an earlier etlctl block)."""
+    from etlctl.broker.settings import password_left_out
+
     log = log_path or str(Path(settings.home) / "cron.log")
-    text = block(every, settings, log)
+    text = block(every, settings, log, broker=broker)
     left_out = bool(settings.dsn) and dsn_without_password(settings.dsn)[1]
     if install_it:
         install(text, log)
-    return Crontab(text, every, left_out, install_it)
+    return Crontab(text, every, left_out, install_it, password_left_out(broker))
 
 
 def schedule(every: str) -> str:
@@ -71,7 +75,7 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     return conninfo.make_conninfo(**ordered, **params), had
 
 
-def environment(settings, environ=None) -> tuple[list[tuple[str, str]], list[str]]:
+def environment(settings, environ=None, broker=None) -> tuple[list[tuple[str, str]], list[str]]:
     """What each command line of the block sets, as (name, value) pairs, and the comments that
     explain it. The database is selected the way this very command selected it; then the
     settings that differ from the defaults; then timestamps for the log. This is the one place
@@ -101,6 +105,11 @@ def environment(settings, environ=None) -> tuple[list[tuple[str, str]], list[str
         value = getattr(settings, name)
         if value != default:
             pairs.append((f"ETLCTL_{name.upper()}", f"{value:g}"))
+    if broker is not None:
+        from etlctl.broker.settings import cron_environment
+
+        notes.append("# The broker's password is never written here: keep it in ETLCTL_AMQP_PASSWORD_FILE.")
+        pairs += cron_environment(broker, environ)
     pairs.append(("ETLCTL_LOG_TIMESTAMPS", "1"))  # every line of the log says when
     return pairs, notes
 
@@ -112,12 +121,12 @@ def executable() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "etlctl"]
 
 
-def block(every: str, settings, log_path: str, environ=None) -> str:
+def block(every: str, settings, log_path: str, environ=None, broker=None) -> str:
     """The crontab block. A NAME=value line in a crontab applies to every line below it, the
     user's own included, so each command line carries its environment itself. Every path and
     value is quoted for sh, and each % escaped (cron would turn it into a newline)."""
     fields = schedule(every)
-    pairs, notes = environment(settings, environ)
+    pairs, notes = environment(settings, environ, broker)
     for name, value in pairs + [("--log", log_path)] + [("the etlctl path", part) for part in executable()]:
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise UsageError(message=f"{name} holds a control character (a newline?): a crontab line cannot carry it")

@@ -6,10 +6,17 @@ view it is given (:class:`etlctl.views.demo.Transcript`). It works in its own
 database (`etlctl_demo` on the embedded server), recreated on every run, so it
 never touches anyone's data.
 
-    cycle: schedule-next starts the jobs -> a simulated worker claims queued
+    cycle: schedule-next starts the jobs -> a simulated worker takes the queued
     extractions and reports phases with `step` -> `complete` -> the reset flow
     (`wait-and-reset` for Jira, `sweep` for GitHub) -> READY -> after next_run
     passes, schedule-next starts them again.
+
+With a message broker configured (ETLCTL_AMQP_URL or RABBITMQ_*, as for any
+command), schedule-next publishes each message right after its commit and the
+simulated worker receives it from RabbitMQ, from the demo tenant's own queue
+(extraction_queue_etlctl_demo, which no real worker reads). Without one, the
+messages wait in the outbox (etlctl.queue), where the worker claims them with
+`etlctl queue claim`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from etlctl.errors import EtlctlError
 from etlctl.core.rules import PHASES
 
 DEMO_DATABASE = "etlctl_demo"
+DEMO_QUEUE = "extraction_queue_etlctl_demo"  # the demo tenant's tier is etlctl_demo (sql/queries/demo.sql)
+BROKER_VARIABLES = ("ETLCTL_AMQP_URL", "ETLCTL_AMQP_PASSWORD_FILE", "ETLCTL_AMQP_CONNECT_TIMEOUT", "ETLCTL_AMQP_HEARTBEAT")
 # Short timings, so a cycle takes seconds instead of minutes.
 TIMINGS = {"ETLCTL_DELAY": "1", "ETLCTL_BACKOFF": "1,2,4", "ETLCTL_COOLDOWN": "3"}
 
@@ -43,6 +52,7 @@ class Demo:
         self.say = transcript.say
         self.section = transcript.section
         self.env: dict[str, str] = {}
+        self.broker = None  # an open connection to the configured broker, if there is one that answers
 
     def etlctl(self, *args: str, expect=(0,), show: bool = True) -> str:
         """Run one etlctl command as its own process; print it and what it printed."""
@@ -65,10 +75,12 @@ class Demo:
             session.run("demo_create_database")
         dsn = found.conninfo(DEMO_DATABASE)
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("ETLCTL_", "PG"))}
+        keep.update({k: os.environ[k] for k in BROKER_VARIABLES if k in os.environ})
         self.env = {**keep, **TIMINGS, "ETLCTL_DSN": dsn, "ETLCTL_HOME": str(self.home)}
         self.say(f"The demo works in its own database, {DEMO_DATABASE}, on the embedded server in {embedded.pgdata(self.home)}.")
         self.say(f"Every command below runs with ETLCTL_DSN=\"{dsn}\" and short timings: "
                  + ", ".join(f"{k}={v}" for k, v in TIMINGS.items()) + ".")
+        self.find_broker()
         self.section("A fresh database: etlctl creates its schema")
         self.etlctl("db", "init")
         with db.connect(ConnectionSettings(dsn=dsn), "demo") as session:
@@ -76,14 +88,57 @@ class Demo:
         self.section("A demo tenant with a Jira and a GitHub integration, one job each")
         self.etlctl("status")
 
+    def find_broker(self) -> None:
+        """Say where the messages go: a broker that answers, or the outbox."""
+        from etlctl.broker import connection as broker_connection
+        from etlctl.broker import settings as broker_settings
+
+        try:
+            found = broker_settings.resolve()
+            if found is not None:
+                self.broker = broker_connection.connect(found, "etlctl demo")
+        except EtlctlError as exc:
+            self.say(f"The message broker configured does not answer ({exc.message}): the demo goes on without it.")
+            for name in BROKER_VARIABLES + tuple(broker_settings.EXISTING_SYSTEM_DEFAULTS):
+                self.env.pop(name, None)
+            found = None
+        if self.broker is not None:
+            self.say(f"A message broker is configured ({found.shown}): schedule-next publishes each message right "
+                     f"after its commit, to the demo tenant's own queue {DEMO_QUEUE} (no real worker reads it), "
+                     "and the demo's worker receives it from there.")
+        else:
+            self.say("No message broker is configured (ETLCTL_AMQP_URL, or RABBITMQ_HOST...): the messages wait in "
+                     "the outbox, the table etlctl.queue (`etlctl queue ls`), where the demo's worker claims them "
+                     "with `etlctl queue claim`; `etlctl relay` would publish them to RabbitMQ.")
+
     # --- one cycle -------------------------------------------------------------------
 
+    def next_message(self) -> dict | None:
+        """The next extraction message for the worker: received from RabbitMQ, or claimed from the outbox."""
+        if self.broker is not None:
+            from etlctl.broker.receive import receive_one
+
+            received = receive_one(self.broker, DEMO_QUEUE)
+            if received is None:
+                return None
+            message = json.loads(received.body)
+            self.say(f"-- a worker receives message {received.message_id} from {DEMO_QUEUE}: "
+                     f"{received.body.decode()}")
+            return {"id": received.message_id, "job_id": message["job_id"], "step": message["type"],
+                    "token": message["token"], "claimed": False}
+        raw = self.etlctl("queue", "claim", "--worker", "demo-worker", "--json", expect=(0, 3), show=False)
+        message = json.loads(raw) if raw.strip() else None
+        if message:
+            self.say(f"$ etlctl queue claim --worker demo-worker   (message {message['id']}: job {message['job_id']} "
+                     f"{message['step']})")
+            message["claimed"] = True
+        return message
+
     def work_the_queue(self) -> None:
-        """A worker that claims extraction messages and reports each phase, like the real ones."""
+        """A worker that takes extraction messages and reports each phase, like the real ones."""
         self.say("-- a worker takes queued extractions and reports each phase with `etlctl step`")
         while True:
-            raw = self.etlctl("queue", "claim", "--worker", "demo-worker", "--json", expect=(0, 3), show=False)
-            message = json.loads(raw) if raw.strip() else None
+            message = self.next_message()
             if not message:
                 # Nothing queued: maybe a finished step's successor needs queueing.
                 chained = self.etlctl("schedule-next", "--chain-grace", "0", show=False)
@@ -93,14 +148,14 @@ class Demo:
                     self.transcript.command(("schedule-next", "--chain-grace", "0"), line)
                 continue
             job, step, token = str(message["job_id"]), message["step"], message["token"]
-            self.say(f"$ etlctl queue claim --worker demo-worker   (message {message['id']}: job {job} {step})")
             if step == "github_prs_commits_reviews_comments":
                 self.say("  (the worker finds no new pull requests: the step stays idle, which GitHub's rule allows)")
             else:
                 for phase in PHASES:
                     self.etlctl("step", job, step, phase, "running", "--token", token)
                     self.etlctl("step", job, step, phase, "finished", "--token", token)
-            self.etlctl("queue", "done", str(message["id"]))
+            if message["claimed"]:
+                self.etlctl("queue", "done", str(message["id"]))
 
     def reset_with_sweep(self, names: list[str]) -> None:
         """Run the cron form of the reset flow until every job is READY again."""
@@ -150,12 +205,18 @@ class Demo:
             clock.sleep(10)
 
     def run(self) -> None:
-        self.prepare()
-        self.cycle(1, wait_and_reset=True)
-        self.wait_for_next_run()
-        self.cycle(2, wait_and_reset=False)
-        self.section("What happened, from the audit log")
-        self.etlctl("history", "Jira", "--limit", "200")
+        try:
+            self.prepare()
+            self.cycle(1, wait_and_reset=True)
+            self.wait_for_next_run()
+            self.cycle(2, wait_and_reset=False)
+            self.section("The outbox: what each message became")
+            self.etlctl("queue", "ls")
+            self.section("What happened, from the audit log")
+            self.etlctl("history", "Jira", "--limit", "200")
+        finally:
+            if self.broker is not None:
+                self.broker.close()
         self.section("Done")
         self.say(f"Look around yourself: export ETLCTL_DSN=\"{self.env['ETLCTL_DSN']}\"; etlctl status")
         self.say("Stop the embedded server with: etlctl db stop")

@@ -244,17 +244,23 @@ OnRetry = Callable[[int, int, rules.Completion, float], None]
 
 
 def check(session, ref: JobRef | int, *, backoff: tuple[float, ...] | None = None,
-          on_retry: OnRetry = lambda attempt, checks, completion, wait: None) -> CheckResult:
-    """Judge every step (checkJobCompletion); with ``backoff``, check again after each of its waits."""
+          on_retry: OnRetry = lambda attempt, checks, completion, wait: None, look=None) -> CheckResult:
+    """Judge every step (checkJobCompletion); with ``backoff``, check again after each of its waits.
+    With ``look`` (a broker's :class:`~etlctl.actions.peeking.QueueLook`), a job whose steps are all
+    finished is not finished while a message of its run waits in one of its queues."""
     job_id = resolve(session, ref)
     if backoff is None:
-        return CheckResult(load(session, job_id, ref), attempts=1, retried=False)
-    job, _, attempts = _check_with_retry(session, job_id, backoff, on_retry, ref)
+        return CheckResult(_judged(load(session, job_id, ref), look), attempts=1, retried=False)
+    job, _, attempts = _check_with_retry(session, job_id, backoff, on_retry, ref, look)
     return CheckResult(job, attempts, retried=True)
 
 
+def _judged(job: Job, look) -> Job:
+    return look.judged(job) if look is not None else job
+
+
 def _check_with_retry(
-    session, job_id: int, backoff: tuple[float, ...], on_retry: OnRetry, ref=None,
+    session, job_id: int, backoff: tuple[float, ...], on_retry: OnRetry, ref=None, look=None,
 ) -> tuple[Job, rules.Completion, int]:
     """Check, then again after each wait of ``backoff``; stop early on a failed phase."""
     import tenacity
@@ -265,7 +271,7 @@ def _check_with_retry(
     def attempt() -> rules.Completion:
         nonlocal attempts
         attempts += 1
-        job = load(session, job_id, ref)
+        job = _judged(load(session, job_id, ref), look)
         latest[:] = [job]
         return job.completion
 
@@ -365,12 +371,16 @@ class Step:
 
 
 def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
-          on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant_ids: list[int] | None = None) -> int:
+          on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant_ids: list[int] | None = None,
+          look=None) -> int:
     """One non-blocking pass over every FINISHED job (of ``tenant_ids``) that has something due.
 
     Works in batches of ``batch`` jobs, two statements each, so memory and
     round trips do not grow with the number of jobs in the database.
-    Returns how many transitions took effect.
+    Returns how many transitions took effect. With ``look``, a job about to be
+    reset (or to start its cool-down) is judged again with what its queues
+    hold, each queue scanned once per pass; when the broker cannot be reached
+    such a job is left as it is (``look.unjudged``) for the next pass.
     """
     after, total = 0, 0
     while True:
@@ -380,6 +390,8 @@ def sweep(session, timings: lifecycle.Timings, *, batch: int = 1000,
             break
         jobs = [Job.from_row(row) for row in rows]
         decisions = [lifecycle.decide(j.status, j.rules, j.now, timings, j.finished_at) for j in jobs]
+        if look is not None:
+            jobs, decisions = look.rejudge(jobs, decisions, timings)
         todo = [transition_for(j, d) for j, d in zip(jobs, decisions) if d.writes]
         changed = {row["id"]: row for row in apply(session, todo, skip_locked=True)}
         total += len(changed)
@@ -397,7 +409,8 @@ class SweepTick:
 
 
 def sweep_tick(session, timings: lifecycle.Timings, *, batch: int = 1000,
-               on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant: str | None = None) -> SweepTick:
+               on_batch: Callable[[list[Step]], None] = lambda steps: None, tenant: str | None = None,
+               look=None) -> SweepTick:
     """`etlctl sweep [--tenant T]`: one :func:`sweep` under the per-database tick lock, so that a
     second sweep at the same moment returns at once. Correctness never depends on the lock.
 
@@ -407,4 +420,4 @@ def sweep_tick(session, timings: lifecycle.Timings, *, batch: int = 1000,
     with session.tick_lock("sweep" if ids is None else f"sweep tenants {ids}") as taken:
         if not taken:
             return SweepTick(locked=False)
-        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch, tenant_ids=ids))
+        return SweepTick(True, sweep(session, timings, batch=batch, on_batch=on_batch, tenant_ids=ids, look=look))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from etlctl.errors import Conflict, UsageError
+from etlctl.actions.relay import Handled, PassReport, publish_now
+from etlctl.broker.settings import BrokerSettings
 from etlctl.core.due import why_not
+from etlctl.errors import BrokerError, BrokerUnavailable, Conflict, EtlctlError, PublishDeferred, UsageError
 from etlctl.store.jobs import check_tenant
 
 # A unique violation on the one-RUNNING index: another writer started a job first.
@@ -22,15 +25,29 @@ class Tick:
     skipped: list[dict] = field(default_factory=list)  # {integration_id, reason}
     chained: list[dict] = field(default_factory=list)
     not_started: list[dict] = field(default_factory=list)  # with --explain: {job..., reason}
+    # With a broker: what became of the messages this tick queued (published right after the commit),
+    # and what stopped that (the broker could not be reached: they wait in the outbox).
+    published: PassReport | None = None
+    publish_error: EtlctlError | None = None
+
+    @property
+    def queued_ids(self) -> list[int]:
+        return [row["queue_id"] for row in self.started if row["queue_id"] is not None] + \
+            [row["queue_id"] for row in self.chained]
 
 
 def tick(session, *, tenant: str | None = None, limit: int = 1000, chain_grace: float = 60.0,
-         explain: bool = False, explain_limit: int = 1000, exclusive: bool = True) -> Tick:
+         explain: bool = False, explain_limit: int = 1000, exclusive: bool = True,
+         broker: BrokerSettings | None = None,
+         on_published: Callable[[list[Handled]], None] = lambda handled: None) -> Tick:
     """One non-blocking scheduler tick, in one transaction (on a --dry-run session, rolled back with it).
 
     ``exclusive`` takes the per-database tick lock first, so that a second
     tick at the same moment returns at once; correctness never depends on it.
     An unknown ``tenant`` is NotFound rather than a tick that starts nothing.
+    With a ``broker``, the messages the tick queued are published right after
+    its commit (not on a --dry-run); whatever that cannot publish waits in the
+    outbox for `etlctl relay`, and the tick itself stands.
     """
     check_tenant(session, tenant)
     result = Tick()
@@ -43,7 +60,31 @@ def tick(session, *, tenant: str | None = None, limit: int = 1000, chain_grace: 
             result.chained = session.all("schedule_chain", tenant=tenant, grace=chain_grace)
             if explain:
                 _explain(session, result, tenant, explain_limit)
+    if broker is not None and not session.dry_run:
+        if result.queued_ids:
+            _publish(session, broker, result, on_published)
+        else:
+            result.published = PassReport()  # nothing queued: nothing to publish, no connection made
     return result
+
+
+def _publish(session, broker: BrokerSettings, result: Tick, on_published) -> None:
+    ids = result.queued_ids
+    try:
+        result.published = publish_now(session, broker, ids, on_batch=on_published)
+    except BrokerUnavailable as exc:
+        # Nothing was marked; the starts are committed. A relay (or the next tick's) publishes them.
+        waiting = f"the {len(ids)} messages just queued wait" if len(ids) != 1 else "the message just queued waits"
+        result.publish_error = PublishDeferred(exc.detail, problem=exc.message, waiting=waiting)
+        return
+    except BrokerError as exc:
+        result.publish_error = exc
+        return
+    if result.published.error is not None:
+        error = result.published.error
+        waiting = "the messages not confirmed wait"
+        result.publish_error = PublishDeferred(error.detail, problem=error.message, waiting=waiting) \
+            if isinstance(error, BrokerUnavailable) else error
 
 
 def _start(session, result: Tick, tenant: str | None, limit: int) -> None:

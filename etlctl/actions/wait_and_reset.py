@@ -44,15 +44,18 @@ class WaitOutcome:
         return NOT_FINISHED
 
 
-def wait_and_reset(session, ref: JobRef | int, timings: lifecycle.Timings, reporter: WaitReporter) -> WaitOutcome:
+def wait_and_reset(session, ref: JobRef | int, timings: lifecycle.Timings, reporter: WaitReporter,
+                   look=None) -> WaitOutcome:
     """The UI's flow in one command, durable: each wait is written down first.
 
     On a --dry-run session it decides and applies only the next step (rolled
-    back with the session) and returns instead of waiting.
+    back with the session) and returns instead of waiting. With ``look`` (a
+    broker's :class:`~etlctl.actions.peeking.QueueLook`), a check the steps
+    pass still fails while a message of the run waits in one of its queues.
     """
     job_id = resolve(session, ref)
     if session.dry_run:
-        return _next_step_only(session, job_id, timings, ref)
+        return _next_step_only(session, job_id, timings, ref, look)
     token = None
     first = True
     lost = 0
@@ -65,7 +68,7 @@ def wait_and_reset(session, ref: JobRef | int, timings: lifecycle.Timings, repor
         elif job.overall != "FINISHED" or job.token != token:
             return WaitOutcome(job, None, by_other=True)
 
-        decision = lifecycle.decide(job.status, job.rules, job.now, timings, job.finished_at)
+        job, decision = _decide(job, timings, look)
         if decision.action == lifecycle.SKIP:
             if decision.state.stage == lifecycle.GAVE_UP:
                 raise NotFinished(message=f"{job.label()}: the reset gave up earlier ({job.error_message or 'no reason recorded'}); "
@@ -92,9 +95,21 @@ def wait_and_reset(session, ref: JobRef | int, timings: lifecycle.Timings, repor
             raise NotFinished(message=f"{job.label()}: {decision.reason}")
 
 
-def _next_step_only(session, job_id: int, timings: lifecycle.Timings, ref) -> WaitOutcome:
-    job = load(session, job_id, ref)
+def _decide(job: Job, timings: lifecycle.Timings, look) -> tuple[Job, lifecycle.Decision]:
+    """The next step; one that would reset the job (or start its cool-down) is decided again with
+    what its queues hold, when there is a broker to look at."""
     decision = lifecycle.decide(job.status, job.rules, job.now, timings, job.finished_at)
+    if look is None or decision.action not in (lifecycle.RESET, lifecycle.START_COOLDOWN):
+        return job, decision
+    job = look.judged(job)
+    if job.queued:
+        decision = lifecycle.decide(job.status, job.rules, job.now, timings, job.finished_at, queued=job.queued)
+    return job, decision
+
+
+def _next_step_only(session, job_id: int, timings: lifecycle.Timings, ref, look=None) -> WaitOutcome:
+    job = load(session, job_id, ref)
+    job, decision = _decide(job, timings, look)
     if decision.writes:
         apply(session, [transition_for(job, decision)])
     return WaitOutcome(job, None, next_step=decision)

@@ -21,6 +21,7 @@ from etlctl.broker.settings import BrokerSettings
 from etlctl.errors import BrokerError, BrokerRefused, BrokerUnavailable, EtlctlError, UsageError
 
 # AMQP reply codes the broker closes a channel with, that callers handle themselves.
+ACCESS_REFUSED = 403
 NOT_FOUND = 404
 PRECONDITION_FAILED = 406
 
@@ -61,16 +62,20 @@ class BrokerConnection:
             self._control = self.channel()
         return self._control
 
-    def declare_queue(self, name: str, arguments: dict) -> QueueInfo | None:
-        """Declare ``name`` durable with exactly ``arguments``; None when it already exists
-        with other arguments (the broker refuses and closes the control channel, which is reopened)."""
-        return self._on_control(PRECONDITION_FAILED, "queue_declare", queue=name, durable=True, arguments=arguments)
+    def declare_queue(self, name: str, arguments: dict) -> QueueInfo | int:
+        """Declare ``name`` durable with exactly ``arguments``. When the broker refuses (and closes the
+        control channel, which is reopened), the reply code instead: PRECONDITION_FAILED, the queue
+        exists with other arguments; ACCESS_REFUSED, the user may not configure it (a user with write
+        and read permissions only: a passive declare, which needs none, still works)."""
+        return self._on_control((PRECONDITION_FAILED, ACCESS_REFUSED), "queue_declare", queue=name, durable=True,
+                                arguments=arguments)
 
     def inspect_queue(self, name: str) -> QueueInfo | None:
         """A passive declare: the queue's counts, whatever its arguments; None when there is no such queue."""
-        return self._on_control(NOT_FOUND, "queue_declare", queue=name, passive=True)
+        found = self._on_control((NOT_FOUND,), "queue_declare", queue=name, passive=True)
+        return found if isinstance(found, QueueInfo) else None
 
-    def _on_control(self, expected_code: int, method: str, **kwargs) -> QueueInfo | None:
+    def _on_control(self, expected_codes: tuple[int, ...], method: str, **kwargs) -> QueueInfo | int:
         from pika.exceptions import ChannelClosedByBroker
 
         channel = self.control_channel()
@@ -78,10 +83,10 @@ class BrokerConnection:
             try:
                 frame = getattr(channel, method)(**kwargs)
             except ChannelClosedByBroker as exc:
-                if exc.reply_code != expected_code:
+                if exc.reply_code not in expected_codes:
                     raise
                 self._control = None  # closed by the broker: the next call opens another
-                return None
+                return exc.reply_code
         return QueueInfo(frame.method.queue, frame.method.message_count, frame.method.consumer_count)
 
     def process_events(self, time_limit: float) -> None:

@@ -69,6 +69,62 @@ def peek(broker: BrokerConnection, queue: str, token: str, limit: int = DEFAULT_
     return PeekResult(queue, found=found, looked_at=looked_at, depth=info.messages, complete=found or exhausted)
 
 
+@dataclass(frozen=True)
+class ScanResult:
+    queue: str
+    tokens: frozenset[str]  # the run tokens of the messages looked at
+    looked_at: int
+    depth: int | None  # as in PeekResult; None: no such queue
+    complete: bool  # looked at every ready message (the queue answered empty)
+
+    def holds(self, token: str) -> bool | None:
+        """True: a message of the run waits there; False: none does; None: not known (the scan stopped at its limit)."""
+        if token in self.tokens:
+            return True
+        return False if self.complete else None
+
+
+def scan(broker: BrokerConnection, queue: str, limit: int = DEFAULT_PEEK_LIMIT) -> ScanResult:
+    """The run tokens of every message ready in ``queue`` (at most ``limit`` looked at), given back as
+    :func:`peek` gives them back: one scan answers for many runs (a sweep peeks each queue once)."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    info = broker.inspect_queue(queue)
+    if info is None:
+        return ScanResult(queue, frozenset(), looked_at=0, depth=None, complete=True)
+    channel = broker.control_channel()
+    looked_at, last_tag, exhausted, tokens = 0, None, False, set()
+    try:
+        with broker.translating():
+            while looked_at < limit:
+                method, _properties, body = channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    exhausted = True
+                    break
+                looked_at += 1
+                last_tag = method.delivery_tag
+                token = token_of(body)
+                if token is not None:
+                    tokens.add(token)
+    finally:
+        if last_tag is not None and channel.is_open:
+            with broker.translating():
+                channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
+    return ScanResult(queue, frozenset(tokens), looked_at=looked_at, depth=info.messages, complete=exhausted)
+
+
+def token_of(body: bytes | None) -> str | None:
+    """The ``token`` of a JSON object message, when it is a string."""
+    if not body:
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    token = document.get("token") if isinstance(document, dict) else None
+    return token if isinstance(token, str) else None
+
+
 def carries_token(body: bytes | None, token: str) -> bool:
     """A JSON object whose ``token`` is exactly ``token``; anything else is not a match."""
     if not body:

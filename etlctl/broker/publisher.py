@@ -23,10 +23,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from etlctl.broker.connection import BrokerConnection, QueueInfo
+from etlctl.broker.connection import ACCESS_REFUSED, BrokerConnection, QueueInfo
 from etlctl.errors import BrokerError, BrokerUnavailable, EtlctlError
 
 CONTRACT_ARGUMENTS = {"x-message-ttl": 86400000}  # 24 h, as the existing workers declare them
+# The order in which the existing run-now path writes a first message's fields (existing-system-contract.md
+# §2; it publishes json.dumps of a dict built in this order). PostgreSQL's jsonb keeps no order, so the body
+# is written again in this one: a kind's own fields (message_extra, such as GitHub's first_item and
+# last_item) after `provider`, any other field after those, by name.
+MESSAGE_FIELDS_FIRST = ("tenant_id", "integration_id", "job_id", "type", "provider", "first_item", "last_item")
+MESSAGE_FIELDS_LAST = ("token", "old_last_sync_date")
 APP_ID = "etlctl"
 DEFAULT_CONFIRM_TIMEOUT = 30.0  # seconds to wait for the broker's confirms of one batch
 DEFAULT_WINDOW = 1000  # unconfirmed messages in flight at most
@@ -105,14 +111,20 @@ class Publisher:
     def ensure_queue(self, name: str) -> QueueState:
         """Declare ``name`` durable with the contract's arguments. A queue that already
         exists with other arguments is checked passively and left alone: declaring it
-        with ours would be refused. Runs on the control channel, never the publishing one."""
+        with ours would be refused. So is one the user may not configure (its permissions
+        are write and read only): it must exist. Runs on the control channel, never the
+        publishing one."""
         for _ in range(3):  # again only if someone deletes the queue between our two declares
-            info = self.broker.declare_queue(name, CONTRACT_ARGUMENTS)
-            if info is not None:
-                return _state(info, contract=True)
+            declared = self.broker.declare_queue(name, CONTRACT_ARGUMENTS)
+            if isinstance(declared, QueueInfo):
+                return _state(declared, contract=True)
             info = self.broker.inspect_queue(name)
             if info is not None:
                 return _state(info, contract=False)
+            if declared == ACCESS_REFUSED:
+                raise BrokerError(reason=f"queue {name!r} does not exist, and user {self.broker.settings.user!r} "
+                                         f"may not declare it (no configure permission on it): let the workers "
+                                         "declare it, or grant configure")
         raise BrokerError(reason=f"queue {name!r} keeps being deleted and declared again with other arguments")
 
     # --- publishing ----------------------------------------------------
@@ -242,6 +254,16 @@ class Publisher:
 
     def close(self) -> None:
         self._close_channel()
+
+
+def json_body(message: dict) -> bytes:
+    """A message's body as the existing system writes it: ``json.dumps`` of its fields in the contract's order."""
+    import json
+
+    edges = MESSAGE_FIELDS_FIRST + MESSAGE_FIELDS_LAST
+    order = ([k for k in MESSAGE_FIELDS_FIRST if k in message] + sorted(k for k in message if k not in edges)
+             + [k for k in MESSAGE_FIELDS_LAST if k in message])
+    return json.dumps({key: message[key] for key in order}).encode()
 
 
 def _state(info: QueueInfo, contract: bool) -> QueueState:

@@ -7,6 +7,12 @@ else the existing system's ``RABBITMQ_HOST``, ``RABBITMQ_PORT``, ``RABBITMQ_USER
 then take the existing system's defaults, so etlctl reaches the broker its
 workers reach), else no broker at all (``None``).
 
+The password may instead live in a file of its own, ``ETLCTL_AMQP_PASSWORD_FILE``
+(readable by its owner only, like ``~/.pgpass``): it is read when the URL has no
+password, or, with the ``RABBITMQ_*`` variables, when ``RABBITMQ_PASSWORD`` is
+not set. That is how cron gets it: the crontab block carries the settings
+(:func:`cron_environment`) and never the password.
+
 The URL is an AMQP URI as pika reads it: ``amqp://user:password@host:port/vhost``,
 with ``amqps://`` for TLS (port 5671 by default, server certificate checked
 against the system's CAs, or the ``cacertfile`` given in the query). The vhost is
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from etlctl.core.humanize import parse_duration
 from etlctl.errors import UsageError
 
+PASSWORD_FILE = "ETLCTL_AMQP_PASSWORD_FILE"
 DEFAULT_CONNECT_TIMEOUT = 5.0  # seconds, like the database's
 DEFAULT_HEARTBEAT = 60  # seconds; RabbitMQ's own default. 0 turns heartbeats off.
 
@@ -87,10 +94,16 @@ def resolve(amqp_url: str | None = None, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     if amqp_url:
         settings = parse_url(amqp_url, "--amqp-url")
+        if not url_has_password(amqp_url) and env.get(PASSWORD_FILE):
+            settings = _replace(settings, password=read_password_file(env[PASSWORD_FILE]))
     elif env.get("ETLCTL_AMQP_URL"):
         settings = parse_url(env["ETLCTL_AMQP_URL"], "ETLCTL_AMQP_URL")
+        if not url_has_password(env["ETLCTL_AMQP_URL"]) and env.get(PASSWORD_FILE):
+            settings = _replace(settings, password=read_password_file(env[PASSWORD_FILE]))
     elif any(env.get(name) for name in EXISTING_SYSTEM_DEFAULTS):
         settings = from_existing_system(env)
+        if "RABBITMQ_PASSWORD" not in env and env.get(PASSWORD_FILE):
+            settings = _replace(settings, password=read_password_file(env[PASSWORD_FILE]))
     else:
         return None
     timeout = connect_timeout if connect_timeout is not None else env.get("ETLCTL_AMQP_CONNECT_TIMEOUT")
@@ -199,3 +212,76 @@ def _replace(settings: BrokerSettings, **changes) -> BrokerSettings:
     import dataclasses
 
     return dataclasses.replace(settings, **changes)
+
+
+def url_has_password(url: str) -> bool:
+    """Whether an AMQP URL carries a password (``amqp://user:password@host``), even an empty one."""
+    try:
+        return urllib.parse.urlsplit(url.strip()).password is not None
+    except ValueError:
+        return False
+
+
+def read_password_file(path: str) -> str:
+    """The password in ``path`` (its first line). Like libpq with ~/.pgpass, a file that its group or
+    others may read or write is refused: a password must not be readable by anyone else."""
+    name = f"{PASSWORD_FILE} {path}"
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise UsageError(message=f"{name} is open to its group or others (mode {mode & 0o777:o}): "
+                                     f"chmod 600 {path}")
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except OSError as exc:
+        raise UsageError(message=f"cannot read {name}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(message=f"cannot read {name}: not UTF-8 text") from None
+    return first.rstrip("\r\n")
+
+
+def cron_environment(settings: BrokerSettings | None, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """The variables a crontab block must set so that cron's etlctl reaches this broker: never the password.
+
+    The broker as it was found: an ``ETLCTL_AMQP_URL`` without its password (for
+    --amqp-url too), or the ``RABBITMQ_*`` variables that were set, except
+    ``RABBITMQ_PASSWORD``; then ``ETLCTL_AMQP_PASSWORD_FILE`` when it is set (cron
+    reads the password there: see :func:`password_left_out` for when it is
+    missing), and the connect timeout and heartbeat when they are not the
+    defaults. Nothing when no broker is configured.
+    """
+    env = os.environ if environ is None else environ
+    if settings is None:
+        return []
+    out: list[tuple[str, str]] = []
+    if settings.source == "RABBITMQ_* variables":
+        out += [(name, env[name]) for name in EXISTING_SYSTEM_DEFAULTS
+                if name != "RABBITMQ_PASSWORD" and env.get(name)]
+    else:
+        out.append(("ETLCTL_AMQP_URL", url_without_password(settings)))
+    if env.get(PASSWORD_FILE):
+        out.append((PASSWORD_FILE, os.path.abspath(env[PASSWORD_FILE])))
+    if settings.connect_timeout != DEFAULT_CONNECT_TIMEOUT:
+        out.append(("ETLCTL_AMQP_CONNECT_TIMEOUT", f"{settings.connect_timeout:g}"))
+    if settings.heartbeat != DEFAULT_HEARTBEAT:
+        out.append(("ETLCTL_AMQP_HEARTBEAT", str(settings.heartbeat)))
+    return out
+
+
+def password_left_out(settings: BrokerSettings | None, environ: Mapping[str, str] | None = None) -> bool:
+    """True when cron's etlctl would lack the password: it was given in the URL or in RABBITMQ_PASSWORD,
+    which the crontab never carries, and no ETLCTL_AMQP_PASSWORD_FILE holds it. Say so, and where it goes."""
+    env = os.environ if environ is None else environ
+    if settings is None or env.get(PASSWORD_FILE):
+        return False
+    if settings.source == "RABBITMQ_* variables":
+        return "RABBITMQ_PASSWORD" in env
+    return settings.password != "guest"  # what a URL without a password means: cron's URL means the same
+
+
+def url_without_password(settings: BrokerSettings) -> str:
+    """An AMQP URL for these settings with no password in it, and every query parameter the settings hold."""
+    query = {"cacertfile": settings.cafile, "certfile": settings.certfile, "keyfile": settings.keyfile,
+             "server_name_indication": settings.server_name}
+    text = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    return settings.shown + (f"?{text}" if text else "")

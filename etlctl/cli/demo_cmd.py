@@ -20,7 +20,11 @@ def demo() -> None:
 
     It uses its own database (etlctl_demo) on the embedded server in
     ETLCTL_HOME (created if there is none), recreated each time; --dsn and
-    ETLCTL_DSN are not used.
+    ETLCTL_DSN are not used. With a message broker configured
+    (ETLCTL_AMQP_URL, or RABBITMQ_HOST...) schedule-next publishes each
+    message and the worker receives it from RabbitMQ, from the demo's own
+    queue extraction_queue_etlctl_demo; without one, the messages wait in
+    the outbox (etlctl.queue) and the worker claims them there.
     Takes about two minutes, most of it waiting for next_run.
     """
     from etlctl.actions.demo import Demo

@@ -10,6 +10,8 @@ from __future__ import annotations
 import click
 
 from etlctl.cli.options import (
+    broker_options,
+    broker_settings,
     connection_options,
     dry_run_option,
     example,
@@ -82,6 +84,7 @@ def _check_iso(value: str) -> None:
 @job_argument
 @click.option("--retry", is_flag=True, help="Check again after each wait of the backoff, like the UI.")
 @click.option("--backoff", metavar="LIST", help="Waits between checks with --retry, each at most 1d [env: ETLCTL_BACKOFF; default: 30,60,180,300].")
+@broker_options
 @connection_options
 @output_options
 @example("""
@@ -96,14 +99,21 @@ def check(job, tenant, retry, backoff, as_json) -> None:
     steps_status, plus overall and the reasons. With --retry it checks again
     after 30, 60, 180 and 300 seconds, stops at once when a phase has failed,
     and gives up (exit 3) naming what is not finished.
+
+    With a message broker configured (--amqp-url, ETLCTL_AMQP_URL or the
+    RABBITMQ_* variables), a job whose steps are all finished is still not
+    finished while a message of its run waits in its tenant's extraction,
+    transform or embedding queue, as the existing reset scheduler has it;
+    the reason names the queue. Exit 8 when the broker cannot be reached.
     """
-    from etlctl.actions import flow
+    from etlctl.actions import flow, peeking
     from etlctl.views import flow as views
 
     timings = timings_from(None, backoff, None)
     ref = parse_ref(job, tenant)
-    with session() as s:
-        result = flow.check(s, ref, backoff=timings.backoff if retry else None, on_retry=views.check_retry_note)
+    with session() as s, peeking.looking(broker_settings()) as look:
+        result = flow.check(s, ref, backoff=timings.backoff if retry else None, on_retry=views.check_retry_note,
+                            look=look)
     views.show_check(result, as_json)
     if result.failure is not None:
         raise result.failure
@@ -112,6 +122,7 @@ def check(job, tenant, retry, backoff, as_json) -> None:
 @click.command("wait-and-reset")
 @job_argument
 @timing_options
+@broker_options
 @connection_options
 @output_options
 @dry_run_option
@@ -131,15 +142,18 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
     has none. Giving up records error_message, leaves the job
     FINISHED and exits 3. A job that is not FINISHED exits 4. Ctrl-C exits
     130 and SIGTERM 143, with nothing half-written. --dry-run shows the next
-    step and exits without waiting or writing.
+    step and exits without waiting or writing. With a message broker
+    configured, a check also fails while a message of the run waits in the
+    tenant's queues (see `etlctl check --help`).
     """
+    from etlctl.actions import peeking
     from etlctl.actions import wait_and_reset as waiting
     from etlctl.views import flow as views
 
     timings = timings_from(delay, backoff, cooldown)
     ref = parse_ref(job, tenant)
-    with session(dry_run) as s:
-        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter(timings.checks))
+    with session(dry_run) as s, peeking.looking(broker_settings()) as look:
+        outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter(timings.checks), look=look)
     views.show_wait_and_reset(outcome, as_json)
     return outcome.exit_code
 
@@ -180,6 +194,7 @@ def reset(job, tenant, force, as_json, dry_run) -> None:
 @timing_options
 @click.option("--batch", type=click.IntRange(min=1, max=100000), default=1000, show_default=True,
               help="Jobs read and written per round trip.")
+@broker_options
 @connection_options
 @output_options
 @dry_run_option
@@ -195,15 +210,30 @@ def sweep(tenant, delay, backoff, cooldown, batch, as_json, dry_run) -> None:
 
     Prints nothing when nothing needed doing; otherwise one row per job it
     acted on. A second sweep running at the same time exits 0 at once.
+
+    With a message broker configured, a job about to be reset (or to start
+    its cool-down) is checked again against its tenant's queues, each queue
+    looked at once per pass: while a message of its run waits there, the
+    check fails as any other. When the broker cannot be reached those jobs
+    are left as they are for the next pass, the others advance, and sweep
+    exits 8.
     """
-    from etlctl.actions import flow
+    from etlctl.actions import flow, peeking
+    from etlctl.errors import QueuesNotLookedAt
     from etlctl.views import flow as views
 
     timings = timings_from(delay, backoff, cooldown)
     printer = views.SweepPrinter(as_json=as_json, dry_run=dry_run, verbose=invocation().verbose)
-    with session(dry_run) as s:
-        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch, tenant=tenant)  # rows stream
+    with session(dry_run) as s, peeking.looking(broker_settings()) as look:
+        swept = flow.sweep_tick(s, timings, batch=batch, on_batch=printer.batch, tenant=tenant, look=look)  # rows stream
     printer.finish(swept)
+    if look is not None and look.error is not None:
+        count = len(look.unjudged)
+        error = QueuesNotLookedAt(look.error.detail, problem=look.error.message,
+                                  jobs=f"{count} job{'s' if count != 1 else ''} whose steps are all finished "
+                                       f"({', '.join(map(str, look.unjudged[:10]))}{', ...' if count > 10 else ''})")
+        error.exit_code = look.error.exit_code  # 8 unreachable; 1 a permission the broker's user lacks
+        raise error
 
 
 @click.command()

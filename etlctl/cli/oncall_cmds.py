@@ -6,6 +6,8 @@ from __future__ import annotations
 import click
 
 from etlctl.cli.options import (
+    broker_options,
+    broker_settings,
     command_name,
     connection_options,
     example,
@@ -26,6 +28,7 @@ from etlctl.core.job import parse_ref
 @click.command()
 @tenant_option("jobs and queue messages")
 @timing_options
+@broker_options
 @connection_options
 @output_options
 @example("""
@@ -46,9 +49,12 @@ def doctor(tenant, delay, backoff, cooldown, as_json) -> int:
     - Multiple jobs running on one integration
     Also: schema not initialised or migrations pending, the partial index
     missing, clock skew over 5s between this host and the database, malformed
-    status documents, queue messages pending for over 15 minutes, and RUNNING
-    jobs far longer than their own history (3x their median run, at least 30
-    minutes; 24 hours when they have none).
+    status documents, queue messages pending for over 15 minutes (never
+    published or claimed, with the relay's last error when it tried), and
+    RUNNING jobs far longer than their own history (3x their median run, at
+    least 30 minutes; 24 hours when they have none). With a message broker
+    configured: the broker unreachable or refusing etlctl, a queue the outbox
+    targets missing, and a queue that no worker consumes.
 
     Exit 0 when it found no problem (notes, such as an inactive tenant, do not
     count), 3 when it found problems, 6 when the database cannot be reached.
@@ -62,7 +68,7 @@ def doctor(tenant, delay, backoff, cooldown, as_json) -> int:
 
     timings = timings_from(delay, backoff, cooldown)
     with session() as s:
-        report = checks.run(s, timings, tenant=tenant)
+        report = checks.run(s, timings, tenant=tenant, broker=broker_settings())
     views.show(report, as_json)
     return OK if report.healthy else NOT_FINISHED
 
@@ -176,9 +182,12 @@ etlctl metrics --textfile /var/lib/node_exporter/textfile_collector/etlctl.prom
 def metrics(textfile, tenant) -> None:
     """Print Prometheus metrics (text format): jobs by overall state, tenant
     and kind; seconds since each job's last successful finish; pending resets;
-    resets that gave up; queue depth; the age of the oldest FINISHED job.
+    resets that gave up; queue depth (messages pending or claimed) and the
+    oldest one's age; messages published, skipped and nacked (counters); the
+    age of the oldest FINISHED job.
 
-    Every metric is a gauge named etlctl_*. Run it from cron with --textfile
+    Every metric is named etlctl_*; all are gauges but the three *_total
+    counters. Run it from cron with --textfile
     (see RUNBOOK.md); exit 6 when the database cannot be reached, and the file
     then keeps its last content (alert on node_textfile_mtime_seconds).
     """

@@ -17,6 +17,7 @@ from click.core import ParameterSource
 from etlctl.cli import completion
 
 if TYPE_CHECKING:  # imported lazily at run time: --help must stay cheap
+    from etlctl.broker.settings import BrokerSettings
     from etlctl.core.lifecycle import Timings
     from etlctl.store.settings import ConnectionSettings
 
@@ -126,6 +127,41 @@ def connection_options(f):
     f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_flag,
                      help="Show error details and tracebacks.")(f)
     return f
+
+
+_BROKER_STORE = "etlctl.broker"
+
+
+def _remember_broker(ctx: click.Context, param: click.Parameter, value):
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("must not be empty (leave it out, and ETLCTL_AMQP_URL or RABBITMQ_* apply)")
+    if value is not None:
+        ctx.find_root().meta.setdefault(_BROKER_STORE, {})[param.name] = value
+    return value
+
+
+def broker_options(f):
+    """The message broker, for the commands that talk to one. No click envvar: the environment is read
+    by etlctl.broker.settings, which knows ETLCTL_AMQP_URL's precedence over the RABBITMQ_* variables."""
+    f = click.option("--amqp-heartbeat", metavar="SECONDS", expose_value=False, callback=_remember_broker,
+                     help="AMQP heartbeat interval, whole seconds; 0 turns heartbeats off "
+                          "[env: ETLCTL_AMQP_HEARTBEAT; default: 60]")(f)
+    f = click.option("--amqp-connect-timeout", metavar="SECONDS", expose_value=False, callback=_remember_broker,
+                     help="Longest wait to connect to the broker [env: ETLCTL_AMQP_CONNECT_TIMEOUT; default: 5s]")(f)
+    return click.option("--amqp-url", metavar="URL", expose_value=False, callback=_remember_broker,
+                        help="The message broker: amqp://user:password@host:5672/vhost, or amqps://... "
+                             "[env: ETLCTL_AMQP_URL, else RABBITMQ_HOST, RABBITMQ_PORT, RABBITMQ_USER, "
+                             "RABBITMQ_PASSWORD, RABBITMQ_VHOST; default: none]")(f)
+
+
+def broker_settings(ctx: click.Context | None = None) -> BrokerSettings | None:
+    """The configured broker (flags, else the environment), or None when there is none."""
+    from etlctl.broker import settings as broker
+
+    ctx = ctx or click.get_current_context()
+    given = ctx.find_root().meta.get(_BROKER_STORE, {})
+    return broker.resolve(given.get("amqp_url"), connect_timeout=given.get("amqp_connect_timeout"),
+                          heartbeat=given.get("amqp_heartbeat"))
 
 
 def output_options(f):

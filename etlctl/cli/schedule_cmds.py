@@ -6,6 +6,8 @@ from __future__ import annotations
 import click
 
 from etlctl.cli.options import (
+    broker_options,
+    broker_settings,
     connection_options,
     dry_run_option,
     example,
@@ -25,6 +27,7 @@ from etlctl.core.rules import PHASES
 @limit_option(1000, "jobs started in this tick")
 @click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
               help="Queue a RUNNING job's next step only when nothing touched the job for this long (at most 1d).")
+@broker_options
 @connection_options
 @output_options
 @example("""
@@ -51,15 +54,35 @@ def schedule_next(dry_run, explain, tenant, limit, chain_grace, as_json) -> None
     --chain-grace).
     Quiet when it started nothing; a second tick running at the same time
     exits 0 at once.
+
+    With a message broker configured (--amqp-url, ETLCTL_AMQP_URL or the
+    RABBITMQ_* variables) it publishes the messages it queued right after
+    its commit, as `etlctl relay` does. When the broker cannot be reached the
+    started runs stand: their messages wait in the outbox for `etlctl relay`,
+    and schedule-next says so and exits 8 (3 when the broker refused some).
     """
     from etlctl.actions import schedule as scheduler
     from etlctl.core.humanize import MAX_CHAIN_GRACE, parse_duration
     from etlctl.views import schedule as views
 
     grace = parse_duration(chain_grace, "--chain-grace", MAX_CHAIN_GRACE)
+    broker = broker_settings()
     with session(dry_run) as s:
-        tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain)
+        tick = scheduler.tick(s, tenant=tenant, limit=limit, chain_grace=grace, explain=explain, broker=broker)
     views.show_tick(tick, as_json, dry_run, explain)
+    _publishing_outcome(tick)
+
+
+def _publishing_outcome(tick) -> None:
+    """The error schedule-next ends with when its messages did not all reach the broker."""
+    from etlctl.errors import NotConfirmed
+    from etlctl.views import relay as relay_views
+
+    if tick.publish_error is not None:
+        raise tick.publish_error
+    if tick.published is not None and tick.published.not_confirmed:
+        count, reasons = relay_views.not_confirmed_summary(tick.published.not_confirmed)
+        raise NotConfirmed(count=count, reasons=reasons)
 
 
 @click.group()
@@ -75,7 +98,7 @@ def queue() -> None:
     """
 
 @queue.command("ls")
-@click.option("--pending", is_flag=True, help="Only messages not done yet.")
+@click.option("--pending", is_flag=True, help="Only messages still waiting: pending, or claimed and not done.")
 @limit_option(100, "messages shown, the newest; a note says when there are more")
 @connection_options
 @output_options
@@ -83,7 +106,11 @@ def queue() -> None:
 etlctl queue ls --pending
 """)
 def queue_ls(pending, limit, as_json) -> None:
-    """List queued messages, oldest first (the newest --limit of them)."""
+    """List queued messages, oldest first (the newest --limit of them), each
+    with its state: pending (with its failed attempts and the last error),
+    published (the broker confirmed it), skipped (its run was over when the
+    relay looked), claimed by a worker, or done; and the queue it goes to.
+    """
     from etlctl.actions import schedule as scheduler
     from etlctl.views import schedule as views
 
@@ -102,10 +129,13 @@ def queue_ls(pending, limit, as_json) -> None:
 etlctl queue claim --worker shell-1 --json
 """)
 def queue_claim(phase, worker, as_json, dry_run) -> int:
-    """Take the oldest unclaimed message of a phase and print it.
+    """Take the oldest pending message of a phase and print it: for workers
+    that read the outbox instead of RabbitMQ.
 
     Concurrent claimers never get the same message (FOR UPDATE SKIP LOCKED).
-    Exits 3 when there is nothing to claim.
+    A claimed message is never published by `etlctl relay`, and one the relay
+    published or skipped is never claimed. Exits 3 when there is nothing to
+    claim.
     """
     from etlctl.actions import schedule as scheduler
     from etlctl.errors import NOT_FINISHED, OK
@@ -139,6 +169,7 @@ def queue_done(message_id, as_json, dry_run) -> None:
 @click.option("--install", is_flag=True, help="Write the block into your crontab, replacing an earlier etlctl block.")
 @click.option("--log", "log_path", metavar="FILE", help="Where the ticks' output goes [default: ETLCTL_HOME/cron.log].")
 @connection_options
+@broker_options
 @example("""
 etlctl cron
 etlctl --dsn postgresql://etl@db.internal/etl cron --every 5m --install
@@ -150,7 +181,10 @@ def cron(every, install, log_path) -> None:
     apply to every crontab line below it): the database as this command
     found it (--dsn, ETLCTL_DSN, the PG* variables or ETLCTL_HOME; never a
     password: keep that in ~/.pgpass), the settings that differ from the
-    defaults, and ETLCTL_LOG_TIMESTAMPS=1, so every line of the log says when.
+    defaults, the broker as this command found it (--amqp-url, ETLCTL_AMQP_URL
+    or the RABBITMQ_* variables; never its password: name a 0600 file in
+    ETLCTL_AMQP_PASSWORD_FILE), and ETLCTL_LOG_TIMESTAMPS=1, so every line of
+    the log says when.
     Paths and values are quoted for sh, and % escaped for cron. Both commands
     are quiet when there is nothing to do, never overlap (a second tick exits
     at once) and never hang (statement, lock and connect timeouts).
@@ -160,5 +194,5 @@ def cron(every, install, log_path) -> None:
     from etlctl.actions import cron as crontab
     from etlctl.views import schedule as views
 
-    result = crontab.crontab(settings(), every, log_path, install_it=install)
+    result = crontab.crontab(settings(), every, log_path, install_it=install, broker=broker_settings())
     views.show_cron(result)

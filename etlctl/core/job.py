@@ -71,6 +71,7 @@ class Job:
     job_name: str
     tenant_id: int
     tenant_name: str | None
+    tenant_tier: str | None  # names its queues: <kind>_queue_<tier>
     integration_id: int | None
     provider: str | None
     kind: str | None
@@ -95,14 +96,17 @@ class Job:
     last_audit_at: datetime | None  # etlctl's latest write to the job (its audit)
     last_audit_command: str | None  # ... and the command that made it
     now: datetime
+    # What a look at the broker's queues found (etlctl.actions.peeking): a reason per queue where a
+    # message of the run waits. Never read from the row; dataclasses.replace() adds it and judges again.
+    queued: tuple[str, ...] = ()
     completion: rules.Completion = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "completion", rules.evaluate(self.rules, self.status, self.kind_steps))
+        object.__setattr__(self, "completion", rules.evaluate(self.rules, self.status, self.kind_steps, self.queued))
 
     @classmethod
     def from_row(cls, row: Mapping) -> Job:
-        built = ("rules", "kind_steps", "status", "unread")
+        built = ("rules", "kind_steps", "status", "unread", "queued")
         values = {f.name: row.get(f.name) for f in fields(cls) if f.init and f.name not in built}
         unread = document.parts_from(row.get("unread"))
         return cls(rules=rules.step_rules_from(row.get("step_rules")),

@@ -21,7 +21,7 @@ on, so concurrent deciders cannot both act.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -194,8 +194,10 @@ def decide(
     now: datetime,
     timings: Timings,
     finished_at: datetime | None = None,
+    queued: Sequence[str] = (),
 ) -> Decision:
-    """The next step of the reset flow for one job at time ``now``; ``rules`` are its step rules."""
+    """The next step of the reset flow for one job at time ``now``; ``rules`` are its step rules,
+    ``queued`` what a look at the broker's queues found (see :func:`etlctl.core.rules.evaluate`)."""
     doc = status if isinstance(status, Mapping) else {}
     state = reset_state(status, now)
     overall = doc.get("overall")
@@ -218,7 +220,7 @@ def decide(
         if state.deadline is not None and state.deadline > now:
             return Decision(WAIT, state, _waiting_for(state, timings), state.deadline, state.attempt, state.stage)
 
-    completion = evaluate(rules, status)
+    completion = evaluate(rules, status, queued=queued)
     attempt = effective.attempt
     label = f"check {attempt + 1} of {timings.checks}"
 

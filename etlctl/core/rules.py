@@ -165,11 +165,14 @@ def judge_step(name: str, rule: str, body: object) -> StepVerdict:
 
 
 def evaluate(step_rules: Mapping[str, str] | None, status: object,
-             kind_steps: Sequence[KindStep] | None = None) -> Completion:
+             kind_steps: Sequence[KindStep] | None = None, queued: Sequence[str] = ()) -> Completion:
     """Decide whether a job is complete, as the check-completion endpoint does.
 
     ``step_rules`` maps a step name to its rule (a step without one must
-    finish); ``kind_steps`` only orders the verdicts for display.
+    finish); ``kind_steps`` only orders the verdicts for display. ``queued``
+    is what a look at the broker found, as the existing reset scheduler looks:
+    one reason per queue where a message of the run still waits (or may
+    wait); any makes the job not finished, though not failed (waiting helps).
     """
     overall = normal_overall(status.get("overall")) if isinstance(status, Mapping) else None
     steps = document_steps(status)
@@ -182,6 +185,7 @@ def evaluate(step_rules: Mapping[str, str] | None, status: object,
     names = [n for n in ordered_step_names(kind_steps, status) if steps is not None and n in steps]
     verdicts = tuple(judge_step(name, rule_of(name, step_rules), steps[name]) for name in names)
     reasons.extend(v.detail for v in verdicts if not v.done)
+    reasons.extend(queued)
     if overall != "FINISHED":
         reasons.insert(0, f"overall is {_show(overall)}, not FINISHED")
 

@@ -17,8 +17,11 @@ Checks, in the order they are reported:
   nothing to queue. Inactive jobs, FAILED jobs waiting for their retry, and
   jobs queued behind a healthy run are notes, not problems.
 - RUNNING far longer than the job's own history says is usual (facts.long_run)
-- queue messages not done QUEUE_LIMIT after they were queued: never claimed,
-  or left over from a run that is over
+- queue messages not done QUEUE_LIMIT after they were queued: never published
+  or claimed (with the relay's last error, when it tried), or left over from a
+  run that is over
+- with a message broker configured: the broker unreachable (or refusing
+  etlctl), a queue the outbox targets missing, a queue no worker consumes
 - malformed status documents
 
 A finding is a "problem" (doctor exits 3) or a "note" (reported, exit 0).
@@ -38,9 +41,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from etlctl.broker.settings import BrokerSettings
 from etlctl.core import document, lifecycle
-from etlctl.errors import NotInitialized
+from etlctl.errors import BrokerError, BrokerUnavailable, NotInitialized
 from etlctl.oncall import facts
+from etlctl.oncall.doctor_broker import queue_findings as broker_queue_findings
+from etlctl.oncall.doctor_broker import unreachable_finding
 from etlctl.oncall.doctor_database import (
     INDEX_MIGRATION,
     QUEUE_LIMIT,
@@ -62,9 +68,11 @@ def host_clock() -> float:
     return time.time()
 
 
-def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = None) -> Report:
+def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = None,
+        broker: BrokerSettings | None = None) -> Report:
     """The report; with ``tenant``, the findings about that tenant's jobs and queue messages (the
-    database-wide checks, such as the schema and clock skew, stay: they concern every tenant)."""
+    database-wide checks, such as the schema and clock skew, stay: they concern every tenant).
+    With ``broker``, also what the broker says of the queues the outbox targets (that tenant's)."""
     from etlctl.store import schema
 
     report = Report()
@@ -108,7 +116,22 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
 
     stale = session.all("oncall_queue_stale", older_than=QUEUE_LIMIT, tenant_ids=ids)
     report.findings += queue_findings(stale)
+    if broker is not None:
+        report.findings += look_at_broker(session, broker, ids)
     return _sorted(report)
+
+
+def look_at_broker(session, settings: BrokerSettings, tenant_ids: list[int] | None = None) -> list[Finding]:
+    """Reach the broker and ask it about every queue the outbox targets (a passive declare each)."""
+    from etlctl.broker import connection
+
+    targets = session.all("oncall_target_queues", tenant_ids=tenant_ids)
+    try:
+        with connection.connect(settings, "etlctl doctor") as broker:
+            seen = {row["queue_name"]: broker.inspect_queue(row["queue_name"]) for row in targets}
+    except (BrokerUnavailable, BrokerError) as exc:
+        return [unreachable_finding(settings.shown, exc, sum(row["pending"] for row in targets))]
+    return broker_queue_findings(settings.shown, targets, seen)
 
 
 def examine(session, timings: lifecycle.Timings, job_ids: Sequence[int] | None, conflicts: Sequence[dict],

@@ -1,5 +1,6 @@
 """doctor's judgments about the database as a whole: clock skew, migrations
-pending, the one-RUNNING index, and queue messages left too long. Pure: what
+pending, the one-RUNNING index, and queue messages left too long (never
+published or claimed, or of runs that are over). Pure: what
 was read in, findings out (no database access)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from etlctl.oncall.doctor_fixes import Fix, psql
 from etlctl.oncall.doctor_report import PROBLEM, Finding
 
 SKEW_LIMIT = 5.0  # seconds
-QUEUE_LIMIT = 900.0  # seconds a message may stay unclaimed (or stale) before it is reported
+QUEUE_LIMIT = 900.0  # seconds a message may stay pending (or stale) before it is reported
 INDEX_MIGRATION = "0002_one_running_per_integration"
 
 
@@ -81,13 +82,24 @@ def queue_findings(rows: Sequence[dict]) -> list[Finding]:
     out = []
     if unclaimed:
         oldest = unclaimed[0]
+        tried = [r for r in unclaimed if r["attempts"]]
+        if tried:
+            latest = max(tried, key=lambda r: r["last_attempt_at"])
+            cause = (f"a relay tries, but the broker does not take them: message {latest['id']}'s last attempt "
+                     f"({relative(latest['last_attempt_at'], now)}, attempt {latest['attempts']}) ended with: "
+                     f"{latest['last_error']}")
+        else:
+            cause = ("nothing publishes them: no `etlctl relay` runs (from cron, or --follow as a service), and "
+                     "schedule-next has no broker configured (ETLCTL_AMQP_URL or RABBITMQ_*); nor does a worker "
+                     "claim them with `etlctl queue claim`")
         out.append(Finding(
             "queue_stale", PROBLEM,
-            f"{len(unclaimed)} message{'s' if len(unclaimed) != 1 else ''} of current runs never claimed; the oldest, "
-            f"{oldest['id']} (job {oldest['job_id']} {oldest['step']} {oldest['phase']}), was queued "
-            f"{relative(oldest['created_at'], now)}",
-            f"no worker or relay takes {', '.join(sorted({r['phase'] for r in unclaimed}))} messages: are they running?",
-            (Fix(("etlctl", "queue", "ls", "--pending"), "the messages waiting"),),
+            f"{len(unclaimed)} message{'s' if len(unclaimed) != 1 else ''} of current runs never published or "
+            f"claimed; the oldest, {oldest['id']} (job {oldest['job_id']} {oldest['step']} {oldest['phase']}, to "
+            f"{oldest['queue_name']}), was queued {relative(oldest['created_at'], now)}",
+            cause,
+            (Fix(("etlctl", "relay"), "publishes them (with the broker configured), or says why it cannot"),
+             Fix(("etlctl", "queue", "ls", "--pending"), "the messages waiting, with their attempts and last error")),
             tuple(sorted({r["job_id"] for r in unclaimed})), details={"message_ids": [r["id"] for r in unclaimed]},
         ))
     if stale:
@@ -100,7 +112,8 @@ def queue_findings(rows: Sequence[dict]) -> list[Finding]:
             f"{len(stale)} message{'s' if len(stale) != 1 else ''} of runs that are over (or of deleted jobs) never "
             f"done{more}",
             "the run they belong to ended (reset, forced or restarted) before a worker finished them; "
-            "a worker that takes one now works for nothing",
+            "a worker that takes one now works for nothing (`etlctl relay` marks such messages skipped, never "
+            "publishing them; `queue done` does it by hand)",
             fixes, tuple(sorted({r["job_id"] for r in stale})), details={"message_ids": [r["id"] for r in stale]},
         ))
     if total > len(rows) and out:

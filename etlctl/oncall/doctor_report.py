@@ -23,6 +23,9 @@ TITLES = {
     "not_starting": "Next job not starting",
     "long_running": "Running far longer than usual",
     "queue_stale": "Queue messages pending too long",
+    "broker_unreachable": "Message broker unreachable",
+    "queue_missing": "Broker queue missing",
+    "queue_no_consumer": "No worker consumes a queue",
     "malformed_status": "Malformed status document",
 }
 ORDER = list(TITLES)

@@ -8,9 +8,18 @@ instant (the clock seam's now):
                                                           seconds since the job's last run finished (jobs that have one)
     etlctl_resets_pending{tenant}                         FINISHED jobs whose reset has not given up
     etlctl_resets_gave_up{tenant}                         FINISHED jobs whose reset gave up (they wait for a person)
-    etlctl_queue_depth{phase,state}                       queued messages not done, by phase, claimed or not
-    etlctl_queue_oldest_pending_age_seconds{phase}        age of the oldest message not done (0: none)
+    etlctl_queue_depth{phase,state}                       messages waiting: pending ("unclaimed") or claimed by a worker
+                                                          and not done; published and skipped ones are gone
+    etlctl_queue_oldest_pending_age_seconds{phase}        age of the oldest message waiting (0: none)
+    etlctl_queue_published_total                          counter: messages a relay published (the broker confirmed them)
+    etlctl_queue_skipped_total                            counter: messages a relay skipped (their run was over)
+    etlctl_queue_nacked_total                             counter: times the broker refused a message (nack or
+                                                          return); each stays pending and is retried
     etlctl_oldest_finished_job_age_seconds                age of the oldest FINISHED job (0: none)
+
+The three counters are counts over the outbox, which etlctl never deletes from:
+they only grow (an owner who prunes etlctl.queue resets them, which Prometheus
+handles as a counter reset).
 
 This module reads them (:func:`read`); the exposition text, and writing it
 atomically for node_exporter's textfile collector, is :mod:`etlctl.views.metrics`.
@@ -46,12 +55,27 @@ def read(session, tenant: str | None = None) -> list[Family]:
     ids = jobs.tenant_ids(session, tenant)
     counts = session.all("metrics_job_counts", tenant_ids=ids)
     queue = session.all("metrics_queue", tenant_ids=ids)
+    relayed = session.one("metrics_relay", tenant_ids=ids)
     oldest = session.one("metrics_oldest_finished", tenant_ids=ids)["seconds"]
     by_state, *rest = families(counts, queue, oldest)
     last_success = Family("etlctl_job_last_success_age_seconds",
                           "Seconds since the job's last run finished successfully (last_run_finished_at).",
                           samples=_last_success(session, ids))
-    return [by_state, last_success, *rest]
+    return [by_state, last_success, *rest, *relay_families(relayed)]
+
+
+def relay_families(row: dict) -> list[Family]:
+    """The relays' counters."""
+    published = Family("etlctl_queue_published_total", "Messages a relay published: the broker confirmed them.",
+                       type="counter")
+    published.add(row["published"])
+    skipped = Family("etlctl_queue_skipped_total", "Messages a relay skipped, never published: their run was over.",
+                     type="counter")
+    skipped.add(row["skipped"])
+    nacked = Family("etlctl_queue_nacked_total", "Times the broker refused a message (a nack, or a return: no such "
+                    "queue); each stays pending and the next pass retries it.", type="counter")
+    nacked.add(row["refusals"])
+    return [published, skipped, nacked]
 
 
 def _last_success(session, tenant_ids: list[int] | None) -> Iterator[tuple[dict, float]]:
@@ -78,8 +102,9 @@ def families(counts: list[dict], queue: list[dict], oldest_finished: float | Non
         gave_up.add(stuck, tenant=tenant)
         pending.add(sum(row["jobs"] for row in finished) - stuck, tenant=tenant)
 
-    depth = Family("etlctl_queue_depth", "Queued messages not done yet, by phase and whether a worker claimed them.")
-    oldest_message = Family("etlctl_queue_oldest_pending_age_seconds", "Age of the oldest queued message not done yet.")
+    depth = Family("etlctl_queue_depth", "Queued messages still waiting, by phase: pending (unclaimed: not yet "
+                   "published) or claimed by a worker and not done.")
+    oldest_message = Family("etlctl_queue_oldest_pending_age_seconds", "Age of the oldest queued message still waiting.")
     queued = {(row["phase"], "claimed" if row["claimed"] else "unclaimed"): row for row in queue}
     phases = list(PHASES) + sorted({row["phase"] for row in queue} - set(PHASES))
     for phase in phases:

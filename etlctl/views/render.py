@@ -99,6 +99,11 @@ def _cell(value: object) -> str:
     return visible(str(value))
 
 
+def when_text(value: datetime | None) -> str:
+    """A time as a table cell shows it."""
+    return _cell(value)
+
+
 def truncate(text: str | None, width: int = 60) -> str | None:
     if text is None:
         return None

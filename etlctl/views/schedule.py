@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from etlctl.views import relay as relay_views
 from etlctl.views import render
 
 
@@ -11,12 +12,15 @@ def show_tick(tick, as_json: bool, dry_run: bool, explain: bool) -> None:
     Quiet when it did nothing; a tick locked out by another says so only when a person asked
     (--explain or --dry-run), not in cron's mail.
     """
+    handled = tick.published.handled if tick.published is not None else []
     if as_json:
         render.emit_json({
             "dry_run": dry_run, "locked_out": not tick.locked,
             "started": [_started_record(r) for r in tick.started], "skipped": tick.skipped,
             "queued_next_steps": tick.chained,
             **({"not_started": tick.not_started} if explain else {}),
+            # With a broker: what became of each message it queued (null: not published by this tick).
+            "messages": [relay_views.record(h) for h in handled] if tick.published is not None else None,
         })
         return
     if not tick.locked:
@@ -29,6 +33,7 @@ def show_tick(tick, as_json: bool, dry_run: bool, explain: bool) -> None:
     lines += [f"skipped integration {row['integration_id']}: {row['reason']}" for row in tick.skipped]
     lines += [f"{'would queue' if dry_run else 'queued'} job {row['job_id']}: {row['step']} extraction (next step)"
               for row in tick.chained]
+    lines += [relay_views.describe(h) for h in handled]
     if explain:
         lines += [f"not starting job {row['job_id']} ({row['job_name']}, tenant {row['tenant'] or row['tenant_id']}): "
                   f"{row['reason']}" for row in tick.not_started]
@@ -53,13 +58,28 @@ def _queue_rows(rows: list[dict], as_json: bool, pending: bool) -> None:
         render.emit_json(rows)
         return
     table = [[r["id"], r["job_id"], r["job_name"], r["step"], r["phase"], r["token"],
-              "yes" if r["current_run"] else "no (stale)",
-              "done" if r["done_at"] else (f"claimed by {r['claimed_by']}" if r["claimed_at"] else "pending"),
-              r["created_at"]] for r in rows]
+              "yes" if r["current_run"] else "no (stale)", queue_state(r), r["queue_name"], r["created_at"]]
+             for r in rows]
     if table:
-        render.emit_table(table, ["ID", "JOB", "NAME", "STEP", "PHASE", "TOKEN", "CURRENT RUN", "STATE", "QUEUED"])
+        render.emit_table(table, ["ID", "JOB", "NAME", "STEP", "PHASE", "TOKEN", "CURRENT RUN", "STATE", "TO",
+                                  "QUEUED"])
     else:
         render.note("the queue is empty" if not pending else "no pending messages")
+
+
+def queue_state(row: dict) -> str:
+    """pending (with its failed attempts), published, skipped (why), claimed by a worker, or done."""
+    state = row["state"]
+    if state == "published":
+        return f"published {render.when_text(row['published_at'])}"
+    if state == "skipped":
+        return f"skipped: {row['skip_reason']}"
+    if state == "claimed":
+        return f"claimed by {row['claimed_by']}"
+    if state == "pending" and row["attempts"]:
+        tries = f"{row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
+        return f"pending ({tries}; last: {render.truncate(row['last_error'], 60)})"
+    return state
 
 
 def show_claim(row: dict | None, phase: str, as_json: bool, dry_run: bool) -> None:
@@ -87,6 +107,9 @@ def show_cron(crontab) -> None:
     """The block (or that it was installed); a note when the DSN's password was left out."""
     if crontab.password_left_out:
         render.note("etlctl: the DSN's password is not written to the crontab: put it in ~/.pgpass")
+    if crontab.broker_password_left_out:
+        render.note("etlctl: the broker's password is not written to the crontab: put it in a 0600 file named by "
+                    "ETLCTL_AMQP_PASSWORD_FILE")
     if crontab.installed:
         render.line(f"installed the etlctl block into your crontab (runs every {crontab.every})")
     else:

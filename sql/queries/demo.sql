@@ -9,13 +9,15 @@ CREATE DATABASE etlctl_demo;
 -- name: demo_seed
 -- A demo tenant with a Jira and a GitHub integration and one job each, due now,
 -- rescheduled one minute after each reset (the shortest interval the column holds).
+-- Its tier is etlctl_demo: with a broker configured, its messages go to
+-- extraction_queue_etlctl_demo, which no real worker consumes.
 -- The demo's simulated worker does not chain steps as the real workers do, so
 -- its database opts every step into schedule-next's chaining (kind_steps.chain).
 WITH chained AS (
     UPDATE etlctl.kind_steps SET chain = true WHERE kind IN ('jira', 'github') RETURNING 1
 ),
 tenant AS (
-    INSERT INTO tenants (name, tier) VALUES ('demo', 'premium') RETURNING id
+    INSERT INTO tenants (name, tier) VALUES ('demo', 'etlctl_demo') RETURNING id
 ),
 jira AS (
     INSERT INTO integrations (provider, type, base_url, tenant_id)

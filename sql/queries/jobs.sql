@@ -18,8 +18,8 @@ LIMIT 20;
 -- other step must finish), its tenant and integration, etlctl's latest write
 -- to it (its audit), and the clock. Included by job_detail, sweep_batch,
 -- oncall_jobs and watch_in_flight, which add their WHERE clause.
-SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, j.integration_id, i.provider,
-       k.kind,
+SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, coalesce(t.tier, 'premium') AS tenant_tier,
+       j.integration_id, i.provider, k.kind,
        CASE WHEN k.kind IS NOT NULL THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object('step', s.step, 'position', s.position,
                                                'display_name', s.display_name, 'chain', s.chain)

@@ -70,10 +70,13 @@ LEFT JOIN pg_index x ON x.indexrelid = c.oid;
 SELECT clock_timestamp() AS db_clock;
 
 -- name: oncall_queue_stale
--- Messages not done %(older_than)s seconds after they were queued, oldest first,
--- with whether each still belongs to its job's current run.
+-- Messages still waiting %(older_than)s seconds after they were queued (pending,
+-- or claimed and not done: not those a relay published or skipped), oldest
+-- first, with whether each still belongs to its job's current run and its
+-- publish attempts.
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
 SELECT q.id, q.job_id, q.step, q.phase, q.token, q.created_at, q.claimed_at, q.claimed_by,
+       q.queue_name, q.attempts, q.last_error, q.last_attempt_at,
        j.id IS NOT NULL AS job_exists,
        (j.status ->> 'token') IS NOT DISTINCT FROM q.token AS current_run,
        count(*) OVER () AS total,
@@ -81,11 +84,32 @@ SELECT q.id, q.job_id, q.step, q.phase, q.token, q.created_at, q.claimed_at, q.c
 FROM etlctl.queue q
 CROSS JOIN clock
 LEFT JOIN etl_jobs j ON j.id = q.job_id
-WHERE q.done_at IS NULL
+WHERE q.done_at IS NULL AND q.published_at IS NULL AND q.skipped_at IS NULL
   AND q.created_at < clock.now - make_interval(secs => %(older_than)s)
   AND (%(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]))
 ORDER BY q.id
 LIMIT 200;
+
+-- name: oncall_target_queues
+-- The broker queues etlctl publishes to, for doctor: those of the messages still
+-- pending (with how many wait for each), and the extraction queue of every tier
+-- that has an active job (the next run's message goes there); of %(tenant_ids)s
+-- (an int[]) only, when given.
+SELECT queue_name, sum(pending)::int AS pending
+FROM (
+    SELECT q.queue_name, 1 AS pending
+    FROM etlctl.queue q
+    WHERE q.claimed_at IS NULL AND q.published_at IS NULL AND q.skipped_at IS NULL AND q.done_at IS NULL
+      AND q.queue_name IS NOT NULL
+      AND (%(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]))
+    UNION ALL
+    SELECT 'extraction_queue_' || coalesce(t.tier, 'premium'), 0
+    FROM tenants t
+    WHERE t.active AND EXISTS (SELECT 1 FROM etl_jobs j WHERE j.tenant_id = t.id AND j.active)
+      AND (%(tenant_ids)s::int[] IS NULL OR t.id = ANY (%(tenant_ids)s::int[]))
+) targets
+GROUP BY queue_name
+ORDER BY queue_name;
 
 -- name: history
 -- A job's audit rows, the newest %(limit)s of them (since %(since)s, an ISO
@@ -185,16 +209,28 @@ WHERE (j.status ->> 'overall') = 'FINISHED'
   AND isfinite(coalesce(j.last_run_finished_at, j.last_updated_at));
 
 -- name: metrics_queue
--- Messages not done yet, by phase and whether a worker claimed them, with the oldest one's age.
+-- Messages still waiting (pending, or claimed by a worker and not done; not those
+-- a relay published or skipped), by phase and whether a worker claimed them, with
+-- the oldest one's age.
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
 SELECT q.phase, q.claimed_at IS NOT NULL AS claimed, count(*) AS messages,
        extract(epoch FROM clock.now - min(q.created_at))::float8 AS oldest_seconds
 FROM etlctl.queue q
 CROSS JOIN clock
-WHERE q.done_at IS NULL
+WHERE q.done_at IS NULL AND q.published_at IS NULL AND q.skipped_at IS NULL
   AND (%(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]))
 GROUP BY q.phase, q.claimed_at IS NOT NULL, clock.now
 ORDER BY q.phase, claimed;
+
+-- name: metrics_relay
+-- What the relays did, ever: messages published (confirmed by the broker) and
+-- skipped (their run was over), and the broker's refusals (nacks and returns,
+-- each retried). Counts over the whole outbox, which etlctl never deletes from.
+SELECT count(*) FILTER (WHERE q.published_at IS NOT NULL) AS published,
+       count(*) FILTER (WHERE q.skipped_at IS NOT NULL) AS skipped,
+       coalesce(sum(q.refusals), 0)::bigint AS refusals
+FROM etlctl.queue q
+WHERE %(tenant_ids)s::int[] IS NULL OR q.tenant_id = ANY (%(tenant_ids)s::int[]);
 
 -- name: doctor_candidates
 -- The jobs that can have a doctor finding: a superset, decided here so that

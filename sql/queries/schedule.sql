@@ -149,6 +149,10 @@ notified AS (
     SELECT pg_notify('etl_job_status', json_build_object('job_id', s.id, 'tenant_id', s.tenant_id, 'overall', 'RUNNING')::text)
     FROM started s
 ),
+-- Wakes `etlctl relay --follow` (sql/queries/relay.sql) at the commit: the newest message queued.
+relay_woken AS (
+    SELECT pg_notify('etlctl_queue', max(q.id)::text) FROM queued q HAVING count(*) > 0
+),
 -- Each started job's queue message, through a map from job id to message id: a join of
 -- the two CTEs would be planned as a nested loop over rows the planner cannot count,
 -- 1,000 x 1,000 comparisons for a tick that starts 1,000 jobs (see BENCHMARKS.md).
@@ -157,7 +161,8 @@ queue_ids AS MATERIALIZED (
 )
 SELECT s.id, s.job_name, s.tenant_id, s.integration_id, s.provider, s.from_state, s.token, s.first_step,
        s.retry_count, s.queue_name, (queue_ids.by_job ->> s.id::text)::bigint AS queue_id,
-       (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified
+       (SELECT count(*) FROM audit) AS audited, (SELECT count(*) FROM notified) AS notified,
+       (SELECT count(*) FROM relay_woken) AS relay_woken
 FROM started s
 CROSS JOIN queue_ids
 ORDER BY s.id;
@@ -167,7 +172,8 @@ ORDER BY s.id;
 -- finished and whose next step is still idle and marked `chain`
 -- (etlctl.kind_steps.chain: off for the seeded kinds, whose workers chain their
 -- own steps), queue that step's extraction, unless something touched the job in
--- the last %(grace)s seconds. Idempotent on (token, step, phase).
+-- the last %(grace)s seconds. Idempotent on (token, step, phase). Notifies
+-- etlctl_queue when it queued anything.
 WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 running AS (
     SELECT j.id, j.tenant_id, j.integration_id, j.status ->> 'token' AS token,
@@ -199,16 +205,26 @@ next_step AS (
     WHERE n.position > 1
       AND n.chain
       AND (r.steps -> n.step IS NULL OR etlctl.phases_are(r.steps -> n.step, 'idle'))
+),
+queued AS (
+    INSERT INTO etlctl.queue (created_at, job_id, tenant_id, integration_id, token, step, phase, queue_name, message)
+    SELECT clock.now, n.id, n.tenant_id, n.integration_id, n.token, n.step, 'extraction', n.queue_name,
+           n.message_extra || jsonb_build_object(
+               'tenant_id', n.tenant_id, 'integration_id', n.integration_id, 'job_id', n.id,
+               'type', n.step, 'provider', n.message_provider, 'token', n.token,
+               'old_last_sync_date', n.old_last_sync_date)
+    FROM next_step n, clock
+    ON CONFLICT (token, step, phase) DO NOTHING
+    RETURNING id AS queue_id, job_id, step
+),
+-- Wakes `etlctl relay --follow` at the commit, as schedule_start does.
+relay_woken AS (
+    SELECT pg_notify('etlctl_queue', max(q.queue_id)::text) FROM queued q HAVING count(*) > 0
 )
-INSERT INTO etlctl.queue (created_at, job_id, tenant_id, integration_id, token, step, phase, queue_name, message)
-SELECT clock.now, n.id, n.tenant_id, n.integration_id, n.token, n.step, 'extraction', n.queue_name,
-       n.message_extra || jsonb_build_object(
-           'tenant_id', n.tenant_id, 'integration_id', n.integration_id, 'job_id', n.id,
-           'type', n.step, 'provider', n.message_provider, 'token', n.token,
-           'old_last_sync_date', n.old_last_sync_date)
-FROM next_step n, clock
-ON CONFLICT (token, step, phase) DO NOTHING
-RETURNING id AS queue_id, job_id, step;
+SELECT q.queue_id, q.job_id, q.step
+FROM queued q
+LEFT JOIN relay_woken ON true
+ORDER BY q.queue_id;
 
 -- name: schedule_plan
 -- Every job (or those in %(job_ids)s, an int[]; or one tenant's) with the facts
