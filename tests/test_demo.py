@@ -1,59 +1,75 @@
-"""`etlctl demo` (what `make demo` runs), end to end on its own embedded server."""
+"""`etlctl demo` (what `make demo` runs), end to end on its own embedded server: on a bare
+machine, and with a broker configured (the session's private node).
+
+Each demo spends about a minute waiting for next_run between its two cycles (the
+shortest interval the column holds), so the two run side by side, in homes of their own.
+"""
 
 from __future__ import annotations
 
 import re
+import shutil
+import uuid
 
 import pytest
 
-from tests.helpers import run_process
+from etlctl.store import embedded
+from tests.helpers import etlctl_process, run_process
 
 
-@pytest.fixture(params=["no broker", "broker"])
-def broker_env(request) -> dict:
-    """The demo on a bare machine, and with a broker configured (the session's private node)."""
-    if request.param == "no broker":
-        return {}
-    broker = request.getfixturevalue("broker")
-    request.getfixturevalue("queues").track("extraction_queue_etlctl_demo")
-    return {"ETLCTL_AMQP_URL": broker.url}
+def check_cycles(out: str) -> None:
+    for cycle in (1, 2):
+        section = out.split(f"== Cycle {cycle}: schedule-next")[1].split("== Between cycles")[0]
+        assert re.search(r"started job 1 \(Jira\): READY -> RUNNING, run [0-9a-f-]{36}, queued jira_projects_and_issue_types", section)
+        assert re.search(r"started job 2 \(GitHub\): READY -> RUNNING, run [0-9a-f-]{36}, queued github_repositories", section)
+        for step in ("jira_statuses_and_relationships", "jira_issues_with_changelogs", "jira_dev_status"):
+            assert f"queued job 1: {step} extraction (next step)" in section
+        assert "marked job 1 FINISHED" in section and "marked job 2 FINISHED" in section
+    assert "Job completed. Resetting in 3 seconds..." in out
+    assert re.search(r"reset job 1 \(Jira, tenant demo\) to READY; next run at .* \(in 1m\)", out)
+    assert re.search(r"\s2\s+GitHub\s+reset\s+READY; next run at", out)
+    assert "not starting job 1 (Jira, tenant demo): next_run in" in out
+    final = out.split("== Cycle 2: `sweep`")[1]
+    assert re.search(r"^  1\s+demo\s+Jira\s+jira\s+READY\s", final, re.MULTILINE)
+    assert re.search(r"^  2\s+demo\s+GitHub\s+github\s+READY\s", final, re.MULTILINE)
+
+
+def check_without_broker(out: str) -> None:
+    assert "No message broker is configured (ETLCTL_AMQP_URL, or RABBITMQ_HOST...): the messages wait in the " \
+           "outbox, the table etlctl.queue" in out
+    outbox = out.split("== The outbox")[1].split("== What happened")[0]
+    assert outbox.count(" done ") == 14
+
+
+def check_with_broker(out: str) -> None:
+    assert "A message broker is configured (amqp://etlctl_test@127.0.0.1:" in out
+    assert re.search(r"-- a worker receives message 1 from extraction_queue_etlctl_demo: "
+                     r'\{"tenant_id": 1, "integration_id": 1, "job_id": 1, "type": "jira_projects_and_issue_types", '
+                     r'"provider": "jira", "token": "[0-9a-f-]{36}", "old_last_sync_date": null\}', out)
+    assert re.search(r"published message 1 \(job 1 jira_projects_and_issue_types extraction, run [0-9a-f-]{36}\) "
+                     r"to extraction_queue_etlctl_demo", out)
+    outbox = out.split("== The outbox")[1].split("== What happened")[0]
+    assert outbox.count(" published 20") == 14 and " pending" not in outbox  # 7 messages a cycle, all published
 
 
 @pytest.mark.slow
-def test_demo_runs_two_full_cycles(embedded_home, broker_env):
-    env = {"ETLCTL_HOME": str(embedded_home), **broker_env}
+def test_demo_runs_two_full_cycles_without_and_with_a_broker(scratch, broker, queues):
+    queues.track("extraction_queue_etlctl_demo")
+    homes = {name: scratch / f"demo-{name}-{uuid.uuid4().hex[:8]}" for name in ("bare", "broker")}
+    envs = {"bare": {"ETLCTL_HOME": str(homes["bare"])},
+            "broker": {"ETLCTL_HOME": str(homes["broker"]), "ETLCTL_AMQP_URL": broker.url}}
     try:
-        result = run_process(["demo"], None, env=env, timeout=400)
-        assert result.exit_code == 0, result.stdout[-3000:] + result.stderr
-        out = result.stdout
-        assert result.stderr == ""
-        if broker_env:
-            assert "A message broker is configured (amqp://etlctl_test@127.0.0.1:" in out
-            assert re.search(r"-- a worker receives message 1 from extraction_queue_etlctl_demo: "
-                             r'\{"tenant_id": 1, "integration_id": 1, "job_id": 1, "type": "jira_projects_and_issue_types", '
-                             r'"provider": "jira", "token": "[0-9a-f-]{36}", "old_last_sync_date": null\}', out)
-            assert re.search(r"published message 1 \(job 1 jira_projects_and_issue_types extraction, run [0-9a-f-]{36}\) "
-                             r"to extraction_queue_etlctl_demo", out)
-            outbox = out.split("== The outbox")[1].split("== What happened")[0]
-            assert outbox.count(" published 20") == 14 and " pending" not in outbox  # 7 messages a cycle, all published
-        else:
-            assert "No message broker is configured (ETLCTL_AMQP_URL, or RABBITMQ_HOST...): the messages wait in the " \
-                   "outbox, the table etlctl.queue" in out
-            outbox = out.split("== The outbox")[1].split("== What happened")[0]
-            assert outbox.count(" done ") == 14
-        for cycle in (1, 2):
-            section = out.split(f"== Cycle {cycle}: schedule-next")[1].split("== Between cycles")[0]
-            assert re.search(r"started job 1 \(Jira\): READY -> RUNNING, run [0-9a-f-]{36}, queued jira_projects_and_issue_types", section)
-            assert re.search(r"started job 2 \(GitHub\): READY -> RUNNING, run [0-9a-f-]{36}, queued github_repositories", section)
-            for step in ("jira_statuses_and_relationships", "jira_issues_with_changelogs", "jira_dev_status"):
-                assert f"queued job 1: {step} extraction (next step)" in section
-            assert "marked job 1 FINISHED" in section and "marked job 2 FINISHED" in section
-        assert "Job completed. Resetting in 3 seconds..." in out
-        assert re.search(r"reset job 1 \(Jira, tenant demo\) to READY; next run at .* \(in 1m\)", out)
-        assert re.search(r"\s2\s+GitHub\s+reset\s+READY; next run at", out)
-        assert "not starting job 1 (Jira, tenant demo): next_run in" in out
-        final = out.split("== Cycle 2: `sweep`")[1]
-        assert re.search(r"^  1\s+demo\s+Jira\s+jira\s+READY\s", final, re.MULTILINE)
-        assert re.search(r"^  2\s+demo\s+GitHub\s+github\s+READY\s", final, re.MULTILINE)
+        running = {name: etlctl_process(["demo"], None, env=env) for name, env in envs.items()}
+        finished = {name: proc.communicate(timeout=400) for name, proc in running.items()}
+        for name, proc in running.items():
+            out, err = finished[name]
+            assert proc.returncode == 0, f"{name}: {out[-3000:]}{err}"
+            assert err == "", name
+            check_cycles(out)
+        check_without_broker(finished["bare"][0])
+        check_with_broker(finished["broker"][0])
     finally:
-        run_process(["db", "stop"], None, env=env)
+        for name, env in envs.items():
+            run_process(["db", "stop"], None, env=env)
+            embedded.stop(homes[name])
+            shutil.rmtree(homes[name], ignore_errors=True)
