@@ -320,3 +320,24 @@ def test_a_wheel_the_servers_user_cannot_reach_runs_from_a_copy_in_etlctl_home(e
         assert os.path.realpath(f"/proc/{again.pid}/exe") == str(copy / "postgres")
     finally:
         embedded.stop(embedded_home)
+
+
+@needs_root
+def test_roots_default_home_is_one_the_server_user_can_reach(tmp_path, monkeypatch):
+    # Root's data directory sits behind /root (0700), which the server's user cannot enter: a fresh
+    # clone's `make demo` as root must not be refused there.
+    from etlctl.store.settings import ROOT_HOME, default_home
+
+    monkeypatch.delenv("ETLCTL_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_home() == ROOT_HOME == Path("/var/lib/etlctl")
+
+
+@needs_root
+def test_a_server_root_already_has_in_its_data_directory_stays_there(tmp_path, monkeypatch):
+    from etlctl.store.settings import default_home
+
+    monkeypatch.delenv("ETLCTL_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    (tmp_path / "data" / "etlctl" / "pgdata").mkdir(parents=True)
+    assert default_home() == tmp_path / "data" / "etlctl"

@@ -38,14 +38,24 @@ class ConnectionSettings:
         return default_home()
 
 
+ROOT_HOME = Path("/var/lib/etlctl")
+
+
 def default_home() -> Path:
-    """ETLCTL_HOME, else the user's data directory (where the embedded server keeps its data)."""
+    """ETLCTL_HOME, else the user's data directory (where the embedded server keeps its data).
+
+    As root, /var/lib/etlctl instead: the server then runs as another user, who cannot enter
+    /root (0700), so root's own data directory could never hold it. A server an earlier etlctl
+    already made in root's data directory stays where it is."""
     explicit = os.environ.get("ETLCTL_HOME")
     if explicit:
         return Path(explicit).expanduser()
     import platformdirs  # only when the default is needed: it costs an import
 
-    return Path(platformdirs.user_data_dir("etlctl", appauthor=False))
+    home = Path(platformdirs.user_data_dir("etlctl", appauthor=False))
+    if os.geteuid() == 0 and not (home / "pgdata").is_dir():
+        return ROOT_HOME
+    return home
 
 
 EMBEDDED = "embedded"  # --dsn embedded / ETLCTL_DSN=embedded: the embedded server, created if missing
