@@ -26,6 +26,9 @@ def ny(db):
     return Cli(db.dsn, env=NEW_YORK)
 
 
+IDLE = {"extraction": "idle", "transform": "idle", "embedding": "idle"}
+
+
 def ok(result):
     assert result.exit_code == 0, result.stderr
     return result
@@ -233,6 +236,22 @@ def test_a_reset_never_writes_null_steps(db, ny, seeded, frozen):
     ok(ny("reset", job, "--force"))
     status = db.status(job)
     assert "steps" not in status and status["overall"] == "READY" and status["reset_attempt"] == 0
+
+
+@pytest.mark.parametrize("steps, written", [
+    (None, {}),
+    ("x", {}),
+    ([1], {}),
+    ({"pages": None, "issues": [1], "boards": {"order": 2, "transform": "running"}},
+     {"pages": IDLE, "issues": IDLE, "boards": {"order": 2, **IDLE}}),
+])
+def test_a_forced_reset_of_steps_that_are_not_objects_writes_objects(db, ny, seeded, frozen, steps, written):
+    """The existing UI reads steps, and each step, as objects: a READY row never carries anything else."""
+    job = seeded[("acme", "Jira")]
+    db.set_status(job, {"overall": "RUNNING", "token": "t", "steps": steps})
+    ok(ny("reset", job, "--force"))
+    status = db.status(job)
+    assert status["steps"] == written and status["overall"] == "READY"
 
 
 def test_a_workers_step_update(db, ny, seeded, frozen):
