@@ -157,7 +157,7 @@ def test_a_reset_attempt_out_of_range_is_malformed_never_a_crash(db, cli, frozen
     sweep = cli("sweep", "--json")
     assert sweep.exit_code == 0, sweep.stderr
     assert [(r["job_id"], r["action"], r["detail"]) for r in sweep.json()] == [
-        (bad, "skip", f"malformed reset state: {problem}"),
+        (bad, "malformed", f"malformed reset state: {problem}"),
         (healthy, "cooldown", sweep.json()[1]["detail"])]
     why = cli("why", bad)
     assert why.stdout.splitlines()[2] == f"  waiting  nothing: its reset state is unreadable ({problem})"
@@ -186,8 +186,8 @@ def test_a_deadline_further_ahead_than_the_longest_wait_is_malformed(db, cli, fr
     waiting = cli("wait-and-reset", job)  # at once: never a wait until the year 9999
     assert (waiting.exit_code, waiting.stderr) == (
         4, f"etlctl: job {job} (Jira, tenant tenant-Jira): malformed reset state: {problem}\n")
-    sweep = cli("sweep", "-v")
-    assert sweep.stdout.splitlines()[1].split(None, 3)[3] == f"malformed reset state: {problem}"
+    sweep = cli("sweep")
+    assert sweep.stdout.splitlines()[1].split(None, 3)[2:] == ["malformed", f"malformed reset state: {problem}"]
     assert cli("doctor", "--json").json()["findings"][0]["summary"].endswith(f"its reset state: {problem}")
 
 

@@ -61,6 +61,7 @@ def test_metrics_parse_with_a_real_prometheus_parser(db, cli, seeded):
     assert set(metrics) == {
         "etlctl_jobs", "etlctl_job_last_success_age_seconds", "etlctl_resets_pending", "etlctl_resets_gave_up",
         "etlctl_queue_depth", "etlctl_queue_oldest_pending_age_seconds", "etlctl_oldest_finished_job_age_seconds",
+        "etlctl_jobs_malformed",
     } | counters
     assert all(m["type"] == ("counter" if name in counters else "gauge") and m["help"] for name, m in metrics.items())
     assert [metrics[name]["samples"] for name in sorted(counters)] == [{frozenset(): 0}] * 3
@@ -94,6 +95,19 @@ def test_metrics_parse_with_a_real_prometheus_parser(db, cli, seeded):
     assert cli("queue", "done", seeded["claimed"]).exit_code == 0
     depth = parse(cli("metrics").stdout)["etlctl_queue_depth"]["samples"]
     assert depth[frozenset({"phase": "extraction", "state": "claimed"}.items())] == 0
+
+
+def test_malformed_jobs_are_counted_by_tenant_and_the_rest_still_measured(db, cli, seeded):
+    assert set(parse(cli("metrics").stdout)["etlctl_jobs_malformed"]["samples"].values()) == {0}
+    acme = db.row(seeded["ready"])["tenant_id"]
+    db.job("Bad", acme, None, status={**finished(), "reset_stage": "check", "reset_deadline": "soon"})
+    db.job("Worse", acme, None, status={"overall": "READY", "steps": None})
+    result = cli("metrics")
+    assert (result.exit_code, result.stderr) == (0, "")
+    metrics = parse(result.stdout)
+    assert metrics["etlctl_jobs_malformed"]["samples"] == {
+        frozenset({"tenant": "acme"}.items()): 2, frozenset({"tenant": WEIRD}.items()): 0}
+    assert sum(metrics["etlctl_jobs"]["samples"].values()) == 9
 
 
 def test_label_values_are_escaped(db, cli, seeded):

@@ -181,11 +181,14 @@ def test_sweep_dry_run_changes_nothing(db, cli, frozen, acme):
     assert db.row(job) == before and db.audit(job) == []
 
 
-def test_sweep_reports_malformed_reset_state_only_in_json(db, cli, frozen, acme):
+def test_sweep_reports_a_malformed_reset_state_every_time_and_carries_on(db, cli, frozen, acme):
     job = db.job("Jira", acme, status={**finished(), "reset_deadline": "soon", "reset_stage": "check"})
-    assert cli("sweep").stdout == ""
+    plain = cli("sweep")
+    assert (plain.exit_code, plain.stdout) == (0, (
+        "    JOB  NAME                     ACTION    DETAIL\n"
+        f"{job:>7}  Jira                     malformed malformed reset state: reset_deadline 'soon' is not an ISO time with offset\n"))
     records = cli("sweep", "--json").json()
-    assert records == [{"job_id": job, "job_name": "Jira", "tenant_id": acme, "action": "skip", "applied": False,
+    assert records == [{"job_id": job, "job_name": "Jira", "tenant_id": acme, "action": "malformed", "applied": False,
                         "detail": "malformed reset state: reset_deadline 'soon' is not an ISO time with offset",
                         "deadline": None}]
     assert db.status(job)["reset_deadline"] == "soon"  # never repaired

@@ -57,7 +57,7 @@ from etlctl.oncall.doctor_database import (
     schema_finding,
     skew_finding,
 )
-from etlctl.oncall.doctor_jobs import job_findings, multiple_running, not_starting
+from etlctl.oncall.doctor_jobs import job_findings, malformed_status, multiple_running, not_starting
 from etlctl.oncall.doctor_fixes import Fix
 from etlctl.oncall.doctor_report import NOTE, ORDER, PROBLEM, Finding, Report
 from etlctl.store import jobs
@@ -105,10 +105,7 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
         report.findings.append(NO_JOBS if tenant is None else no_tenant_jobs(tenant))
     try:
         # Only the jobs that can have a finding: a few rows of a big database, chosen in SQL.
-        candidates = [r["id"] for r in session.all(
-            "doctor_candidates", overdue=facts.OVERDUE, long_run_floor=facts.LONG_RUN_FLOOR,
-            max_bytes=document.MAX_BYTES, max_depth=document.MAX_DEPTH, max_token=lifecycle.MAX_TOKEN_LENGTH,
-            max_attempt=lifecycle.MAX_ATTEMPT, max_wait=lifecycle.MAX_WAIT, tenant_ids=ids)]
+        candidates = candidate_ids(session, ids)
     except NotInitialized:
         # A schema from before the due rule (pending migrations): read every job (of the tenant).
         candidates = None if ids is None else [r["id"] for r in session.all("tenant_job_ids", tenant_ids=ids)]
@@ -132,6 +129,20 @@ def look_at_broker(session, settings: BrokerSettings, tenant_ids: list[int] | No
     except (BrokerUnavailable, BrokerError) as exc:
         return [unreachable_finding(settings.shown, exc, sum(row["pending"] for row in targets))]
     return broker_queue_findings(settings.shown, targets, seen)
+
+
+def candidate_ids(session, tenant_ids: list[int] | None) -> list[int]:
+    """The jobs that can have a finding (a superset), chosen in SQL."""
+    return [r["id"] for r in session.all(
+        "doctor_candidates", overdue=facts.OVERDUE, long_run_floor=facts.LONG_RUN_FLOOR,
+        max_bytes=document.MAX_BYTES, max_depth=document.MAX_DEPTH, max_token=lifecycle.MAX_TOKEN_LENGTH,
+        max_attempt=lifecycle.MAX_ATTEMPT, max_wait=lifecycle.MAX_WAIT, tenant_ids=tenant_ids)]
+
+
+def malformed_jobs(session, tenant_ids: list[int] | None) -> list[facts.Facts]:
+    """The jobs doctor reports as malformed (for metrics): judged on the candidates alone."""
+    ids = candidate_ids(session, tenant_ids)
+    return [f for f in facts.load(session, ids, plans=False) if malformed_status(f) is not None] if ids else []
 
 
 def examine(session, timings: lifecycle.Timings, job_ids: Sequence[int] | None, conflicts: Sequence[dict],

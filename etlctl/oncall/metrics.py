@@ -16,6 +16,7 @@ instant (the clock seam's now):
     etlctl_queue_nacked_total                             counter: times the broker refused a message (nack or
                                                           return); each stays pending and is retried
     etlctl_oldest_finished_job_age_seconds                age of the oldest FINISHED job (0: none)
+    etlctl_jobs_malformed{tenant}                         jobs whose status document etlctl cannot read as a run
 
 The three counters are counts over the outbox, which etlctl never deletes from:
 they only grow (an owner who prunes etlctl.queue resets them, which Prometheus
@@ -31,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from etlctl.core.rules import OVERALL_STATES, PHASES
+from etlctl.oncall import doctor
 from etlctl.store import jobs
 
 QUEUE_STATES = ("unclaimed", "claimed")
@@ -58,10 +60,18 @@ def read(session, tenant: str | None = None) -> list[Family]:
     relayed = session.one("metrics_relay", tenant_ids=ids)
     oldest = session.one("metrics_oldest_finished", tenant_ids=ids)["seconds"]
     by_state, *rest = families(counts, queue, oldest)
+    malformed = Family("etlctl_jobs_malformed", "Jobs whose status document etlctl cannot read as a run "
+                       "(etlctl doctor names each and its fix); the flow leaves them alone.")
+    bad: dict[str, int] = {}
+    for f in doctor.malformed_jobs(session, ids):
+        tenant = str(f.job.tenant_name or f.job.tenant_id)
+        bad[tenant] = bad.get(tenant, 0) + 1
+    for tenant in sorted({row["tenant"] for row in counts} | set(bad)):
+        malformed.add(bad.get(tenant, 0), tenant=tenant)
     last_success = Family("etlctl_job_last_success_age_seconds",
                           "Seconds since the job's last run finished successfully (last_run_finished_at).",
                           samples=_last_success(session, ids))
-    return [by_state, last_success, *rest, *relay_families(relayed)]
+    return [by_state, last_success, *rest, malformed, *relay_families(relayed)]
 
 
 def relay_families(row: dict) -> list[Family]:

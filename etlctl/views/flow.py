@@ -202,7 +202,10 @@ class SweepPrinter:
 
     def _record(self, step) -> dict | None:
         job, decision, row = step.job, step.decision, step.applied
-        if decision.action == lifecycle.SKIP:
+        if decision.action == lifecycle.SKIP and decision.state.problem:
+            # Listed on every sweep, -v or not, until someone fixes it: this job waits for a human.
+            action, detail = "malformed", decision.reason
+        elif decision.action == lifecycle.SKIP:
             if not (self.as_json or self.verbose):
                 return None
             action, detail = "skip", decision.reason
