@@ -348,7 +348,8 @@ def test_an_uninitialised_database_is_a_finding_not_a_crash(blank_db):
     assert result.stdout == (
         "[problem] Schema not initialised: the database has no etlctl schema, etl_jobs, tenants, integrations\n"
         "  cause: etlctl's schema was never created here (or this is not the ETL database: check --dsn / ETLCTL_DSN)\n"
-        "  fix:   etlctl db init\n"
+        f"  fix:   etlctl --dsn 'host={blank_db.server.socket_dir} port={blank_db.server.port} "
+        f"dbname={blank_db.name} user=postgres' db init\n"
         "         # creates etlctl's schema; on the existing system's database it only adds etlctl's objects\n"
         "\n"
         "skipped: every other check: the schema is not initialised\n"
