@@ -123,7 +123,7 @@ def connection_options(f):
                      help="Start every line with this host's time, for logs (the cron block sets it) "
                           "[env: ETLCTL_LOG_TIMESTAMPS=1].")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_flag,
-                     help="Print only errors.")(f)
+                     help="No notes or progress on stderr; data (stdout) and the reason of a non-zero exit stay.")(f)
     f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_flag,
                      help="Show error details and tracebacks.")(f)
     return f

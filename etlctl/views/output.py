@@ -4,7 +4,10 @@ For the length of one run, the CLI puts a :class:`Lines` in front of stdout and
 stderr, so these settings hold for every line, whoever writes it (a view, click's
 help, the one-line note about the embedded server):
 
-- ``quiet`` (-q): only errors. Lines written with :func:`error` pass; nothing else.
+- ``quiet`` (-q): no informational lines on stderr (progress, countdowns, the note about
+  the embedded server, "there are more"). Lines written with :func:`error` pass: the
+  error line, and the one-line reason of any other non-zero exit. Stdout is never
+  silenced: it is the data the command was asked for (``etlctl -q status --json``).
 - ``timestamps`` (--log-timestamps, ``ETLCTL_LOG_TIMESTAMPS=1``, which the cron
   block sets): every line starts with this host's time, ISO 8601 to the second
   with its offset, then a space. JSON output too: it is for logs, not for parsing.
@@ -36,13 +39,14 @@ class _Plain:
 class Lines:
     """A text stream that applies one run's :class:`Settings` line by line."""
 
-    def __init__(self, inner: TextIO, settings: Settings) -> None:
+    def __init__(self, inner: TextIO, settings: Settings, quietable: bool = True) -> None:
         self.inner = inner
         self.settings = settings
+        self.quietable = quietable  # stderr: -q silences it; stdout (the data) never
         self.at_line_start = True
 
     def write(self, text: str) -> int:
-        if not self.settings.quiet:
+        if not (self.quietable and self.settings.quiet):
             self._write(text)
         return len(text)
 
@@ -78,7 +82,7 @@ class Lines:
 def installed(settings: Settings) -> Iterator[None]:
     """Put :class:`Lines` in front of stdout and stderr for one run; the streams as they were afterwards."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = Lines(sys.stdout, settings), Lines(sys.stderr, settings)
+    sys.stdout, sys.stderr = Lines(sys.stdout, settings, quietable=False), Lines(sys.stderr, settings)
     try:
         yield
     finally:
@@ -89,7 +93,7 @@ def installed(settings: Settings) -> Iterator[None]:
 
 
 def error(text: str) -> None:
-    """Write an error line on stderr: the one kind of line -q keeps."""
+    """Write an error line on stderr (or the reason of a non-zero exit): the one kind of stderr line -q keeps."""
     stream = sys.stderr
     if isinstance(stream, Lines):
         stream.write_error(text)
