@@ -42,6 +42,10 @@ class EtlctlError(Exception):
             return template
 
 
+class OutputFailed(EtlctlError):
+    """cannot write the output to {stream}: {reason}; what was printed before is incomplete"""
+
+
 class UsageError(EtlctlError):
     """{message}"""
 

@@ -36,6 +36,12 @@ class _Plain:
     timestamps = False
 
 
+class ReaderLeft(BaseException):
+    """Stdout's reader is gone (EPIPE: ``etlctl status | head -1``): not an error, as for any Unix tool.
+    A BaseException, so that no ``except Exception`` on the way (nor click's handler of EPIPE, which
+    exits 1) takes it: the CLI exits with the code the command had decided (doctor's 3), else 0."""
+
+
 class Lines:
     """A text stream that applies one run's :class:`Settings` line by line."""
 
@@ -44,6 +50,8 @@ class Lines:
         self.settings = settings
         self.quietable = quietable  # stderr: -q silences it; stdout (the data) never
         self.at_line_start = True
+        self.reader_left = False
+        self.name = "stderr" if quietable else "stdout"
 
     def write(self, text: str) -> int:
         if not (self.quietable and self.settings.quiet):
@@ -66,10 +74,26 @@ class Lines:
                 out.append((stamp if self.at_line_start else "") + piece + ("" if last else "\n"))
                 self.at_line_start = not last
             text = "".join(out)
-        self.inner.write(text)
+        self._guarded(self.inner.write, text)
 
     def flush(self) -> None:
-        self.inner.flush()
+        self._guarded(self.inner.flush)
+
+    def _guarded(self, write, *args) -> None:
+        """A write or flush of the stream; EPIPE is :class:`ReaderLeft` (and later writes go nowhere),
+        any other failure (a full disk: ENOSPC) the one-line :class:`~etlctl.errors.OutputFailed`."""
+        if self.reader_left:
+            return
+        try:
+            write(*args)
+        except BrokenPipeError:
+            self.reader_left = True
+            raise ReaderLeft() from None
+        except OSError as exc:
+            from etlctl.errors import OutputFailed
+
+            self.reader_left = True  # nothing more goes there: the error line goes to the other stream
+            raise OutputFailed(stream=self.name, reason=exc.strerror or str(exc)) from None
 
     def isatty(self) -> bool:
         return hasattr(self.inner, "isatty") and self.inner.isatty()
@@ -87,7 +111,7 @@ def installed(settings: Settings) -> Iterator[None]:
         yield
     finally:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, ReaderLeft):
                 stream.flush()
         sys.stdout, sys.stderr = saved
 
@@ -95,11 +119,14 @@ def installed(settings: Settings) -> Iterator[None]:
 def error(text: str) -> None:
     """Write an error line on stderr (or the reason of a non-zero exit): the one kind of stderr line -q keeps."""
     stream = sys.stderr
-    if isinstance(stream, Lines):
-        stream.write_error(text)
-    else:
-        stream.write(text)
-    stream.flush()
+    try:
+        if isinstance(stream, Lines):
+            stream.write_error(text)
+        else:
+            stream.write(text)
+        stream.flush()
+    except (ReaderLeft, Exception):
+        pass  # stderr itself cannot take it: the exit code still says it
 
 
 def settings() -> Settings:
