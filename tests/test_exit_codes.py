@@ -163,3 +163,54 @@ def test_a_ctrl_c_at_any_moment_exits_130_with_one_line(db):
             assert (code, out, err) == (0, complete.stdout, ""), (offset, code, err)
             outcomes["finished"] += 1
     assert outcomes["interrupted"] >= 20, outcomes  # most offsets land while it runs
+
+
+def _with_stdout(args, dsn, stdout_fd: int):
+    """etlctl as a process whose stdout is ``stdout_fd``; its stderr and exit code."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETLCTL_", "PG"))}
+    done = subprocess.run([sys.executable, "-m", "etlctl", *map(str, args)], env={**env, "ETLCTL_DSN": dsn},
+                          stdout=stdout_fd, stderr=subprocess.PIPE, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+def _closed_pipe() -> int:
+    """A pipe whose reader has already left (`etlctl status | head -1` once head has its line)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+def test_a_reader_that_leaves_early_is_no_error_and_doctor_keeps_its_finding(db):
+    import os
+
+    acme = db.tenant("acme")
+    for n in range(30):
+        db.job(f"Jira {n}", acme)
+    pipe = _closed_pipe()
+    try:
+        assert _with_stdout(["status"], db.dsn, pipe) == (0, "")
+        assert _with_stdout(["status", "--json"], db.dsn, pipe) == (0, "")
+        assert _with_stdout(["doctor"], db.dsn, pipe) == (0, "")
+        db.job("Gave up", acme, status={"overall": "FINISHED", "token": "t", "reset_stage": "gave_up", "steps": {}})
+        assert _with_stdout(["doctor"], db.dsn, pipe) == (3, "")  # the exit code is the finding, not the pipe
+    finally:
+        os.close(pipe)
+
+
+def test_a_full_disk_is_one_clear_line_and_exit_1(db):
+    import os
+
+    db.job("Jira", db.tenant("acme"))
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        assert _with_stdout(["status"], db.dsn, full) == (
+            1, "etlctl: cannot write the output to stdout: No space left on device; what was printed before is "
+               "incomplete\n")
+    finally:
+        os.close(full)

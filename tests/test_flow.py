@@ -448,3 +448,20 @@ def test_wait_and_reset_dry_run_exits_as_the_real_run_would(db, cli):
     job = db.job("Jira", db.tenant("acme"), status=running())
     result = cli("wait-and-reset", job, "--dry-run")
     assert result.exit_code == 4 and "next: skip" in result.stdout
+
+
+def test_reset_suggests_force_only_where_force_would_reset(db, cli):
+    """READY and RATE_LIMIT_REACHED are no run to end: --force would not help, so it is not suggested."""
+    ready = db.job("Ready", status={"overall": "READY", "steps": {}})
+    limited = db.job("Limited", status={"overall": "RATE_LIMIT_REACHED", "steps": {}})
+    failed = db.job("Failed", status={"overall": "FAILED", "steps": {}})
+    for job, told in ((ready, "nothing to reset"),
+                      (limited, "nothing to reset: schedule-next starts it once next_run passes"),
+                      (failed, "nothing to reset (--force overrides)")):
+        result = cli("reset", job)
+        label = db.value("SELECT job_name FROM etl_jobs WHERE id = %s", job)
+        state = db.status(job)["overall"]
+        tenant = db.value("SELECT t.name FROM tenants t JOIN etl_jobs j ON j.tenant_id = t.id WHERE j.id = %s", job)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            4, "", f"etlctl: job {job} ({label}, tenant {tenant}) is {state}, not FINISHED: {told}\n")
+    assert cli("reset", limited, "--force").exit_code == 4  # as the hint says: --force does not reset it either

@@ -32,16 +32,27 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_quiet_prints_only_errors(db, cli, acme, frozen):
+def test_quiet_silences_notes_never_the_data_asked_for(db, cli, acme, frozen):
     job = db.job("Jira", acme, status=running())
     for quiet in (["-q"], ["--quiet"]):
-        done = cli(*quiet, "complete", job, "--json")
-        assert (done.exit_code, done.stdout, done.stderr) == (0, "", "")
-    reset = cli("reset", job, "-q")  # after the command too, like -v
-    assert (reset.exit_code, reset.stdout, reset.stderr) == (0, "", "")
+        done = cli(*quiet, "status", job, "--json")
+        assert (done.exit_code, done.stderr) == (0, "")
+        assert done.json()["id"] == job
+    reset = cli("reset", job, "--force", "-q")  # after the command too, like -v; its warning is a note
+    assert (reset.exit_code, reset.stdout) == (
+        0, f"reset job {job} (Jira, tenant acme) to READY; next run at 2026-11-28 21:00:00 (in 6h)\n")
+    assert reset.stderr == ""
     assert db.status(job)["overall"] == "READY"
+    db.job("GitHub", acme)
+    listed = cli("-q", "status", "--limit", "1")
+    assert (listed.exit_code, listed.stderr, len(listed.stdout.splitlines())) == (0, "", 3)  # "first 1 jobs": a note
     missing = cli("reset", "999", "-q")
     assert (missing.exit_code, missing.stdout, missing.stderr) == (5, "", "etlctl: no job 999\n")
+
+
+def test_quiet_keeps_the_reason_of_a_non_zero_exit(db, cli, acme):
+    nothing = cli("-q", "queue", "claim", "--worker", "w1")
+    assert (nothing.exit_code, nothing.stdout, nothing.stderr) == (3, "", "etlctl: no unclaimed extraction message\n")
 
 
 def test_quiet_keeps_the_error_line_and_drops_the_rest(db, cli, acme, frozen):

@@ -191,6 +191,17 @@ def test_broker_down_exits_8_and_marks_nothing(db, cli, tier, tenant):
     assert started["queue_id"] in outbox(db)
 
 
+def test_only_stale_messages_need_no_broker_they_are_skipped_and_the_pass_exits_0(db, cli, tier, tenant):
+    """Skipping asks nothing of the broker: a pass with nothing to publish never connects (README, relay)."""
+    stale = fill_outbox(db, tenant, f"extraction_queue_{tier}", 1)
+    db.sql("UPDATE etl_jobs SET status = status || '{\"token\": \"another-run\"}' WHERE job_name = 'Bulk'")
+    port = free_port()
+    result = Cli(db.dsn, env={"ETLCTL_AMQP_URL": f"amqp://etl:Sekr1t@127.0.0.1:{port}/pulse_etl"})("relay")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"skipped message {stale[0]} ")
+    assert outbox(db)[stale[0]]["skipped_at"] is not None
+
+
 @pytest.mark.parametrize("what", ["password", "vhost"])
 def test_wrong_credentials_or_vhost_say_which_and_never_show_the_password(db, cli, broker, tier, tenant, what):
     start_jira_jobs(db, cli, tenant)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlctl.errors import EtlctlError, UsageError
+from etlctl.store.reach import dsn_without_password
 
 BEGIN = "# BEGIN etlctl"
 END = "# END etlctl"
@@ -52,27 +53,9 @@ def schedule(every: str) -> str:
     raise UsageError(message=f"invalid --every {every!r}: expected 1m to 59m or 1h to 23h")
 
 
-SECRET_PARAMS = ("password", "sslpassword")
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE",
                 "PGPASSFILE")
 CARRIED = ("ETLCTL_DELAY", "ETLCTL_BACKOFF", "ETLCTL_COOLDOWN")
-
-
-def dsn_without_password(dsn: str) -> tuple[str, bool]:
-    """The DSN without its secrets, and whether it had any."""
-    from psycopg import conninfo
-
-    from etlctl.store import settings as config
-    from etlctl.store.connection import parse_dsn
-
-    if dsn.strip() == config.EMBEDDED:
-        return dsn, False
-    params = parse_dsn(dsn)
-    removed = [params.pop(name, None) for name in SECRET_PARAMS]
-    had = any(removed)
-    # Where first, then who: host, port, dbname, user, then the rest as libpq lists them.
-    ordered = {name: params.pop(name) for name in ("host", "hostaddr", "port", "dbname", "user") if name in params}
-    return conninfo.make_conninfo(**ordered, **params), had
 
 
 def environment(settings, environ=None, broker=None) -> tuple[list[tuple[str, str]], list[str]]:

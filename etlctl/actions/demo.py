@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from etlctl.actions.cron import executable
+from etlctl.core import shell
 from etlctl.store import clock
 from etlctl.store import connection as db
 from etlctl.store import embedded
@@ -85,6 +87,10 @@ class Demo:
         self.etlctl("db", "init")
         with db.connect(ConnectionSettings(dsn=dsn), "demo") as session:
             self.jobs = {row["job_name"]: row["id"] for row in session.all("demo_seed")}
+        self.say("In its own database only, the demo turns chaining on for every step of the jira and github kinds "
+                 "(etlctl.kind_steps.chain, the CHAIN column of `etlctl kinds`): its simulated worker does not queue "
+                 "the next step itself as the real workers do, so schedule-next queues it. It is off as etlctl seeds "
+                 "a real database.")
         self.section("A demo tenant with a Jira and a GitHub integration, one job each")
         self.etlctl("status")
 
@@ -93,23 +99,27 @@ class Demo:
         from etlctl.broker import connection as broker_connection
         from etlctl.broker import settings as broker_settings
 
+        outbox = ("the messages wait in the outbox, the table etlctl.queue (`etlctl queue ls`), where the demo's "
+                  "worker claims them with `etlctl queue claim`")
         try:
             found = broker_settings.resolve()
             if found is not None:
                 self.broker = broker_connection.connect(found, "etlctl demo")
         except EtlctlError as exc:
-            self.say(f"The message broker configured does not answer ({exc.message}): the demo goes on without it.")
+            # One true sentence: a broker is configured, it does not answer, so the demo runs as without one
+            # (and its commands get no broker settings, so none of them tries it again).
+            self.say(f"The message broker configured does not answer ({exc.message}): the demo goes on without "
+                     f"it: {outbox}.")
             for name in BROKER_VARIABLES + tuple(broker_settings.EXISTING_SYSTEM_DEFAULTS):
                 self.env.pop(name, None)
-            found = None
+            return
         if self.broker is not None:
             self.say(f"A message broker is configured ({found.shown}): schedule-next publishes each message right "
                      f"after its commit, to the demo tenant's own queue {DEMO_QUEUE} (no real worker reads it), "
                      "and the demo's worker receives it from there.")
         else:
-            self.say("No message broker is configured (ETLCTL_AMQP_URL, or RABBITMQ_HOST...): the messages wait in "
-                     "the outbox, the table etlctl.queue (`etlctl queue ls`), where the demo's worker claims them "
-                     "with `etlctl queue claim`; `etlctl relay` would publish them to RabbitMQ.")
+            self.say(f"No message broker is configured (ETLCTL_AMQP_URL, or RABBITMQ_HOST...): {outbox}; "
+                     "`etlctl relay` would publish them to RabbitMQ.")
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -218,5 +228,7 @@ class Demo:
             if self.broker is not None:
                 self.broker.close()
         self.section("Done")
-        self.say(f"Look around yourself: export ETLCTL_DSN=\"{self.env['ETLCTL_DSN']}\"; etlctl status")
-        self.say("Stop the embedded server with: etlctl db stop")
+        # The etlctl that ran the demo (.venv/bin/etlctl after `make demo`, seldom on PATH), quoted for sh.
+        here = shell.command(*executable())
+        self.say(f"Look around yourself: export ETLCTL_DSN={shell.quote(self.env['ETLCTL_DSN'])}; {here} status")
+        self.say(f"Stop the embedded server with: {here} db stop --dsn embedded")

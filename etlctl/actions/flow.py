@@ -324,7 +324,11 @@ def reset(session, ref: JobRef | int, *, force: bool) -> ResetResult:
         shown = rules.state_text(overall)
         if not force:
             if overall != "FINISHED":
-                raise Conflict(message=f"{job.label()} is {shown}, not FINISHED: nothing to reset (--force overrides)")
+                # Suggest --force only where it would reset the job (see the forced branch below).
+                helps = overall not in NOT_A_RUN or bool(job.unread)
+                hint = " (--force overrides)" if helps else (
+                    ": schedule-next starts it once next_run passes" if overall == "RATE_LIMIT_REACHED" else "")
+                raise Conflict(message=f"{job.label()} is {shown}, not FINISHED: nothing to reset{hint}")
             if not completion.all_finished:
                 raise Conflict(message=f"{job.label()} is not finished: {'; '.join(completion.reasons)}; not reset (--force overrides)")
             overridden: tuple[str, ...] = ()

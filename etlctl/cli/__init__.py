@@ -139,7 +139,10 @@ def run(invoke, invocation: options.Invocation) -> int:
             pass  # not the main thread (a test runner): keep the handlers as they are
     try:
         result = invoke()
+        sys.stdout.flush()  # a reader gone, or a full disk, is found here rather than after the exit code
         return result if isinstance(result, int) else 0
+    except output.ReaderLeft:
+        return invocation.decided_exit  # `etlctl status | head -1`: the reader left, that is not an error
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from etlctl.cli.options import command_name, connection_options, dry_run_option, example, output_options, session, settings
+from etlctl.cli.options import command_name, decided, connection_options, dry_run_option, example, output_options, session, settings
 
 
 @click.group()
@@ -52,8 +52,9 @@ def init(as_json: bool, dry_run: bool) -> int:
     # The one command (with demo and --dsn embedded) allowed to create the embedded server.
     with session(dry_run, create_embedded=True) as s:
         report = schema.init(s)
+    code = decided(OK if report.ok else CONFLICT)
     views.show_init(report, as_json, dry_run)
-    return OK if report.ok else CONFLICT
+    return code
 
 
 @db.command()

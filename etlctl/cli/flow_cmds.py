@@ -13,6 +13,7 @@ from etlctl.cli.options import (
     broker_options,
     broker_settings,
     connection_options,
+    decided,
     dry_run_option,
     example,
     invocation,
@@ -114,6 +115,7 @@ def check(job, tenant, retry, backoff, as_json) -> None:
     with session() as s, peeking.looking(broker_settings()) as look:
         result = flow.check(s, ref, backoff=timings.backoff if retry else None, on_retry=views.check_retry_note,
                             look=look)
+    decided(result.failure.exit_code if result.failure is not None else 0)
     views.show_check(result, as_json)
     if result.failure is not None:
         raise result.failure
@@ -154,6 +156,7 @@ def wait_and_reset(job, tenant, delay, backoff, cooldown, as_json, dry_run) -> i
     ref = parse_ref(job, tenant)
     with session(dry_run) as s, peeking.looking(broker_settings()) as look:
         outcome = waiting.wait_and_reset(s, ref, timings, views.WaitPrinter(timings.checks), look=look)
+    decided(outcome.exit_code)
     views.show_wait_and_reset(outcome, as_json)
     return outcome.exit_code
 

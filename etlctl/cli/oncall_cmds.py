@@ -10,6 +10,7 @@ from etlctl.cli.options import (
     broker_settings,
     command_name,
     connection_options,
+    decided,
     example,
     job_argument,
     jobs_argument,
@@ -69,8 +70,9 @@ def doctor(tenant, delay, backoff, cooldown, as_json) -> int:
     timings = timings_from(delay, backoff, cooldown)
     with session() as s:
         report = checks.run(s, timings, tenant=tenant, broker=broker_settings())
+    code = decided(OK if report.healthy else NOT_FINISHED)
     views.show(report, as_json)
-    return OK if report.healthy else NOT_FINISHED
+    return code
 
 
 @click.command()

@@ -31,6 +31,15 @@ class Invocation:
     verbose: bool = False
     quiet: bool = False  # -q: only errors (etlctl.views.output)
     timestamps: bool = False  # --log-timestamps / ETLCTL_LOG_TIMESTAMPS: each line starts with the time
+    # The exit code a command has decided before it prints (doctor's 3): what it exits with even when the
+    # reader of its output leaves early (`etlctl doctor | head -1`); see :func:`decided`.
+    decided_exit: int = 0
+
+
+def decided(code: int) -> int:
+    """Record the exit code this run ends with, before printing what justifies it; returns it."""
+    invocation().decided_exit = code
+    return code
 
 
 def invocation(ctx: click.Context | None = None) -> Invocation:
@@ -123,7 +132,7 @@ def connection_options(f):
                      help="Start every line with this host's time, for logs (the cron block sets it) "
                           "[env: ETLCTL_LOG_TIMESTAMPS=1].")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_flag,
-                     help="Print only errors.")(f)
+                     help="No notes or progress on stderr; data (stdout) and the reason of a non-zero exit stay.")(f)
     f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_flag,
                      help="Show error details and tracebacks.")(f)
     return f

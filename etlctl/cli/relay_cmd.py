@@ -45,8 +45,9 @@ def relay(follow, poll, batch, dry_run, as_json) -> None:
     pending (exit 3) for the next pass. A message whose run is over is never
     published: it is marked skipped, with the reason. Safe on several hosts at
     once: no message is published twice, except the batch in flight when a
-    relay dies between the broker's confirm and its commit. Exit 8 when the
-    broker cannot be reached: nothing is marked.
+    relay dies between the broker's confirm and its commit. Exit 8 when a
+    message is to be published and the broker cannot be reached: nothing is
+    marked. Skipping needs no broker: only stale messages, exit 0.
 
     --follow stays up, woken by the NOTIFY of each transaction that queues a
     message and looking every --poll seconds anyway; it reconnects to the

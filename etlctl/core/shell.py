@@ -25,3 +25,17 @@ def quote(arg: object) -> str:
 def command(*args: object) -> str:
     """The command line of these arguments, each quoted (see :func:`quote`)."""
     return " ".join(quote(arg) for arg in args)
+
+
+def aimed(argv: tuple[str, ...], conninfo: str | None) -> tuple[str, ...]:
+    """A printed command aimed at one database, so that it reaches it from any shell, whatever
+    ETLCTL_DSN or PG* say there: etlctl gets ``--dsn CONNINFO`` (a global option, before the
+    command), psql its conninfo argument. Any other command, one that names its database
+    already, or no conninfo: unchanged."""
+    if not conninfo or not argv:
+        return tuple(argv)
+    if argv[0] == "etlctl" and "--dsn" not in argv:
+        return ("etlctl", "--dsn", conninfo, *argv[1:])
+    if argv[0] == "psql":
+        return ("psql", conninfo, *argv[1:])
+    return tuple(argv)

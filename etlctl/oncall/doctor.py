@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from etlctl.broker.settings import BrokerSettings
 from etlctl.core import document, lifecycle
@@ -60,7 +61,7 @@ from etlctl.oncall.doctor_database import (
 from etlctl.oncall.doctor_jobs import job_findings, malformed_status, multiple_running, not_starting
 from etlctl.oncall.doctor_fixes import Fix
 from etlctl.oncall.doctor_report import NOTE, ORDER, PROBLEM, Finding, Report
-from etlctl.store import jobs
+from etlctl.store import jobs, reach
 
 
 def host_clock() -> float:
@@ -72,7 +73,17 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
         broker: BrokerSettings | None = None) -> Report:
     """The report; with ``tenant``, the findings about that tenant's jobs and queue messages (the
     database-wide checks, such as the schema and clock skew, stay: they concern every tenant).
-    With ``broker``, also what the broker says of the queues the outbox targets (that tenant's)."""
+    With ``broker``, also what the broker says of the queues the outbox targets (that tenant's).
+    Every fix names this session's database (without its password): run as printed in another
+    terminal, whose ETLCTL_DSN may name another database, it still fixes this one."""
+    report = _sorted(_examine_all(session, timings, clock, tenant, broker))
+    conninfo = reach.printable_conninfo(session.target)
+    report.findings = [replace(f, fixes=tuple(fix.aimed(conninfo) for fix in f.fixes)) for f in report.findings]
+    return report
+
+
+def _examine_all(session, timings: lifecycle.Timings, clock, tenant: str | None,
+                 broker: BrokerSettings | None) -> Report:
     from etlctl.store import schema
 
     report = Report()
@@ -87,7 +98,7 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
     if missing:
         report.findings.insert(0, schema_finding(missing))
         report.skipped.append("every other check: the schema is not initialised")
-        return _sorted(report)
+        return report
 
     pending = schema.pending(session)
     index = session.one("oncall_index")
@@ -115,7 +126,7 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
     report.findings += queue_findings(stale)
     if broker is not None:
         report.findings += look_at_broker(session, broker, ids)
-    return _sorted(report)
+    return report
 
 
 def look_at_broker(session, settings: BrokerSettings, tenant_ids: list[int] | None = None) -> list[Finding]:
@@ -181,7 +192,7 @@ def no_tenant_jobs(tenant: str) -> Finding:
     return Finding(
         "no_jobs", NOTE, f"tenant {tenant} has no jobs: there was nothing to check",
         "nothing has written this tenant's jobs yet, or it is not the tenant meant: `etlctl status` lists every job",
-        (Fix("etlctl status", "every job, with its tenant"),),
+        (Fix(("etlctl", "status"), "every job, with its tenant"),),
     )
 
 

@@ -17,7 +17,13 @@ class Fix:
     note: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.argv, str):  # a whole line would become one argument per character
+            raise TypeError(f"Fix takes its arguments as a tuple, not the line {self.argv!r}")
         object.__setattr__(self, "argv", tuple(str(arg) for arg in self.argv))
+
+    def aimed(self, conninfo: str | None) -> Fix:
+        """The same fix, reaching the database of ``conninfo`` from any shell (:func:`shell.aimed`)."""
+        return Fix(shell.aimed(self.argv, conninfo), self.note)
 
     @property
     def command(self) -> str:

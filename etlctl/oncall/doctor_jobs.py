@@ -322,10 +322,13 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
                         (Fix(("etlctl", "kinds"), "define the kind's steps in etlctl.kind_steps (see the README)"),),
                         (job.id,), details={"blocked_by": code})]
     if code == "no_message":
-        return [Finding("not_starting", PROBLEM, f"{label}: it can never start: {found.text}",
+        # A note: etlctl never starts such a job on purpose (no worker would take its message: WEX Fabric
+        # and WEX AD as seeded), so nothing here is broken, and a problem no one can fix would keep a
+        # healthy install at exit 3 and teach people to ignore it.
+        return [Finding("not_starting", NOTE, f"{label}: etlctl never starts it: {found.text}",
                         "schedule-next starts a run only with a first message a worker accepts "
-                        "(etlctl.job_kinds.message_provider)",
-                        (Fix(("etlctl", "kinds"), "give the kind its message once a worker takes it (see the README), "
-                                             "or deactivate the job"),),
+                        "(etlctl.job_kinds.message_provider); the existing system's own path starts it, if any does",
+                        (Fix(("etlctl", "kinds"), "once a worker takes these runs, give the kind its message "
+                                                  "(see the README, \"Job kinds\")"),),
                         (job.id,), details={"blocked_by": code})]
     return []

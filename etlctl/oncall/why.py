@@ -26,7 +26,7 @@ from etlctl.oncall.facts import (
     not_done,
     since_phrase,
 )
-from etlctl.store import jobs
+from etlctl.store import jobs, reach
 
 
 @dataclass(frozen=True)
@@ -45,24 +45,30 @@ def explain_job(session, ref: JobRef, timings: lifecycle.Timings) -> Explanation
     found = load_facts(session, [jobs.resolve(session, ref)])
     if not found:
         raise JobNotFound(ref=ref)
-    return explain(found[0], timings)
+    return explain(found[0], timings, reach.printable_conninfo(session.target))
 
 
-def explain(facts: Facts, timings: lifecycle.Timings | None = None) -> Explanation:
-    """State, what it waits for, and what happens next, for one job at facts.now."""
+def explain(facts: Facts, timings: lifecycle.Timings | None = None, conninfo: str | None = None) -> Explanation:
+    """State, what it waits for, and what happens next, for one job at facts.now. Each command it
+    suggests names the database of ``conninfo`` (as doctor's fixes do), so that it reaches that one
+    from any shell."""
     timings = timings or lifecycle.Timings()
+
+    def etlctl(*args: object) -> str:
+        return shell.command(*shell.aimed(("etlctl", *map(str, args)), conninfo))
+
     job = facts.job
     overall = job.overall
     if overall == "RUNNING":
         code, state, waiting, nxt, at = _running(facts, timings)
     elif overall == "FINISHED":
-        code, state, waiting, nxt, at = _finished(facts, timings)
+        code, state, waiting, nxt, at = _finished(facts, timings, etlctl)
     elif overall in STARTABLE:
-        code, state, waiting, nxt, at = _startable(facts)
+        code, state, waiting, nxt, at = _startable(facts, etlctl)
     else:
         code, state = "unknown_state", [f"overall is {_show(overall)}: not a state etlctl knows"]
         waiting, nxt, at = ["nothing: no etlctl command moves a job from this state"], [
-            f"a person decides: `{shell.command('etlctl', 'reset', job.id, '--force')}` if it should start over"], None
+            f"a person decides: `{etlctl('reset', job.id, '--force')}` if it should start over"], None
     return Explanation(job.id, job.label(), code, state, waiting, nxt, at)
 
 
@@ -92,7 +98,7 @@ def _running(facts: Facts, timings: lifecycle.Timings):
     return "running", state, waiting, nxt, None
 
 
-def _finished(facts: Facts, timings: lifecycle.Timings):
+def _finished(facts: Facts, timings: lifecycle.Timings, etlctl):
     job, now = facts.job, facts.now
     done_at = finished_at(facts)
     when = f" {relative(done_at, now)} (at {clock_time(done_at)})" if done_at else ""
@@ -104,19 +110,19 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
 
     if reset.problem:
         return ("reset_unreadable", state, [f"nothing: its reset state is unreadable ({reset.problem})"],
-                [f"the reset flow skips it; a person decides: `{shell.command('etlctl', 'reset', job.id)}` "
-                 f"(or `{shell.command('etlctl', 'reset', job.id, '--force')}`)"], None)
+                [f"the reset flow skips it; a person decides: `{etlctl('reset', job.id)}` "
+                 f"(or `{etlctl('reset', job.id, '--force')}`)"], None)
 
     if reset.stage == lifecycle.GAVE_UP:
         at = f"at {reset.gave_up_at.strftime('%H:%M')}" if reset.gave_up_at else "(time not recorded)"
         if passes:
             reason = f"{job.error_message or 'no reason recorded'}; every step has finished since"
-            nxt = [f"nothing happens by itself: run `{shell.command('etlctl', 'reset', job.id)}`"]
+            nxt = [f"nothing happens by itself: run `{etlctl('reset', job.id)}`"]
         else:
             reason = blockers_text(facts, with_since=False)
             nxt = [f"nothing happens by itself: when the steps have finished, run "
-                   f"`{shell.command('etlctl', 'reset', job.id)}`; "
-                   f"or `{shell.command('etlctl', 'reset', job.id, '--force')}` (overrides the check)"]
+                   f"`{etlctl('reset', job.id)}`; "
+                   f"or `{etlctl('reset', job.id, '--force')}` (overrides the check)"]
         return "gave_up", state, [f"gave up {at}: {reason}"], nxt, None
 
     check_line = "every step has finished: the check will pass" if passes else f"not finished: {blockers}"
@@ -125,7 +131,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
         due = lifecycle.after(lifecycle.known(done_at) or now, timings.delay)
         if due > now:
             waiting = [f"no reset pending yet: the first check is due at {clock_time(due)} ({relative(due, now)})", check_line]
-            nxt = [f"at {clock_time(due)} `etlctl sweep` (or `{shell.command('etlctl', 'wait-and-reset', job.id)}`) checks the steps"]
+            nxt = [f"at {clock_time(due)} `etlctl sweep` (or `{etlctl('wait-and-reset', job.id)}`) checks the steps"]
         else:
             waiting = [f"no reset pending: the first check was due at {clock_time(due)} ({relative(due, now)})", check_line]
             nxt = ["the next `etlctl sweep` (or `etlctl wait-and-reset`) checks it"]
@@ -177,7 +183,7 @@ def _finished(facts: Facts, timings: lifecycle.Timings):
     return "reset_pending", state, waiting, nxt, deadline
 
 
-def _startable(facts: Facts):
+def _startable(facts: Facts, etlctl):
     job, now = facts.job, facts.now
     overall = job.overall
     plan = facts.plan
@@ -210,7 +216,7 @@ def _startable(facts: Facts):
     state = [f"{overall}{error}" if overall != "READY" else "READY"]
     waiting = [f"blocked: {found.text}"]
     if code == "busy":
-        nxt = [f"it starts after job {plan['busy_job_id']} is reset to READY (`{shell.command('etlctl', 'why', plan['busy_job_id'])}`)"]
+        nxt = [f"it starts after job {plan['busy_job_id']} is reset to READY (`{etlctl('why', plan['busy_job_id'])}`)"]
     elif code == "inactive":
         nxt = ["nothing until it is active again (the flag is set outside etlctl)"]
     elif code == "no_steps":

@@ -18,7 +18,7 @@ def show_init(report, as_json: bool, dry_run: bool) -> None:
     elif report.ok:
         render.line("etlctl's schema is up to date")
     for name, why in report.failed.items():
-        render.note(f"etlctl: migration {name} not applied: {why}")
+        render.reason(f"etlctl: migration {name} not applied: {why}")
 
 
 def show_stop(stopped: bool, pgdata) -> None:

@@ -84,9 +84,17 @@ def emit_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None
 
 
 def note(message: str) -> None:
-    """A message for the person at the terminal (stderr), on one line."""
+    """A message for the person at the terminal (stderr), on one line; -q silences it."""
     sys.stderr.write(f"{visible(message)}\n")
     sys.stderr.flush()
+
+
+def reason(message: str) -> None:
+    """The one line (stderr) that says why the command exits non-zero, where that is no error raised
+    (nothing to claim: 3; a migration refused: 4): -q keeps it, as it keeps errors."""
+    from etlctl.views import output
+
+    output.error(f"{visible(message)}\n")
 
 
 def _cell(value: object) -> str:

@@ -86,7 +86,7 @@ def show_claim(row: dict | None, phase: str, as_json: bool, dry_run: bool) -> No
     if row is None:
         if as_json:
             render.emit_json(None)
-        render.note(f"etlctl: no unclaimed {phase} message")
+        render.reason(f"etlctl: no unclaimed {phase} message")
     elif as_json:
         render.emit_json({**row, "dry_run": dry_run})
     else:

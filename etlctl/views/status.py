@@ -29,6 +29,7 @@ def overview_record(row: dict) -> dict:
         "reset_stage": row["reset_stage"],
         "next_run": next_run,
         "next_run_in_seconds": None if next_run is None else round((next_run - now).total_seconds()),
+        "retry_at": row.get("retry_at"),  # FAILED: when schedule-next retries it (the due rule), else null
         "active": row["active"],
         "integration_id": row["integration_id"],
         "integration_active": row["integration_active"],
@@ -49,7 +50,11 @@ def show_overview(overview, as_json: bool) -> None:
             overall = render.truncate(rec["overall"], 24) or "?"
             if rec["reset_stage"]:  # as another program may have written it: any text, of any length
                 overall += f" ({render.truncate(rec['reset_stage'].replace('_', ' '), 24)})"
-            next_run = "-" if rec["next_run"] is None else f"{humanize.when(rec['next_run'])} ({humanize.relative(rec['next_run'], row['now'])})"
+            # A FAILED job's next_run is stale: the scheduler retries it at retry_at (the due rule).
+            shown = rec["retry_at"] if rec["retry_at"] is not None else rec["next_run"]
+            next_run = "-" if shown is None else f"{humanize.when(shown)} ({humanize.relative(shown, row['now'])})"
+            if rec["retry_at"] is not None:
+                next_run = f"retry {next_run}"
             table.append([
                 rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "unknown", overall, next_run,
                 active_text(rec["active"], rec["integration_active"], rec["tenant_active"], rec["integration_id"] is not None),
@@ -181,5 +186,7 @@ def show_kinds(rows: list[dict], as_json: bool) -> None:
             table.append([
                 row["kind"] if n == 0 else "",
                 step.get("position"), step.get("step"), step.get("display_name"), step.get("rule"),
+                {True: "yes", False: "no"}.get(step.get("chain"), ""),
             ])
-    render.emit_table(table, ["KIND", "#", "STEP", "DISPLAY NAME", "RULE"])
+    # CHAIN: whether schedule-next queues this step's extraction itself once the steps before it finished.
+    render.emit_table(table, ["KIND", "#", "STEP", "DISPLAY NAME", "RULE", "CHAIN"])

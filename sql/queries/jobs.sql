@@ -69,6 +69,10 @@ SELECT j.id, j.tenant_id, t.name AS tenant_name, j.job_name, j.integration_id,
        CASE j.status ->> 'overall' WHEN 'RATE_LIMITED' THEN 'RATE_LIMIT_REACHED' ELSE j.status ->> 'overall' END AS overall,
        j.status ->> 'reset_stage' AS reset_stage,
        j.next_run::timestamptz AS next_run,
+       -- When schedule-next retries a FAILED job: the due rule itself (its next_run is stale then).
+       CASE WHEN j.status ->> 'overall' = 'FAILED' THEN (
+-- include: _due_at
+       )::timestamptz END AS retry_at,
        j.active, i.active AS integration_active, t.active AS tenant_active,
        j.last_run_finished_at::timestamptz AS last_run_finished_at,
        j.error_message,
