@@ -290,3 +290,7 @@ def test_status_shows_a_failed_jobs_retry_time_not_its_stale_next_run(db, cli, f
     assert "retry 2026-11-28 15:20:00 (in 20m)" in result.stdout.splitlines()[2]
     record = cli("status", "--json").json()[0]
     assert (record["id"], record["retry_at"]) == (job, "2026-11-28T15:20:00+00:00")
+    single = cli("status", job)
+    assert (single.exit_code, single.stderr) == (0, "")
+    assert "next run       retry 2026-11-28 15:20:00 (in 20m)\n" in single.stdout
+    assert cli("status", job, "--json").json()["retry_at"] == "2026-11-28T15:20:00+00:00"

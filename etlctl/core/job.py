@@ -96,6 +96,7 @@ class Job:
     last_audit_at: datetime | None  # etlctl's latest write to the job (its audit)
     last_audit_command: str | None  # ... and the command that made it
     now: datetime
+    retry_at: datetime | None = None  # FAILED: when schedule-next retries it (the due rule); else None
     # What a look at the broker's queues found (etlctl.actions.peeking): a reason per queue where a
     # message of the run waits. Never read from the row; dataclasses.replace() adds it and judges again.
     queued: tuple[str, ...] = ()

@@ -120,6 +120,7 @@ def job_record(job: Job) -> dict:
             "gave_up_at": state.gave_up_at, "problem": state.problem,
         },
         "next_run": job.next_run,
+        "retry_at": job.retry_at,  # FAILED: when schedule-next retries it (the due rule), else null
         "schedule_interval_minutes": job.schedule_interval_minutes,
         "retry_interval_minutes": job.retry_interval_minutes,
         "retry_count": job.retry_count,
@@ -135,6 +136,15 @@ def job_record(job: Job) -> dict:
         "steps": step_rows(job),
         "status": job.status,
     }
+
+
+def _next_run(job: Job) -> str:
+    """A FAILED job's next_run is stale: the scheduler retries it at retry_at (the due rule)."""
+    shown = job.retry_at if job.retry_at is not None else job.next_run
+    if shown is None:
+        return "-"
+    text = f"{humanize.when(shown)} ({humanize.relative(shown, job.now)})"
+    return f"retry {text}" if job.retry_at is not None else text
 
 
 def show_job(job: Job, as_json: bool) -> None:
@@ -161,7 +171,7 @@ def show_job(job: Job, as_json: bool) -> None:
         ("overall", state_line),
         ("token", job.token or "-"),
         ("active", active_text(job.active, job.integration_active, job.tenant_active, job.integration_id is not None)),
-        ("next run", "-" if job.next_run is None else f"{humanize.when(job.next_run)} ({humanize.relative(job.next_run, now)})"),
+        ("next run", _next_run(job)),
         ("last started", humanize.when(job.last_run_started_at)),
         ("last finished", humanize.when(job.last_run_finished_at)),
         ("last sync", humanize.when(job.last_sync_date)),

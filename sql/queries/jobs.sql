@@ -38,6 +38,10 @@ SELECT j.id, j.job_name, j.tenant_id, t.name AS tenant_name, coalesce(t.tier, 'p
        md5((j.status -> 'steps')::text) AS steps_digest,
        md5(j.status::text) AS status_digest,
        j.next_run::timestamptz AS next_run,
+       -- When schedule-next retries a FAILED job: the due rule itself (its next_run is stale then).
+       CASE WHEN j.status ->> 'overall' = 'FAILED' THEN (
+-- include: _due_at
+       )::timestamptz END AS retry_at,
        j.schedule_interval_minutes, j.retry_interval_minutes, j.retry_count,
        j.last_sync_date::timestamptz AS last_sync_date,
        j.last_run_started_at::timestamptz AS last_run_started_at,
