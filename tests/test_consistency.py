@@ -37,7 +37,7 @@ def test_every_listing_says_when_it_shows_fewer_than_there_are(db, cli):
                "SELECT id, tenant_id, %s, 's', 'extraction', '{}' FROM etl_jobs WHERE id = %s", f"t{n}", job)
         db.sql("INSERT INTO etlctl.audit (job_id, command, host, pid) VALUES (%s, 'step', 'vm', 1)", job)
     status = cli("status", "--limit", "1")
-    assert status.stderr == "showing the first 1 jobs; there are more (use --limit or --tenant)\n"
+    assert status.stderr == "showing the first 1 job; there are more (use --limit or --tenant)\n"
     queue = cli("queue", "ls", "--limit", "2", "--json")
     assert [row["token"] for row in queue.json()] == ["t1", "t2"]
     assert queue.stderr == "showing the newest 2 messages; there are more (use --limit)\n"

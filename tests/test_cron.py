@@ -91,11 +91,13 @@ def test_every(every, fields):
     assert [line.split(" ", 5)[:5] for line in text.splitlines() if not line.startswith("#")] == [fields.split()] * 2
 
 
-@pytest.mark.parametrize("every", ["0m", "60m", "24h", "5s", "often", ""])
+@pytest.mark.parametrize("every", ["0m", "60m", "24h", "5s", "often", "", "7m", "45m", "5h"])
 def test_bad_every_is_a_usage_error(every):
+    """An interval cron cannot repeat evenly (*/7 restarts each hour) is refused, not ticked unevenly."""
     result = Cli("dbname=etl")("cron", "--every", every)
     assert (result.exit_code, result.stderr) == (
-        2, f"etlctl: invalid --every {every!r}: expected 1m to 59m or 1h to 23h\n")
+        2, f"etlctl: invalid --every {every!r}: expected an interval cron repeats evenly: "
+           "1m, 2m, 3m, 4m, 5m, 6m, 10m, 12m, 15m, 20m, 30m, or 1h, 2h, 3h, 4h, 6h, 8h, 12h\n")
 
 
 def test_paths_and_values_are_quoted_and_percent_escaped(tmp_path):

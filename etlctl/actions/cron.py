@@ -41,16 +41,23 @@ def crontab(settings, every: str, log_path: str | None = None, *, install_it: bo
     return Crontab(text, every, left_out, install_it, password_left_out(broker))
 
 
+# Only intervals that divide the hour (the day): cron's */7 restarts at each hour, so "every 7m"
+# would tick at :56 and again at :00, four minutes apart.
+EVERY_MINUTES = tuple(n for n in range(1, 60) if 60 % n == 0)
+EVERY_HOURS = tuple(n for n in range(1, 24) if 24 % n == 0)
+
+
 def schedule(every: str) -> str:
-    """The five cron fields for '1m'..'59m' or '1h'..'23h'."""
+    """The five cron fields for an interval that divides the hour (1m..30m) or the day (1h..12h)."""
     match = re.fullmatch(r"\s*(\d+)\s*(m|h)\s*", every or "")
     if match:
         n, unit = int(match.group(1)), match.group(2)
-        if unit == "m" and 1 <= n <= 59:
+        if unit == "m" and n in EVERY_MINUTES:
             return "* * * * *" if n == 1 else f"*/{n} * * * *"
-        if unit == "h" and 1 <= n <= 23:
+        if unit == "h" and n in EVERY_HOURS:
             return "0 * * * *" if n == 1 else f"0 */{n} * * *"
-    raise UsageError(message=f"invalid --every {every!r}: expected 1m to 59m or 1h to 23h")
+    raise UsageError(message=f"invalid --every {every!r}: expected an interval cron repeats evenly: "
+                             f"{', '.join(f'{n}m' for n in EVERY_MINUTES)}, or {', '.join(f'{n}h' for n in EVERY_HOURS)}")
 
 
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE",

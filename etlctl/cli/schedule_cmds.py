@@ -165,7 +165,7 @@ def queue_done(message_id, as_json, dry_run) -> None:
 
 @click.command()
 @click.option("--every", default="1m", show_default=True, metavar="INTERVAL",
-              help="How often: 1m..59m or 1h..23h.")
+              help="How often: an interval that divides the hour (1m..30m) or the day (1h..12h).")
 @click.option("--install", is_flag=True, help="Write the block into your crontab, replacing an earlier etlctl block.")
 @click.option("--log", "log_path", metavar="FILE", help="Where the ticks' output goes [default: ETLCTL_HOME/cron.log].")
 @connection_options

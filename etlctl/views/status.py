@@ -65,7 +65,7 @@ def show_overview(overview, as_json: bool) -> None:
         else:
             render.note("no jobs")
     if more:
-        render.note(f"showing the first {limit} jobs; there are more (use --limit or --tenant)")
+        render.note(f"showing the first {limit} job{'' if limit == 1 else 's'}; there are more (use --limit or --tenant)")
 
 
 def step_rows(job: Job) -> list[dict]:
