@@ -1,0 +1,130 @@
+"""`etlctl run` in-process under frozen time: it wakes at each deadline the database holds (a
+reset-flow step, a FAILED job's retry, a next_run), no later and no sooner; what the deadline
+query counts and leaves out; a locked row or a tick lock held elsewhere never holds up the rest.
+
+The run's waits go through the clock seam (clock.wait): frozen time moves to the end of each wait,
+so the deadlines can be asserted exactly. Real processes (NOTIFY, signals, several instances,
+restarts): tests/test_run_process.py.
+"""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from etlctl.actions import run as running
+from etlctl.core.lifecycle import Timings
+from etlctl.errors import Terminated
+from etlctl.store import connection
+from etlctl.store.settings import ConnectionSettings
+from tests.helpers import JIRA5_STEPS, finished, running as running_doc, steps
+
+START = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
+FROZEN_AT = START
+
+
+def naive(seconds: float) -> str:
+    """A naive timestamp (the table's zone is UTC here) ``seconds`` from START."""
+    return (START + timedelta(seconds=seconds)).replace(tzinfo=None).isoformat(sep=" ")
+
+
+class Recorder(running.RunLog):
+    """The run's log, kept: actions as (frozen time, text)."""
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[datetime, str]] = []
+        self.notes: list[str] = []
+        self.stamp = lambda: datetime.now(timezone.utc)
+
+    def swept(self, steps_) -> None:
+        self.actions += [(self.stamp(), f"{s.decision.action} {s.job.id}") for s in steps_ if s.applied]
+
+    def ticked(self, tick) -> None:
+        self.actions += [(self.stamp(), f"start {row['id']}") for row in tick.started]
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def config(db, **overrides) -> running.RunConfig:
+    values = {"settings": ConnectionSettings(dsn=db.dsn), "timings": Timings(delay=10, backoff=(20, 40), cooldown=20),
+              "max_sleep": 1000.0, **overrides}
+    return running.RunConfig(**values)
+
+
+def run_until(frozen, db, waits: int, *, on_wait=lambda n, seconds: None, log=None, **overrides):
+    """Run in-process until its ``waits``-th wait; ``on_wait(n, seconds)`` before the n-th (from 0).
+    Returns the log and the runner."""
+    log = log or Recorder()
+    signals = running.RunSignals()  # not entered: no process-wide handlers in a test
+    runner = running.Runner(lambda: config(db, **overrides), lambda s: connection.open_session(s, "run"), log,
+                            signals)
+    frozen_wait = frozen.wait
+
+    def wait(until_event, seconds):
+        n = len(frozen.waits)
+        if n >= waits:
+            signals.signum = signal.SIGTERM  # stop at this wait
+        on_wait(n, seconds)
+        return frozen_wait(until_event, seconds)
+
+    frozen.wait = wait
+    with pytest.raises(Terminated):
+        runner.run()
+    frozen.waits.pop()  # the wait it stopped in
+    return log, runner
+
+
+def at(seconds: float) -> datetime:
+    return START + timedelta(seconds=seconds)
+
+
+def test_it_wakes_at_each_deadline_and_acts_on_it(db, cli, frozen, acme):
+    # A: RUNNING, completed now: first check at +10 (--delay), cool-down to +30, reset: next run +150 (2 min).
+    a = db.job("Jira", acme, db.integration(acme), status=running_doc(JIRA5_STEPS), schedule_interval_minutes=2)
+    assert cli("complete", a, "--delay", "10").exit_code == 0
+    # B: FAILED 14 minutes ago, retried after 15: due at +60.
+    b = db.job("Jira B", acme, db.integration(acme), status={"overall": "FAILED", "steps": {}},
+               last_run_started_at=naive(-14 * 60), last_run_finished_at=naive(-14 * 60),
+               last_updated_at=naive(-14 * 60), retry_interval_minutes=15)
+    log, _ = run_until(frozen, db, 5)
+    assert frozen.waits == [10, 20, 30, 90, 1000]
+    assert log.actions == [(at(10), f"cooldown {a}"), (at(30), f"reset {a}"), (at(60), f"start {b}"),
+                           (at(150), f"start {a}")]
+    audit = [(r["at"], r["job_id"], r["details"].get("action") or r["to_state"]) for r in db.audit()][1:]
+    assert audit == [(at(10), a, "cooldown"), (at(30), a, "reset"), (at(60), b, "RUNNING"), (at(150), a, "RUNNING")]
+
+
+def test_a_next_run_changed_by_sql_is_seen_within_max_sleep(db, frozen, acme):
+    job = db.job("Jira", acme, db.integration(acme), next_run=naive(3600))
+
+    def operator(n, seconds):
+        if n == 0:  # while it waits: an operator moves next_run to now, with no NOTIFY
+            db.sql("UPDATE etl_jobs SET next_run = %s WHERE id = %s", naive(5), job)
+
+    log, _ = run_until(frozen, db, 2, on_wait=operator, max_sleep=30.0)
+    assert frozen.waits == [30, 30]
+    assert log.actions == [(at(30), f"start {job}")]  # at the next pass, --max-sleep after the last one
+
+
+def test_a_locked_row_waits_with_backoff_and_holds_up_nothing_else(db, frozen, acme):
+    done = finished(JIRA5_STEPS)
+    locked = db.job("Locked", acme, db.integration(acme), status={**done, "reset_stage": "check", "reset_attempt": 0,
+                                                                   "reset_deadline": at(0).isoformat()})
+    other = db.job("Other", acme, db.integration(acme), status={**done, "token": "tok-2", "reset_stage": "check",
+                                                                 "reset_attempt": 0, "reset_deadline": at(1).isoformat()})
+    holder = db.conn  # another session holds the row locked, as a worker's open transaction would
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1 FROM etl_jobs WHERE id = %s FOR UPDATE", (locked,))
+
+    def release(n, seconds):
+        if n == 5:
+            holder.execute("COMMIT")
+
+    log, _ = run_until(frozen, db, 7, on_wait=release)
+    # 0: `locked` is due but skipped (overdue: looked at again with backoff), `other` is due at 1: the
+    # retries never push it back. 1: `other` acts on time. 8: the retry after the lock was let go.
+    assert frozen.waits == [0.1, 0.25, 0.5, pytest.approx(0.15), 2, 5, 13]
+    assert log.actions == [(at(1), f"cooldown {other}"), (at(8), f"cooldown {locked}"), (at(21), f"reset {other}")]
