@@ -128,3 +128,83 @@ def test_a_locked_row_waits_with_backoff_and_holds_up_nothing_else(db, frozen, a
     # retries never push it back. 1: `other` acts on time. 8: the retry after the lock was let go.
     assert frozen.waits == [0.1, 0.25, 0.5, pytest.approx(0.15), 2, 5, 13]
     assert log.actions == [(at(1), f"cooldown {other}"), (at(8), f"cooldown {locked}"), (at(21), f"reset {other}")]
+
+
+def test_a_tick_lock_held_elsewhere_means_look_again_soon_not_at_max_sleep(db, frozen, acme):
+    """Another sweep (cron's, or another run's) holds the lock: it may have read its jobs before this
+    deadline passed, so this run must look again shortly, not leave the deadline for --max-sleep."""
+    done = finished(JIRA5_STEPS)
+    job = db.job("Jira", acme, db.integration(acme), status={**done, "reset_stage": "check", "reset_attempt": 0,
+                                                              "reset_deadline": at(0).isoformat()})
+    db.sql("SELECT pg_advisory_lock(hashtext('etlctl.tick.sweep'))")
+
+    def let_go(n, seconds):
+        if n == 1:
+            db.sql("SELECT pg_advisory_unlock(hashtext('etlctl.tick.sweep'))")
+
+    log, _ = run_until(frozen, db, 3, on_wait=let_go)
+    assert frozen.waits == [0.1, 0.25, 20]  # then its cool-down, 20 s
+    assert log.actions == [(at(0.35), f"cooldown {job}"), (at(20.35), f"reset {job}")]
+
+
+def pass_done(db, **params) -> dict:
+    """run_pass_done as run calls it after a pass that took no time."""
+    from etlctl.store.connection import open_session
+
+    session = open_session(ConnectionSettings(dsn=db.dsn), "run")
+    try:
+        return session.one("run_pass_done", **{"pass_seconds": 0, "delay": 10, "max_wait": 86400,
+                                               "relaying": False, "max_sleep": 30, **params})
+    finally:
+        session.close()
+
+
+def test_the_deadlines_are_those_the_sweep_and_the_tick_act_on(db, frozen, acme):
+    done = finished(JIRA5_STEPS)
+
+    def flow(name, **keys):
+        return db.job(name, acme, db.integration(acme), status={**done, **keys}, last_run_finished_at=naive(-5))
+
+    # Left out: what the sweep skips (it waits for a person: doctor reports it) and what no tick starts.
+    flow("Gave up", reset_stage="gave_up", reset_token="tok-1", reset_gave_up_at=at(-60).isoformat())
+    flow("No offset", reset_stage="check", reset_deadline="2026-11-28 15:00:20")
+    flow("Too far", reset_stage="check", reset_deadline=at(2 * 86400).isoformat())
+    flow("Bad stage", reset_stage="later", reset_deadline=at(20).isoformat())
+    flow("Bad attempt", reset_stage="check", reset_attempt="2", reset_deadline=at(20).isoformat())
+    flow("Bad token", token=7, reset_deadline=at(20).isoformat())
+    busy = db.integration(acme)
+    db.job("Running", acme, busy, status=running_doc(JIRA5_STEPS))
+    db.job("Busy", acme, busy, next_run=naive(-60))
+    db.job("Inactive", acme, db.integration(acme), next_run=naive(-60), active=False)
+    db.job("wex fabric", acme, db.integration(acme, "WEX Fabric"), next_run=naive(-60))  # no message: never started
+    idle = db.integration(acme, active=False)
+    db.job("Jira on an inactive integration", acme, idle, next_run=naive(-60))
+    assert pass_done(db)["next_at"] is None and pass_done(db)["overdue_resets"] == 0
+    assert pass_done(db)["overdue_starts"] == 0
+
+    # Counted: a pending reset's deadline; keys of an earlier run (the first check, --delay after the finish).
+    pending = flow("Pending", reset_stage="cooldown", reset_attempt=1, reset_deadline=at(25).isoformat())
+    row = pass_done(db)
+    assert (row["next_at"], row["next_what"]) == (at(25), f"the reset flow of job {pending}")
+    earlier = flow("Earlier run", reset_stage="gave_up", reset_token="tok-0", reset_deadline=None)
+    row = pass_done(db)
+    assert (row["next_at"], row["next_what"]) == (at(5), f"the reset flow of job {earlier}")
+    # A due start, and one already due at the pass's start: overdue (the pass did not start it).
+    ready = db.job("Jira later", acme, db.integration(acme), next_run=naive(3))
+    assert (pass_done(db)["next_at"], pass_done(db)["next_what"]) == (at(3), f"the start of job {ready}")
+    db.job("Jira due", acme, db.integration(acme), next_run=naive(-1))
+    row = pass_done(db)
+    assert (row["overdue_starts"], row["overdue_resets"]) == (1, 0)
+    flow("Due", reset_stage="check", reset_deadline=at(-1).isoformat())
+    assert pass_done(db)["overdue_resets"] == 1
+    # A reset due during the pass (after its start) is no overdue one: the next pass takes it at once.
+    assert pass_done(db, pass_seconds=2)["overdue_resets"] == 0
+
+    # The outbox counts only when a broker publishes it.
+    db.sql("INSERT INTO etlctl.queue (created_at, job_id, tenant_id, token, step, queue_name, message) "
+           "VALUES (%s, %s, %s, 'tok-1', 'jira_projects_and_issue_types', 'extraction_queue_premium', '{}')",
+           at(-2), ready, acme)
+    assert pass_done(db)["overdue_messages"] == 0
+    assert pass_done(db, relaying=True)["overdue_messages"] == 1
+    heartbeat = db.one("SELECT host, pid, passes, max_sleep, last_pass_at FROM etlctl.runners")
+    assert (heartbeat["passes"], heartbeat["max_sleep"], heartbeat["last_pass_at"]) == (12, 30, at(0))  # one a call
