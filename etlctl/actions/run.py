@@ -267,12 +267,15 @@ class Runner:
     def notified(self, timeout: float) -> bool:
         """Whether a notification of another session's write came within ``timeout`` (then the others
         already waiting are read too: one wake-up for all of them)."""
-        for note in self.session.notifications(timeout=timeout):
-            if note.pid != self.backend_pid:
-                for _ in self.session.notifications(timeout=0):
-                    pass
-                return True
-        return False
+        waiting = self.session.notifications(timeout=timeout)
+        try:
+            foreign = any(note.pid != self.backend_pid for note in waiting)
+        finally:
+            waiting.close()  # it holds the connection's lock until closed
+        if foreign:
+            for _ in self.session.notifications(timeout=0):
+                pass
+        return foreign
 
     # --- the broker ------------------------------------------------------------------------
 

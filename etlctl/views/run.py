@@ -74,8 +74,7 @@ class RunPrinter:
             record = step_record(step, as_json=True)
             if record is None or not record["applied"]:
                 continue  # skipped (doctor reports those) or done by another process (which logs it)
-            self._action(f"job {record['job_id']} ({record['job_name']}): {record['action']}: {record['detail']}",
-                         {"event": "reset_flow", **record})
+            self._action(f"{step.job.label()}: {record['action']}: {record['detail']}", {"event": "reset_flow", **record})
 
     def ticked(self, tick) -> None:
         starts = tick_lines(tick, skipped=False)
