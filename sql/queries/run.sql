@@ -145,3 +145,20 @@ FROM clock
 CROSS JOIN resets
 CROSS JOIN outbox
 LEFT JOIN next_start ON true;
+
+-- name: run_heartbeats
+-- For doctor: each `etlctl run` whose heartbeat (its last pass, else its start)
+-- is older than twice its --max-sleep, and that neither stopped on a signal nor
+-- was replaced by a run started later on the same host (a restart after kill -9
+-- or a crash: systemd's Restart=, a container's). Nothing when no run was ever
+-- used (no rows). Oldest first.
+WITH clock AS (SELECT coalesce(%(now)s::timestamptz, now()) AS now)
+SELECT r.id, r.host, r.pid, r.started_at, r.last_pass_at, r.passes, r.max_sleep,
+       coalesce(r.last_pass_at, r.started_at) AS seen_at, clock.now
+FROM etlctl.runners r
+CROSS JOIN clock
+WHERE r.stopped_at IS NULL
+  AND coalesce(r.last_pass_at, r.started_at) < clock.now - make_interval(secs => 2 * r.max_sleep)
+  AND NOT EXISTS (SELECT 1 FROM etlctl.runners later
+                  WHERE later.host = r.host AND later.started_at > r.started_at)
+ORDER BY seen_at, r.id;
