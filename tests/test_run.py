@@ -61,18 +61,21 @@ def run_until(frozen, db, waits: int, *, on_wait=lambda n, seconds: None, log=No
     signals = running.RunSignals()  # not entered: no process-wide handlers in a test
     runner = running.Runner(lambda: config(db, **overrides), lambda s: connection.open_session(s, "run"), log,
                             signals)
-    frozen_wait = frozen.wait
+    frozen_wait, before = frozen.wait, len(frozen.waits)
 
     def wait(until_event, seconds):
-        n = len(frozen.waits)
+        n = len(frozen.waits) - before
         if n >= waits:
             signals.signum = signal.SIGTERM  # stop at this wait
         on_wait(n, seconds)
         return frozen_wait(until_event, seconds)
 
     frozen.wait = wait
-    with pytest.raises(Terminated):
-        runner.run()
+    try:
+        with pytest.raises(Terminated):
+            runner.run()
+    finally:
+        frozen.wait = frozen_wait
     frozen.waits.pop()  # the wait it stopped in
     return log, runner
 
@@ -208,3 +211,19 @@ def test_the_deadlines_are_those_the_sweep_and_the_tick_act_on(db, frozen, acme)
     assert pass_done(db, relaying=True)["overdue_messages"] == 1
     heartbeat = db.one("SELECT host, pid, passes, max_sleep, last_pass_at FROM etlctl.runners")
     assert (heartbeat["passes"], heartbeat["max_sleep"], heartbeat["last_pass_at"]) == (12, 30, at(0))  # one a call
+
+
+def test_quiet_when_nothing_happens_and_with_v_a_heartbeat_line_a_minute(db, frozen, acme, capsys):
+    from etlctl.views.run import RunPrinter
+
+    db.job("Jira", acme, db.integration(acme), next_run=naive(3600))
+    run_until(frozen, db, 4, log=RunPrinter(host="etl-1", pid=7), max_sleep=30.0)  # passes at 0, 30, ... 120
+    assert capsys.readouterr() == ("", "etlctl: run started on etl-1 (pid 7): waits at most 30s; reset flow: delay "
+                                       "10s, backoff 20s,40s, cool-down 20s; no broker (messages wait in the outbox)\n")
+    run_until(frozen, db, 4, log=RunPrinter(verbose=True, host="etl-1", pid=7), max_sleep=30.0)  # 120 ... 240
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[1:] == [  # 60 s after the printer was made, then 60 s later
+        "etlctl: run alive: 3 passes, 0 actions in the last 1m; next: the start of job 1 at 16:00:00; waking in 30s",
+        "etlctl: run alive: 5 passes, 0 actions in the last 1m; next: the start of job 1 at 16:00:00; waking in 30s",
+    ]

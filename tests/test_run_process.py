@@ -4,6 +4,7 @@ double action (checked from the audit log), one of them killed with SIGKILL and 
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -62,6 +63,38 @@ def test_a_notify_wakes_it_and_each_action_is_one_line(db, cli, acme):
                         "flow: delay 50ms, backoff 50ms,100ms,200ms,400ms, cool-down 50ms; no broker (messages wait "
                         "in the outbox)")
     assert notes[1:] == ["etlctl: terminated (SIGTERM); nothing half-written"]
+
+
+def test_json_lines_and_the_health_file(db, cli, acme, tmp_path):
+    job = db.job("Jira", acme, db.integration(acme), status=running(JIRA5_STEPS))
+    health = tmp_path / "healthy"
+    proc = start_run(db.dsn, "--max-sleep", "1d", "--json", "--health-file", health)
+    try:
+        assert wait_until(lambda: passes(db, proc.pid) >= 1, timeout=30)
+        assert health.exists()  # touched after the first pass
+        first = health.stat().st_mtime_ns
+        assert cli("complete", job, "--delay", "0").exit_code == 0
+        assert wait_until(lambda: db.status(job)["overall"] == "READY", timeout=30)
+        assert wait_until(lambda: health.stat().st_mtime_ns > first, timeout=30)  # and after each pass since
+    finally:
+        out, err = stop(proc)
+    assert proc.returncode == 143, err
+    records = [json.loads(line) for line in out.splitlines()]  # one JSON object per line, nothing else
+    assert [(r["event"], r["job_id"], r["action"], r["applied"]) for r in records] == [
+        ("reset_flow", job, "cooldown", True), ("reset_flow", job, "reset", True)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", r["at"]) for r in records)
+    started, last = err.splitlines()[0], err.splitlines()[-1]
+    assert json.loads(started)["note"].startswith(f"etlctl: run started on {socket.gethostname()} (pid {proc.pid}): ")
+    assert json.loads(started)["note"].endswith(f"; health file {health}")
+    assert last == "etlctl: terminated (SIGTERM); nothing half-written"  # the final error line stays text
+
+
+def test_a_health_file_that_cannot_be_touched_is_one_line_and_exit_1(db, tmp_path):
+    proc = start_run(db.dsn, "--health-file", tmp_path / "missing" / "healthy")
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (1, "")
+    assert re.sub(STAMP, "", err.splitlines()[-1]) == (
+        f"etlctl: cannot touch --health-file {tmp_path}/missing/healthy: No such file or directory")
 
 
 def line_time(out: str, n: int) -> str:
