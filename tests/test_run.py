@@ -54,13 +54,13 @@ def config(db, **overrides) -> running.RunConfig:
     return running.RunConfig(**values)
 
 
-def run_until(frozen, db, waits: int, *, on_wait=lambda n, seconds: None, log=None, **overrides):
+def run_until(frozen, db, waits: int, *, on_wait=lambda n, seconds: None, log=None, load_config=None, **overrides):
     """Run in-process until its ``waits``-th wait; ``on_wait(n, seconds)`` before the n-th (from 0).
     Returns the log and the runner."""
     log = log or Recorder()
     signals = running.RunSignals()  # not entered: no process-wide handlers in a test
-    runner = running.Runner(lambda: config(db, **overrides), lambda s: connection.open_session(s, "run"), log,
-                            signals)
+    runner = running.Runner(load_config or (lambda: config(db, **overrides)),
+                            lambda s: connection.open_session(s, "run"), log, signals)
     frozen_wait, before = frozen.wait, len(frozen.waits)
 
     def wait(until_event, seconds):
@@ -227,3 +227,40 @@ def test_quiet_when_nothing_happens_and_with_v_a_heartbeat_line_a_minute(db, fro
         "etlctl: run alive: 3 passes, 0 actions in the last 1m; next: the start of job 1 at 16:00:00; waking in 30s",
         "etlctl: run alive: 5 passes, 0 actions in the last 1m; next: the start of job 1 at 16:00:00; waking in 30s",
     ]
+
+
+def test_sighup_rereads_the_configuration_and_keeps_the_old_one_when_it_no_longer_reads(db, frozen, acme):
+    from etlctl.errors import UsageError
+
+    db.job("Jira", acme, db.integration(acme), next_run=naive(3600))
+    loads = [config(db, max_sleep=30.0), config(db, max_sleep=10.0), None]
+    runner_box = []
+
+    def load():
+        found = loads.pop(0)
+        if found is None:
+            raise UsageError(message="invalid ETLCTL_MAX_SLEEP '0': expected a wait longer than 0")
+        return found
+
+    def hang_up(n, seconds):
+        if n in (1, 3):
+            runner_box[0].signals.reload = True  # SIGHUP, as RunSignals takes it
+
+    log = Recorder()
+    original = running.Runner.__init__
+
+    def keep(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        runner_box.append(self)
+
+    running.Runner.__init__ = keep
+    try:
+        run_until(frozen, db, 5, on_wait=hang_up, log=log, load_config=load)
+    finally:
+        running.Runner.__init__ = original
+    # 30 s; SIGHUP during the 2nd wait (it ends it): read again, 10 s; SIGHUP during the 4th: unreadable, 10 s kept.
+    assert frozen.waits == [30, 30, 10, 10, 10]
+    assert datetime.now(timezone.utc) == at(30 + 10 + 10)  # the two waits a SIGHUP ended took no time
+    assert log.notes == ["etlctl: SIGHUP: the configuration could not be read again (invalid ETLCTL_MAX_SLEEP '0': "
+                         "expected a wait longer than 0); keeping the one it had"]
+    assert loads == []
