@@ -9,7 +9,8 @@ Writes BENCHMARKS.md (a --quick run writes bench/.work/BENCHMARKS-quick.md).
 Sections: startup, latency, embedded discovery, round trips, scale (10k, 100k,
 1M jobs; plans), concurrent writers, memory, the design it replaces, and the
 relay (RabbitMQ: throughput, commit-to-queue latency, the check's look at the
-queues; it starts a private RabbitMQ node, or uses ETLCTL_TEST_AMQP_URL).
+queues; it starts a private RabbitMQ node, or uses ETLCTL_TEST_AMQP_URL), and
+`etlctl run` against cron (deadline lag, idle cost, memory, end to end).
 
 `--only SECTIONS` measures those alone and merges them into the last full run's
 results: the other sections of BENCHMARKS.md stay as they were measured, and
@@ -35,6 +36,7 @@ from bench.memory import bench_memory  # noqa: E402
 from bench.relay import bench_relay  # noqa: E402
 from bench.report import NOTES, load, machine, merge, save, write_markdown  # noqa: E402
 from bench.round_trips import bench_round_trips  # noqa: E402
+from bench.run_service import bench_run  # noqa: E402
 from bench.scale import bench_scale  # noqa: E402
 
 
@@ -43,7 +45,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Small sizes and few repetitions, for iterating (writes bench/.work/).")
     parser.add_argument("--reps", type=int, help="Repetitions of each latency measurement [30; quick 10].")
     parser.add_argument("--sizes", help="Comma-separated job counts for the scale test [10000,100000,1000000; quick 10000,50000].")
-    parser.add_argument("--only", help="Comma-separated sections: startup,latency,roundtrips,scale,writers,memory,relay; "
+    parser.add_argument("--only", help="Comma-separated sections: startup,latency,roundtrips,scale,writers,memory,relay,"
+                                       "run; "
                                        "merged into the last full run's results.")
     parser.add_argument("--writer-seconds", type=float, help="Seconds per concurrent-writers phase [10; quick 3].")
     parser.add_argument("--out", help="Where to write the report [BENCHMARKS.md; quick: bench/.work/BENCHMARKS-quick.md].")
@@ -58,7 +61,7 @@ def main() -> None:
     if min(sizes) < 10 * DUE:
         raise SystemExit(f"bench: sizes must be at least {10 * DUE:,} jobs (there are always {DUE:,} due ones, and as many in flight)")
     only = set(args.only.split(",")) if args.only else {"startup", "latency", "roundtrips", "scale", "writers", "memory",
-                                                         "relay"}
+                                                         "relay", "run"}
     writer_seconds = args.writer_seconds or (3.0 if quick else 10.0)
     out = Path(args.out) if args.out else (WORK / "BENCHMARKS-quick.md" if quick else REPO / "BENCHMARKS.md")
     results = WORK / ("results-quick.json" if quick else "results.json")
@@ -95,6 +98,8 @@ def main() -> None:
             bench_memory(report, server, [10_000, 100_000] if not quick else [10_000, 20_000], 2 if quick else 3)
         if "relay" in only:
             bench_relay(report, server, reps, required=bool(args.only))
+        if "run" in only:
+            bench_run(report, server)
         if round_trips is not None:
             bench_design(report, round_trips, scale)
         notes = NOTES.read_text(encoding="utf-8").splitlines() if NOTES.exists() else []

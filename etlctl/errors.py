@@ -175,3 +175,7 @@ class NotConfirmed(NotFinished):
 
 class QueuesNotLookedAt(BrokerUnavailable):
     """{problem}; {jobs} left as they are until the queues can be looked at"""
+
+
+class HealthFileError(EtlctlError):
+    """cannot touch --health-file {path}: {reason}"""

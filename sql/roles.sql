@@ -35,6 +35,9 @@
 --                           claim/done) and published_at, published_by, attempts, last_attempt_at,
 --                           last_error, refusals, skipped_at, skip_reason (the relay): a message's
 --                           body, token, step, job and queue name cannot be rewritten.
+--   etlctl.runners          SELECT, INSERT (and its sequence), UPDATE of its heartbeat columns: each
+--                           `etlctl run` records its start, its passes and its stop (migration 0008);
+--                           doctor reads them. host and pid are never rewritten.
 --   etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations   SELECT
 --   etlctl functions        EXECUTE (job_kind, idle_steps, run_steps, first_step, readable_status, ...)
 -- Not granted: DDL (CREATE on any schema), DELETE or TRUNCATE anywhere, INSERT
@@ -86,7 +89,9 @@ GRANT SELECT, INSERT ON etlctl.audit TO etlctl_runner;
 GRANT SELECT, INSERT ON etlctl.queue TO etlctl_runner;
 GRANT UPDATE (claimed_at, claimed_by, done_at, published_at, published_by, attempts, last_attempt_at,
               last_error, refusals, skipped_at, skip_reason) ON etlctl.queue TO etlctl_runner;
-GRANT USAGE ON SEQUENCE etlctl.audit_id_seq, etlctl.queue_id_seq TO etlctl_runner;
+GRANT SELECT, INSERT ON etlctl.runners TO etlctl_runner;
+GRANT UPDATE (started_at, last_pass_at, passes, max_sleep, stopped_at) ON etlctl.runners TO etlctl_runner;
+GRANT USAGE ON SEQUENCE etlctl.audit_id_seq, etlctl.queue_id_seq, etlctl.runners_id_seq TO etlctl_runner;
 GRANT SELECT ON etlctl.job_kinds, etlctl.kind_steps, etlctl.step_rules, etlctl.migrations TO etlctl_runner;
 
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA etlctl TO etlctl_runner;

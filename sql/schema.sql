@@ -179,6 +179,21 @@ CREATE TABLE IF NOT EXISTS etlctl.queue (
 CREATE INDEX IF NOT EXISTS queue_pending ON etlctl.queue (id)
     WHERE claimed_at IS NULL AND published_at IS NULL AND skipped_at IS NULL AND done_at IS NULL;
 
+-- `etlctl run`'s heartbeat (migration 0008): one row per process (host, pid), its
+-- start, its last pass and how many it made, its --max-sleep (doctor reports a
+-- run not seen for twice that), and when it stopped on a signal.
+CREATE TABLE IF NOT EXISTS etlctl.runners (
+    id bigserial PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamptz NOT NULL,
+    last_pass_at timestamptz,
+    passes bigint NOT NULL DEFAULT 0 CHECK (passes >= 0),
+    max_sleep double precision NOT NULL CHECK (max_sleep > 0),
+    stopped_at timestamptz,
+    CONSTRAINT runners_host_pid_key UNIQUE (host, pid)
+);
+
 -- The kind of a job: named like the job, else like its integration's provider.
 CREATE OR REPLACE FUNCTION etlctl.job_kind(job_name text, provider text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$

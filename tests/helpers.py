@@ -226,6 +226,7 @@ class FrozenClock(DatabaseClock):
     def __init__(self, frozen) -> None:
         self.frozen = frozen
         self.sleeps: list[float] = []
+        self.waits: list[float] = []  # etlctl run's waits for an event (clock.wait)
 
     def sql_now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -233,6 +234,14 @@ class FrozenClock(DatabaseClock):
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.frozen.tick(timedelta(seconds=seconds))
+
+    def wait(self, until_event, seconds: float) -> bool:
+        """Look for an event once (no real waiting); none there: frozen time moves to the end of the wait."""
+        self.waits.append(seconds)
+        if until_event(0.0):
+            return True
+        self.frozen.tick(timedelta(seconds=seconds))
+        return False
 
 
 # The steps of the existing system's seeded kinds (existing-system-contract.md §3).

@@ -47,7 +47,8 @@ def test_the_role_is_nologin_and_has_exactly_these_table_rights(db, runner):
         GROUP BY 1 ORDER BY 1""")
     assert {r["t"]: r["p"] for r in granted} == {
         "etlctl.audit": "INSERT,SELECT", "etlctl.job_kinds": "SELECT", "etlctl.kind_steps": "SELECT",
-        "etlctl.migrations": "SELECT", "etlctl.queue": "INSERT,SELECT", "etlctl.step_rules": "SELECT",
+        "etlctl.migrations": "SELECT", "etlctl.queue": "INSERT,SELECT", "etlctl.runners": "INSERT,SELECT",
+        "etlctl.step_rules": "SELECT",
         "public.etl_jobs": "SELECT",
         "public.tenants": "SELECT",
     }
@@ -63,6 +64,9 @@ def test_the_role_is_nologin_and_has_exactly_these_table_rights(db, runner):
         "etlctl.queue.attempts", "etlctl.queue.claimed_at", "etlctl.queue.claimed_by", "etlctl.queue.done_at",
         "etlctl.queue.last_attempt_at", "etlctl.queue.last_error", "etlctl.queue.published_at",
         "etlctl.queue.published_by", "etlctl.queue.refusals", "etlctl.queue.skip_reason", "etlctl.queue.skipped_at",
+        # `etlctl run`'s heartbeat: never its host or pid.
+        "etlctl.runners.last_pass_at", "etlctl.runners.max_sleep", "etlctl.runners.passes",
+        "etlctl.runners.started_at", "etlctl.runners.stopped_at",
         "public.etl_jobs.error_message", "public.etl_jobs.last_run_finished_at", "public.etl_jobs.last_run_started_at",
         "public.etl_jobs.last_sync_date", "public.etl_jobs.last_updated_at", "public.etl_jobs.next_run",
         "public.etl_jobs.retry_count", "public.etl_jobs.status", "public.integrations.last_updated_at",
@@ -249,3 +253,22 @@ def test_the_relay_and_its_publishing_work_as_the_runner_role(db, runner, broker
     db.job("Jira 2", acme, db.integration(acme))
     assert len(ok(with_broker("schedule-next", "--json")).json()["messages"]) == 1
     assert len(queues.drain(f"extraction_queue_{tier}")) == 2
+
+
+def test_run_works_as_the_runner_role(db, runner):
+    import signal
+
+    from tests.helpers import etlctl_process, wait_until
+
+    _, dsn = runner
+    proc = etlctl_process(["run"], dsn)
+    try:
+        assert wait_until(lambda: db.value("SELECT coalesce(max(passes), 0) FROM etlctl.runners") >= 1, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert db.value("SELECT stopped_at IS NOT NULL FROM etlctl.runners") is True
+    assert Cli(dsn)("doctor").exit_code in (0, 3)  # doctor reads the heartbeats as the role too
+    assert "run_not_seen" not in Cli(dsn)("doctor", "--json").stdout

@@ -34,6 +34,7 @@ COMMANDS = {
     "schedule-next": ("etlctl.cli.schedule_cmds", "schedule_next", "Start the due job of each idle integration."),
     "queue": ("etlctl.cli.schedule_cmds", "queue", "List, claim and finish queued extraction messages."),
     "relay": ("etlctl.cli.relay_cmd", "relay", "Publish the queued messages to RabbitMQ, with confirms."),
+    "run": ("etlctl.cli.run_cmd", "run", "Sweep, schedule-next and relay as one service, at each deadline."),
     "cron": ("etlctl.cli.schedule_cmds", "cron", "Print or install the crontab for schedule-next and sweep."),
     "doctor": ("etlctl.cli.oncall_cmds", "doctor", "Find stuck, blocked and doubled jobs, with the fix for each."),
     "why": ("etlctl.cli.oncall_cmds", "why", "Explain in plain words what a job waits for."),

@@ -53,7 +53,8 @@ def doctor(tenant, delay, backoff, cooldown, as_json) -> int:
     status documents, queue messages pending for over 15 minutes (never
     published or claimed, with the relay's last error when it tried), and
     RUNNING jobs far longer than their own history (3x their median run, at
-    least 30 minutes; 24 hours when they have none). With a message broker
+    least 30 minutes; 24 hours when they have none), and an `etlctl run` not
+    seen for more than twice its --max-sleep. With a message broker
     configured: the broker unreachable or refusing etlctl, a queue the outbox
     targets missing, and a queue that no worker consumes.
 

@@ -5,6 +5,8 @@ Checks, in the order they are reported:
 
 - schema not initialised / migrations pending / the partial index missing
 - clock skew between this host and the database server over SKEW_LIMIT
+- an `etlctl run` not seen for more than twice its --max-sleep (nothing when
+  no run was ever used, or each one stopped on a signal or was replaced)
 - no jobs at all (a note: an empty or wrong database is not a healthy one)
 - Multiple jobs running: more than one RUNNING job per integration
 - Stuck on FINISHED: the reset gave up (at any age), or FINISHED for longer
@@ -51,10 +53,12 @@ from etlctl.oncall.doctor_broker import unreachable_finding
 from etlctl.oncall.doctor_database import (
     INDEX_MIGRATION,
     QUEUE_LIMIT,
+    RUN_MIGRATION,
     SKEW_LIMIT,
     index_finding,
     pending_finding,
     queue_findings,
+    run_findings,
     schema_finding,
     skew_finding,
 )
@@ -107,6 +111,10 @@ def _examine_all(session, timings: lifecycle.Timings, clock, tenant: str | None,
         report.findings.append(pending_finding(pending, bool(conflicts)))
     if not (index["present"] and index["valid"]):
         report.findings.append(index_finding(index, INDEX_MIGRATION in pending, bool(conflicts)))
+    if RUN_MIGRATION in pending:
+        report.skipped.append("`etlctl run` heartbeats: needs the pending migrations (`etlctl db init`)")
+    else:
+        report.findings += run_findings(session.all("run_heartbeats"))
 
     ids = jobs.tenant_ids(session, tenant)
     count = session.one("doctor_job_count", tenant_ids=ids)

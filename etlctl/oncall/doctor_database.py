@@ -1,6 +1,7 @@
 """doctor's judgments about the database as a whole: clock skew, migrations
-pending, the one-RUNNING index, and queue messages left too long (never
-published or claimed, or of runs that are over). Pure: what
+pending, the one-RUNNING index, queue messages left too long (never
+published or claimed, or of runs that are over), and `etlctl run` processes
+no longer seen. Pure: what
 was read in, findings out (no database access)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from etlctl.oncall.doctor_report import PROBLEM, Finding
 SKEW_LIMIT = 5.0  # seconds
 QUEUE_LIMIT = 900.0  # seconds a message may stay pending (or stale) before it is reported
 INDEX_MIGRATION = "0002_one_running_per_integration"
+RUN_MIGRATION = "0008_run_heartbeat"
 
 
 def schema_finding(missing: Sequence[str]) -> Finding:
@@ -38,6 +40,11 @@ def skew_finding(skew: float) -> Finding:
 
 def _seconds(value: float) -> str:
     return f"{value:.1f}s" if value < 60 else duration(value)
+
+
+def _wait(value: float) -> str:
+    """A --max-sleep as given: '30s', '1m', '2.5s'."""
+    return f"{value:g}s" if value < 60 and value != int(value) else duration(value)
 
 
 def pending_finding(pending: Sequence[str], conflicts: bool) -> Finding:
@@ -118,4 +125,28 @@ def queue_findings(rows: Sequence[dict]) -> list[Finding]:
         ))
     if total > len(rows) and out:
         out[-1].details["more_not_listed"] = total - len(rows)
+    return out
+
+
+def run_findings(rows: Sequence[dict]) -> list[Finding]:
+    """An `etlctl run` whose heartbeat is older than twice its --max-sleep (neither stopped on a signal
+    nor replaced on its host: the query leaves those out), one finding each."""
+    out = []
+    for row in rows:
+        seen = "never finished a pass since it started" if row["last_pass_at"] is None else "last finished a pass"
+        out.append(Finding(
+            "run_not_seen", PROBLEM,
+            f"`etlctl run` on {row['host']} (pid {row['pid']}) {seen} {relative(row['seen_at'], row['now'])}; "
+            f"it waits at most {_wait(row['max_sleep'])} between passes (reported after "
+            f"{_wait(2 * row['max_sleep'])})",
+            "it stopped without SIGTERM or SIGINT (killed, crashed, its host or container gone) and no run was started "
+            "on that host since, or it is stuck or cannot reach the database: the deadlines it would act on wait for "
+            "another run, or for cron's sweep and schedule-next",
+            (Fix(("systemctl", "status", "etlctl-run"), f"on {row['host']}: is it running? `journalctl -u etlctl-run` "
+                                                         "says why it stopped"),
+             Fix(psql("fix_forget_run", id=row["id"]), "only when it will not come back (its host is gone): doctor "
+                                                       "stops reporting it")),
+            details={"run_id": row["id"], "host": row["host"], "pid": row["pid"], "started_at": row["started_at"],
+                     "last_pass_at": row["last_pass_at"], "passes": row["passes"], "max_sleep": row["max_sleep"]},
+        ))
     return out

@@ -16,6 +16,7 @@ TITLES = {
     "migrations_pending": "Migrations pending",
     "index_missing": "Partial index missing",
     "clock_skew": "Clock skew",
+    "run_not_seen": "`etlctl run` not seen",
     "no_jobs": "No jobs",
     "multiple_running": "Multiple jobs running",
     "stuck_finished": "Stuck on FINISHED",

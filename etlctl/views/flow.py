@@ -201,35 +201,41 @@ class SweepPrinter:
             sys.stdout.flush()
 
     def _record(self, step) -> dict | None:
-        job, decision, row = step.job, step.decision, step.applied
-        if decision.action == lifecycle.SKIP and decision.state.problem:
-            # Listed on every sweep, -v or not, until someone fixes it: this job waits for a human.
-            action, detail = "malformed", decision.reason
-        elif decision.action == lifecycle.SKIP:
-            if not (self.as_json or self.verbose):
-                return None
-            action, detail = "skip", decision.reason
-        elif row is None:
-            if not self.as_json:
-                return None  # another process acted first; it will report it
-            action, detail = "lost-race", "another process changed the job first"
+        return step_record(step, as_json=self.as_json, verbose=self.verbose, dry_run=self.dry_run)
+
+
+def step_record(step, *, as_json: bool = False, verbose: bool = False, dry_run: bool = False) -> dict | None:
+    """One job's turn in a sweep as sweep and run show it; None when it is not shown (a skip, without
+    --json or -v; a race lost to another process, which reports it, without --json)."""
+    job, decision, row = step.job, step.decision, step.applied
+    if decision.action == lifecycle.SKIP and decision.state.problem:
+        # Listed on every sweep, -v or not, until someone fixes it: this job waits for a human.
+        action, detail = "malformed", decision.reason
+    elif decision.action == lifecycle.SKIP:
+        if not (as_json or verbose):
+            return None
+        action, detail = "skip", decision.reason
+    elif row is None:
+        if not as_json:
+            return None  # another process acted first; it will report it
+        action, detail = "lost-race", "another process changed the job first"
+    else:
+        action = decision.action
+        now = row["now"]
+        if action == lifecycle.RESET:
+            detail = f"READY; next run at {humanize.when(row['next_run'])} ({humanize.relative(row['next_run'], now)})"
+        elif action == lifecycle.GIVE_UP:
+            detail = decision.reason
+        elif action == lifecycle.SCHEDULE:
+            detail = f"first check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
+        elif action == lifecycle.START_COOLDOWN:
+            detail = f"{decision.reason}; reset at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
         else:
-            action = decision.action
-            now = row["now"]
-            if action == lifecycle.RESET:
-                detail = f"READY; next run at {humanize.when(row['next_run'])} ({humanize.relative(row['next_run'], now)})"
-            elif action == lifecycle.GIVE_UP:
-                detail = decision.reason
-            elif action == lifecycle.SCHEDULE:
-                detail = f"first check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
-            elif action == lifecycle.START_COOLDOWN:
-                detail = f"{decision.reason}; reset at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
-            else:
-                detail = f"{decision.reason}; next check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
-            if self.dry_run:
-                action = f"{action}?"
-        return {"job_id": job.id, "job_name": job.job_name, "tenant_id": job.tenant_id, "action": action,
-                "applied": row is not None and not self.dry_run, "detail": detail, "deadline": decision.deadline}
+            detail = f"{decision.reason}; next check at {humanize.clock_time(decision.deadline)} ({humanize.relative(decision.deadline, now)})"
+        if dry_run:
+            action = f"{action}?"
+    return {"job_id": job.id, "job_name": job.job_name, "tenant_id": job.tenant_id, "action": action,
+            "applied": row is not None and not dry_run, "detail": detail, "deadline": decision.deadline}
 
 
 class Countdown:

@@ -16,7 +16,7 @@ def show_tick(tick, as_json: bool, dry_run: bool, explain: bool) -> None:
     if as_json:
         render.emit_json({
             "dry_run": dry_run, "locked_out": not tick.locked,
-            "started": [_started_record(r) for r in tick.started], "skipped": tick.skipped,
+            "started": [started_record(r) for r in tick.started], "skipped": tick.skipped,
             "queued_next_steps": tick.chained,
             **({"not_started": tick.not_started} if explain else {}),
             # With a broker: what became of each message it queued (null: not published by this tick).
@@ -27,12 +27,7 @@ def show_tick(tick, as_json: bool, dry_run: bool, explain: bool) -> None:
         if explain or dry_run:
             render.note("etlctl: another schedule-next tick is running on this database; nothing to do")
         return
-    verb = "would start" if dry_run else "started"
-    lines = [f"{verb} job {row['id']} ({row['job_name']}): {row['from_state']} -> RUNNING, run {row['token']}, "
-             f"queued {row['first_step']} extraction" for row in tick.started]
-    lines += [f"skipped integration {row['integration_id']}: {row['reason']}" for row in tick.skipped]
-    lines += [f"{'would queue' if dry_run else 'queued'} job {row['job_id']}: {row['step']} extraction (next step)"
-              for row in tick.chained]
+    lines = tick_lines(tick, dry_run)
     lines += [relay_views.describe(h) for h in handled]
     if explain:
         lines += [f"not starting job {row['job_id']} ({row['job_name']}, tenant {row['tenant'] or row['tenant_id']}): "
@@ -41,7 +36,19 @@ def show_tick(tick, as_json: bool, dry_run: bool, explain: bool) -> None:
         render.lines(lines)
 
 
-def _started_record(row: dict) -> dict:
+def tick_lines(tick, dry_run: bool = False, skipped: bool = True) -> list[str]:
+    """A tick's starts, the integrations it skipped (another scheduler won them) and the next steps it queued."""
+    verb = "would start" if dry_run else "started"
+    lines = [f"{verb} job {row['id']} ({row['job_name']}): {row['from_state']} -> RUNNING, run {row['token']}, "
+             f"queued {row['first_step']} extraction" for row in tick.started]
+    if skipped:
+        lines += [f"skipped integration {row['integration_id']}: {row['reason']}" for row in tick.skipped]
+    lines += [f"{'would queue' if dry_run else 'queued'} job {row['job_id']}: {row['step']} extraction (next step)"
+              for row in tick.chained]
+    return lines
+
+
+def started_record(row: dict) -> dict:
     return {"job_id": row["id"], "job_name": row["job_name"], "tenant_id": row["tenant_id"],
             "integration_id": row["integration_id"], "from": row["from_state"], "token": row["token"],
             "first_step": row["first_step"], "queue_id": row["queue_id"], "retry_count": row["retry_count"]}

@@ -394,3 +394,6 @@ DROP INDEX etlctl_one_running_per_integration;
 
 -- name: fix_create_running_index
 CREATE UNIQUE INDEX etlctl_one_running_per_integration ON etl_jobs (integration_id) WHERE (status ->> 'overall') = 'RUNNING';
+
+-- name: fix_forget_run
+UPDATE etlctl.runners SET stopped_at = now() WHERE id = %(id)s AND stopped_at IS NULL;
