@@ -336,8 +336,11 @@ class Runner:
         """Once per outage, however many attempts fail."""
         if what not in self.down:
             self.down[what] = time.monotonic()
-            self.log.note(f"etlctl: lost the {_LABELS[what]} ({exc.context.get('reason') or exc.message}); "
-                          "reconnecting with backoff")
+            reason = exc.context.get('reason') or exc.message
+            if isinstance(exc, Busy):  # the server is there: a lock held elsewhere outlasted lock_timeout
+                self.log.note(f"etlctl: a pass waited too long for a lock ({reason}); trying again with backoff")
+            else:
+                self.log.note(f"etlctl: lost the {_LABELS[what]} ({reason}); reconnecting with backoff")
 
     def back(self, what: str) -> None:
         since = self.down.pop(what, None)
