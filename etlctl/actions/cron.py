@@ -53,17 +53,25 @@ def schedule(every: str) -> str:
 
 
 SECRET_PARAMS = ("password", "sslpassword")
+# What libpq reads to choose and reach the server, every host of a multi-host PGHOST=a,b included; never
+# PGPASSWORD (nor PGSSLKEY's passphrase, which libpq takes from no variable).
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE",
-                "PGPASSFILE")
+                "PGPASSFILE", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
+                "PGSSLCRL")
 CARRIED = ("ETLCTL_DELAY", "ETLCTL_BACKOFF", "ETLCTL_COOLDOWN")
 
 
+def parse_dsn(dsn: str) -> dict:
+    from etlctl.store.target import parse_dsn as parse
+
+    return parse(dsn)
+
+
 def dsn_without_password(dsn: str) -> tuple[str, bool]:
-    """The DSN without its secrets, and whether it had any."""
+    """The DSN without its secrets, and whether it had any (every host of a multi-host DSN is kept)."""
     from psycopg import conninfo
 
     from etlctl.store import settings as config
-    from etlctl.store.connection import parse_dsn
 
     if dsn.strip() == config.EMBEDDED:
         return dsn, False
@@ -88,9 +96,14 @@ def environment(settings, environ=None, broker=None) -> tuple[list[tuple[str, st
     if settings.dsn and settings.dsn.strip() != config.EMBEDDED:  # embedded: ETLCTL_HOME below, attach only
         dsn, _ = dsn_without_password(settings.dsn)
         notes.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
+        params = parse_dsn(dsn)
+        notes += _several_hosts(params.get("host"), params.get("target_session_attrs"),
+                                "add target_session_attrs=read-write to the DSN")
         pairs.append(("ETLCTL_DSN", dsn))
     elif not settings.dsn and config.libpq_environment(environ):
         notes.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
+        notes += _several_hosts(environ.get("PGHOST"), environ.get("PGTARGETSESSIONATTRS"),
+                                "set PGTARGETSESSIONATTRS=read-write")
         pairs += [(name, environ[name]) for name in PG_VARIABLES if environ.get(name)]
     else:
         notes.append("# No DSN given: the embedded server in ETLCTL_HOME (set ETLCTL_DSN for another).")
@@ -112,6 +125,16 @@ def environment(settings, environ=None, broker=None) -> tuple[list[tuple[str, st
         pairs += cron_environment(broker, environ)
     pairs.append(("ETLCTL_LOG_TIMESTAMPS", "1"))  # every line of the log says when
     return pairs, notes
+
+
+def _several_hosts(hosts: str | None, attrs: str | None, fix: str) -> list[str]:
+    """A comment for a multi-host database: each tick connects to the host that accepts writes, or,
+    without target_session_attrs=read-write, may reach a standby and be refused."""
+    if not hosts or "," not in hosts:
+        return []
+    if attrs in ("read-write", "primary"):
+        return [f"# Several hosts: each tick connects to the one that accepts writes (target_session_attrs={attrs})."]
+    return [f"# Several hosts, but a tick may reach a standby first and be refused (exit 6): {fix}."]
 
 
 def executable() -> list[str]:
