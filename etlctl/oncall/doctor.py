@@ -5,6 +5,9 @@ Checks, in the order they are reported:
 
 - schema not initialised / migrations pending / the partial index missing
 - clock skew between this host and the database server over SKEW_LIMIT
+- replication that can lose acknowledged writes on failover (asynchronous), a
+  synchronous standby missing (every write waits), or this server a standby
+  (:mod:`~etlctl.oncall.doctor_replication`); nothing without standbys
 - no jobs at all (a note: an empty or wrong database is not a healthy one)
 - Multiple jobs running: more than one RUNNING job per integration
 - Stuck on FINISHED: the reset gave up (at any age), or FINISHED for longer
@@ -58,6 +61,7 @@ from etlctl.oncall.doctor_database import (
     skew_finding,
 )
 from etlctl.oncall.doctor_jobs import job_findings, multiple_running, not_starting
+from etlctl.oncall.doctor_replication import replication_findings
 from etlctl.oncall.doctor_fixes import Fix
 from etlctl.oncall.doctor_report import NOTE, ORDER, PROBLEM, Finding, Report
 from etlctl.store import jobs
@@ -79,6 +83,7 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
     skew = measure_skew(session, clock or host_clock)
     if abs(skew) > SKEW_LIMIT:
         report.findings.append(skew_finding(skew))
+    report.findings += replication_findings(session.one("replication_facts"))
 
     state = session.one("schema_state")
     missing = [name for name, present in (("etlctl schema", state["has_migrations_table"]),
