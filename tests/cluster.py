@@ -41,10 +41,6 @@ import psycopg
 
 from etlctl.store import embedded
 
-# How long a standby whose replication connection broke waits before it streams again: long enough for a
-# test to hold it off (cut_replication), short next to nothing else (a promoted standby never waits for it).
-RETRY_INTERVAL = "10s"
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -151,7 +147,7 @@ class Cluster:
                     "--no-instructions")
         primary.configure([
             "wal_level = replica", "max_wal_senders = 5", "max_replication_slots = 5",
-            "wal_keep_size = '64MB'", "hot_standby = on", f"wal_retrieve_retry_interval = '{RETRY_INTERVAL}'",
+            "wal_keep_size = '64MB'", "hot_standby = on",
             "synchronous_commit = remote_apply" if self.synchronous else "synchronous_commit = on",
         ])
         with (primary.data / "pg_hba.conf").open("a") as hba:
@@ -214,8 +210,12 @@ class Cluster:
         self._add_standby(self.standby)
 
     def cut_replication(self) -> None:
-        """End the primary's replication connection: the standby streams again only after RETRY_INTERVAL.
-        Commits meanwhile are on the primary alone (asynchronous), or wait for the standby (synchronous)."""
+        """End the primary's replication connection and refuse the standby's next ones (pg_hba.conf: a standby
+        whose stream broke tries again at once). Commits from then on are on the primary alone (asynchronous),
+        or wait for the standby (synchronous). The primary is meant to die next: nothing undoes this."""
+        hba = self.primary.data / "pg_hba.conf"
+        hba.write_text("local replication all reject\n" + hba.read_text())  # the first matching line wins
+        self.primary.sql("SELECT pg_reload_conf()")
         self.primary.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
 
     def freeze_primary(self) -> list[int]:
