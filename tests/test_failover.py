@@ -48,6 +48,7 @@ import time
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+import pytest
 
 from tests.cluster import Cluster
 
@@ -496,3 +497,188 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- one cluster, no load: read-only refusal, the deadline, doctor after a failover ------------------
+
+
+def etlctl(args, dsn: str | None, env: dict | None = None) -> tuple[int, str, str]:
+    """etlctl as a process of its own, bounded (a hang past its timeouts fails the test)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("ETLCTL_", "PG"))}
+    full.update({"ETLCTL_DSN": dsn} if dsn else {}, **(env or {}))
+    done = subprocess.run([sys.executable, "-m", "etlctl", *map(str, args)], env=full, text=True,
+                          capture_output=True, timeout=HANG)
+    return done.returncode, done.stdout, done.stderr
+
+
+RUNNING = {"overall": "RUNNING", "token": "tok-run-0001", "steps": {s: dict.fromkeys(PHASES, "idle") for s in STEPS}}
+
+
+@pytest.fixture
+def cluster():
+    """A synchronous cluster with etlctl's schema and one RUNNING job (id 1)."""
+    built = Cluster(synchronous=True)
+    try:
+        built.start()
+        built.primary.sql("CREATE DATABASE etl")
+        code, _, err = etlctl(["db", "init"], built.dsn("etl"))
+        assert code == 0, err
+        built.primary.sql("INSERT INTO tenants (name) VALUES ('acme')", dbname="etl")
+        built.primary.sql("INSERT INTO etl_jobs (job_name, tenant_id, status) VALUES ('GitHub', 1, %s)", dbname="etl",
+                          params=(Jsonb(RUNNING),))
+        built.wait_streaming()
+        yield built
+    finally:
+        built.stop()
+
+
+def job_status(node, job: int = 1) -> dict:
+    return node.sql("SELECT status FROM etl_jobs WHERE id = %s", dbname="etl", params=(job,))[0][0]
+
+
+def audit_rows(node) -> int:
+    return node.sql("SELECT count(*) FROM etlctl.audit", dbname="etl")[0][0]
+
+
+def read_only_line(node) -> str:
+    return (f"etlctl: the database server {node.sockets}:{node.port} is read-only (a standby, or "
+            "default_transaction_read_only is on): nothing was written; point --dsn at the primary, or list every "
+            "host with target_session_attrs=read-write\n")
+
+
+def test_a_write_that_lands_on_a_standby_is_refused_and_writes_nothing(cluster):
+    standby_first = cluster.dsn("etl", read_write=False, standby_first=True)
+    step = ["step", 1, STEPS[0], "extraction", "finished", "--token", "tok-run-0001"]
+    assert etlctl(step, standby_first) == (6, "", read_only_line(cluster.standby))
+    # wait-and-reset refuses at once too, before any wait (its first write would come after one).
+    cluster.primary.sql("UPDATE etl_jobs SET status = status || '{\"overall\": \"FINISHED\"}' WHERE id = 1",
+                        dbname="etl")
+    cluster.wait_streaming()
+    assert etlctl(["wait-and-reset", 1, "--delay", "1h"], standby_first) == (6, "", read_only_line(cluster.standby))
+    assert etlctl(["schedule-next"], cluster.standby.conninfo("etl")) == (6, "", read_only_line(cluster.standby))
+    assert job_status(cluster.primary)["steps"][STEPS[0]]["extraction"] == "idle"
+    assert audit_rows(cluster.primary) == 0
+    # The same write with every host and target_session_attrs=read-write lands on the primary.
+    read_write = cluster.dsn("etl", standby_first=True)
+    cluster.primary.sql("UPDATE etl_jobs SET status = status || '{\"overall\": \"RUNNING\"}' WHERE id = 1",
+                        dbname="etl")
+    code, out, err = etlctl(step, read_write)
+    assert (code, err) == (0, ""), err
+    assert job_status(cluster.primary)["steps"][STEPS[0]]["extraction"] == "finished"
+
+
+def test_libpq_variables_name_every_host(cluster):
+    """PGHOST=a,b (no DSN): the write lands on the primary whichever host is listed first."""
+    b, a = cluster.standby, cluster.primary
+    env = {"PGHOST": f"{b.sockets},{a.sockets}", "PGPORT": f"{b.port},{a.port}", "PGUSER": "postgres",
+           "PGDATABASE": "etl", "PGTARGETSESSIONATTRS": "read-write"}
+    step = ["step", 1, STEPS[0], "transform", "finished", "--token", "tok-run-0001"]
+    assert etlctl(step, None, env)[0] == 0
+    assert job_status(a)["steps"][STEPS[0]]["transform"] == "finished"
+    env.pop("PGTARGETSESSIONATTRS")
+    step[4] = "running"
+    assert etlctl(step, None, env) == (6, "", read_only_line(b))
+
+
+def test_reading_commands_work_on_a_standby(cluster):
+    """status reads as of what the standby replayed; doctor says it is a standby (a note)."""
+    standby = cluster.standby.conninfo("etl")
+    code, out, err = etlctl(["status", 1], standby)
+    assert (code, err) == (0, "") and "RUNNING" in out
+    code, out, err = etlctl(["doctor"], standby)
+    assert "Connected to a standby" in out and "this server is a standby, in recovery" in out, out + err
+
+
+def test_a_commit_waiting_for_a_standby_that_is_gone_gives_up_at_the_deadline(cluster):
+    """After a failover the new primary still names its lost synchronous standby: every commit waits
+    for it. The server's statement_timeout does not end that wait; etlctl's deadline (statement plus
+    connect timeout) does: exit 6, never a hang. doctor says why, and its fix ends the wait."""
+    cluster.kill_primary()
+    cluster.promote()
+    new = cluster.primary
+    new.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{cluster.standby.name}'")
+    new.sql("SELECT pg_reload_conf()")
+    dsn = cluster.dsn("etl")
+    code, out, err = etlctl(["doctor"], dsn)
+    assert code == 3 and "Synchronous standby missing" in out, out + err
+    assert f"synchronous_standby_names is '{cluster.standby.name}' but no standby confirms commits" in out
+    step = ["--statement-timeout", "1s", "--connect-timeout", "2s", "step", 1, STEPS[1], "embedding", "running",
+            "--token", "tok-run-0001"]
+    code, out, err = etlctl(step, dsn)
+    assert (code, out) == (6, "")
+    assert err.startswith(f"etlctl: cannot reach the database ({new.sockets}:{new.port}): no answer for 3s "
+                          "(--statement-timeout plus --connect-timeout): the server is frozen, or a commit waits for "
+                          "a synchronous standby that is gone; etlctl closed the connection"), err
+    # doctor's fix, as a superuser on the new primary: the waiting ends, writes work.
+    new.sql("ALTER SYSTEM SET synchronous_standby_names = ''")
+    new.sql("SELECT pg_reload_conf()")
+    step[-3] = "finished"
+    assert etlctl(step, dsn)[0] == 0
+    assert etlctl(["doctor"], dsn)[1].count("Synchronous standby missing") == 0
+
+
+def test_a_frozen_primary_is_given_up_after_the_connect_timeout(cluster):
+    """A primary that accepts connections and never answers (SIGSTOP): each host gets --connect-timeout,
+    then exit 6 naming each host and why."""
+    pids = cluster.freeze_primary()
+    try:
+        code, out, err = etlctl(["--connect-timeout", "2s", "status", 1], cluster.dsn("etl"))
+    finally:
+        cluster.thaw(pids)
+    a, b = cluster.primary, cluster.standby
+    assert (code, out) == (6, "")
+    assert err == (f"etlctl: cannot reach the database (postgres@{a.sockets}:{a.port},{b.sockets}:{b.port}/etl): "
+                   f"no host accepted the connection: {a.sockets}:{a.port} (connection timeout expired); "
+                   f"{b.sockets}:{b.port} (session is read-only)\n")
+
+
+# --- doctor's judgment, without servers --------------------------------------------------------------
+
+from etlctl.oncall.doctor_replication import replication_findings  # noqa: E402
+
+
+def facts(commit="on", names="", standbys=(), in_recovery=False) -> dict:
+    return {"in_recovery": in_recovery, "synchronous_commit": commit, "synchronous_standby_names": names,
+            "standbys": [{"name": n, "state": "streaming", "sync_state": s} for n, s in standbys],
+            "replay_age": 1.5 if in_recovery else None, "grant_monitor": "GRANT pg_monitor TO etl"}
+
+
+@pytest.mark.parametrize("given, found", [
+    (facts(), []),  # no standby, none expected: nothing to say
+    (facts(standbys=[("b", "async")]), [("replication_async", "problem")]),
+    (facts(commit="local", names="b", standbys=[("b", "sync")]), [("replication_async", "problem")]),
+    (facts(commit="off", names="b", standbys=[("b", "sync")]), [("replication_async", "problem")]),
+    (facts(commit="remote_apply", names="b", standbys=[("b", "sync")]), []),
+    (facts(commit="on", names="ANY 1 (b, c)", standbys=[("b", "quorum"), ("c", "quorum")]), []),
+    (facts(commit="remote_write", names="b", standbys=[("b", "sync")]), [("replication_remote_write", "note")]),
+    (facts(names="b"), [("replication_standby_missing", "problem")]),
+    (facts(names="b", standbys=[("c", "async")]), [("replication_standby_missing", "problem")]),
+    (facts(commit="local", names="b"), []),  # commits do not wait for the missing standby
+    (facts(standbys=[("b", None)]), [("replication_hidden", "note")]),
+    (facts(names="b", standbys=[("b", None)]), [("replication_hidden", "note")]),
+    (facts(in_recovery=True), [("standby_server", "note")]),
+])
+def test_doctor_judges_the_replication_mode(given, found):
+    assert [(f.code, f.severity) for f in replication_findings(given)] == found
+
+
+# --- the cron block carries every host ---------------------------------------------------------------
+
+
+def test_cron_carries_a_multi_host_dsn_without_its_password():
+    code, out, err = etlctl(["cron"], "postgresql://etl:sekret@a:5432,b:5433/etl?target_session_attrs=read-write")
+    assert code == 0 and "sekret" not in out + err
+    dsn = "ETLCTL_DSN='host=a,b port=5432,5433 dbname=etl user=etl target_session_attrs=read-write'"
+    assert out.count(dsn) == 2, out
+    assert "# Several hosts: each tick connects to the one that accepts writes (target_session_attrs=read-write).\n" in out
+
+
+def test_cron_carries_multi_host_libpq_variables_and_says_when_a_tick_may_reach_a_standby():
+    env = {"PGHOST": "a,b", "PGPORT": "5432,5433", "PGDATABASE": "etl", "PGPASSWORD": "sekret"}
+    code, out, err = etlctl(["cron"], None, env)
+    assert code == 0 and "sekret" not in out + err
+    assert out.count("PGHOST=a,b PGPORT=5432,5433 PGDATABASE=etl ") == 2, out
+    assert ("# Several hosts, but a tick may reach a standby first and be refused (exit 6): set "
+            "PGTARGETSESSIONATTRS=read-write.\n") in out
+    code, out, _ = etlctl(["cron"], None, {**env, "PGTARGETSESSIONATTRS": "read-write"})
+    assert out.count("PGHOST=a,b PGPORT=5432,5433 PGDATABASE=etl PGTARGETSESSIONATTRS=read-write ") == 2, out

@@ -73,6 +73,9 @@ def wait_and_reset(session, ref: JobRef | int, timings: lifecycle.Timings, repor
     job_id = resolve(session, ref)
     if session.dry_run:
         return _next_step_only(session, job_id, timings, ref, look)
+    if session.one("session_read_only")["read_only"]:
+        # At once, rather than at the first write after a wait (and then reconnecting to the same standby).
+        raise ReadOnlyDatabase(where=session.where)
     flow = _Flow(session, job_id, ref, timings, reporter, look)
     while True:
         try:
