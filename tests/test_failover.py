@@ -682,3 +682,46 @@ def test_cron_carries_multi_host_libpq_variables_and_says_when_a_tick_may_reach_
             "PGTARGETSESSIONATTRS=read-write.\n") in out
     code, out, _ = etlctl(["cron"], None, {**env, "PGTARGETSESSIONATTRS": "read-write"})
     assert out.count("PGHOST=a,b PGPORT=5432,5433 PGDATABASE=etl PGTARGETSESSIONATTRS=read-write ") == 2, out
+
+
+# --- relay --follow lands on the new primary ---------------------------------------------------------
+
+
+class _ClusterAsServer:
+    """The tests' TestDatabase, through the multi-host DSN: it reaches whichever node accepts writes."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def dsn(self, dbname: str) -> str:
+        return self.cluster.dsn(dbname)
+
+
+def test_relay_follow_reconnects_to_the_new_primary(cluster, broker, queues):
+    from tests.helpers import TestDatabase, etlctl_process, wait_until
+    from tests.relay_helpers import fill_outbox, message_ids, published_ids, tenant_of_tier
+
+    tier = queues.tier()
+    queue = f"extraction_queue_{tier}"
+    db = TestDatabase(_ClusterAsServer(cluster), "etl")
+    tenant = tenant_of_tier(db, tier, "relayed")
+    proc = etlctl_process(["relay", "--follow", "--poll", "0.5"], cluster.dsn("etl"), {"ETLCTL_AMQP_URL": broker.url})
+    try:
+        before = fill_outbox(db, tenant, queue, 2)
+        assert wait_until(lambda: published_ids(db) == set(before), timeout=30)
+        db.conn.close()
+        cluster.wait_streaming()  # the marks of what was published are on the standby too (synchronous anyway)
+        cluster.kill_primary()
+        cluster.promote()
+        db = TestDatabase(_ClusterAsServer(cluster), "etl")
+        after = fill_outbox(db, tenant, queue, 3, first=3)
+        assert wait_until(lambda: published_ids(db) == set(before + after), timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=HANG)
+    lines = err.splitlines()
+    assert lines[0].startswith("etlctl: lost the database (") and lines[0].endswith("); reconnecting with backoff")
+    assert lines[1].startswith("etlctl: reconnected to the database after ")
+    assert lines[-1] == "etlctl: terminated (SIGTERM); nothing half-written"
+    assert message_ids(queues.drain(queue)) == before + after
