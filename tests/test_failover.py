@@ -773,5 +773,26 @@ def test_relay_follow_reconnects_to_the_new_primary(cluster, broker, queues):
     assert message_ids(queues.drain(queue)) == before + after
 
 
+# --- TCP keepalives: a host that vanished from the network is given up ---------------------------------
+
+
+@pytest.mark.parametrize("dsn_sets, expected", [
+    ("", {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3",
+          "tcp_user_timeout": "30000"}),
+    (" keepalives_idle=60 tcp_user_timeout=0", {"keepalives": "1", "keepalives_idle": "60", "keepalives_interval": "5",
+                                                "keepalives_count": "3", "tcp_user_timeout": "0"}),
+])
+def test_each_session_asks_for_keepalives_unless_the_dsn_sets_them(db, dsn_sets, expected):
+    from etlctl.store import connection
+    from etlctl.store.settings import ConnectionSettings
+
+    session = connection.open_session(ConnectionSettings(dsn=db.dsn + dsn_sets), "test")
+    try:
+        given = session.conn.info.get_parameters()
+    finally:
+        session.close()
+    assert {name: given.get(name) for name in expected} == expected
+
+
 if __name__ == "__main__":
     main()
