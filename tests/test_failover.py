@@ -794,5 +794,58 @@ def test_each_session_asks_for_keepalives_unless_the_dsn_sets_them(db, dsn_sets,
     assert {name: given.get(name) for name in expected} == expected
 
 
+# --- a reset whose answer was lost ------------------------------------------------------------------
+
+
+def test_wait_and_reset_recognises_its_own_reset_whose_answer_was_lost(cluster):
+    """The reset's commit waits for a synchronous standby that is gone; the deadline gives the connection
+    up (its answer lost). Once the standby is no longer waited for, the commit stands: wait-and-reset,
+    reconnected, finds the job READY and its own audit row, and says it reset the job (not someone else)."""
+    primary = cluster.primary
+    done = {"overall": "FINISHED", "token": "tok-run-0001", "steps": {s: dict.fromkeys(PHASES, "finished") for s in STEPS}}
+    primary.sql("UPDATE etl_jobs SET status = %s, last_run_finished_at = now() - interval '1 hour' WHERE id = 1",
+                dbname="etl", params=(Jsonb(done),))
+    cluster.wait_streaming()
+    # A statement may wait 3 s: the reconnected session's reset, blocked on the row its lost one holds, waits
+    # that long for the test to stop the waiting.
+    proc = cluster_process(cluster, ["--statement-timeout", "3s", "--connect-timeout", "2s",
+                                     "wait-and-reset", 1, "--delay", "0", "--cooldown", "2"])
+    try:
+        assert wait_for(lambda: job_status(primary).get("reset_stage") == "cooldown", proc)
+        cluster.standby.stop("immediate")  # the reset's commit, at the end of the cooldown, waits for it
+        # The waiting reset, and the reconnected session beside it.
+        assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlctl' "
+                                            "AND wait_event = 'SyncRep'")[0][0] == 1, proc)
+        assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity "
+                                            "WHERE application_name = 'etlctl'")[0][0] == 2, proc)
+        primary.sql("ALTER SYSTEM SET synchronous_standby_names = ''")
+        primary.sql("SELECT pg_reload_conf()")
+        out, err = proc.communicate(timeout=HANG)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out.startswith("reset job 1 (GitHub, tenant acme) to READY; next run at "), out
+    assert "etlctl: lost the database (no answer for 5s (--statement-timeout plus --connect-timeout)" in err
+    assert "etlctl: reconnected to the database at " in err
+    assert primary.sql("SELECT count(*) FROM etlctl.audit WHERE to_state = 'READY'", dbname="etl")[0][0] == 1
+
+
+def cluster_process(cluster: Cluster, args) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETLCTL_", "PG"))}
+    env["ETLCTL_DSN"] = cluster.dsn("etl")
+    return subprocess.Popen([sys.executable, "-m", "etlctl", *map(str, args)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = HANG) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 if __name__ == "__main__":
     main()
