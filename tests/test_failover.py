@@ -161,15 +161,17 @@ class Load:
         self.stop.wait(0.3)
 
     def writer(self, name: str):
-        """A worker: takes a RUNNING job no other writer holds, reports each phase finished, completes it.
+        """A worker: takes the RUNNING job no other writer holds that changed longest ago, reports each phase
+        finished, completes it.
         A write whose fate is unknown (exit 6: the primary died under it) is written again, as a worker
         retries its status update; the run being over (exit 4) ends the work."""
         def body() -> None:
             with self.lock:
                 busy = set(self.busy)
+            # The run waiting longest first (a random pick could starve one job for the whole test).
             running = self.sql("SELECT id, status ->> 'token' AS token FROM etl_jobs "
-                               "WHERE status ->> 'overall' = 'RUNNING' AND NOT id = ANY(%s) ORDER BY random() LIMIT 1",
-                               list(busy))
+                               "WHERE status ->> 'overall' = 'RUNNING' AND NOT id = ANY(%s) "
+                               "ORDER BY last_updated_at NULLS FIRST, id LIMIT 1", list(busy))
             if not running:
                 self.stop.wait(0.2)
                 return
@@ -290,8 +292,9 @@ class Load:
         if cut:
             self.cluster.cut_replication()
             mark = self.acks_since(0)
-            # A few acknowledged writes, if any can be (asynchronous), before the kill.
-            end = time.monotonic() + 4
+            # A few acknowledged writes, if any can be (asynchronous), before the kill; none can be (synchronous:
+            # 4 s of commits waiting). Either way before the spanning wait-and-reset's deadline (8 s).
+            end = time.monotonic() + (4 if self.cluster.synchronous else 6)
             while time.monotonic() < end and self.acks_since(mark) < 3:
                 time.sleep(0.05)
         old_port = self.cluster.primary.port
@@ -401,6 +404,16 @@ def run_failovers(synchronous: bool, failovers: int = 1) -> dict:
         figures.update(load.check())
         figures["states"] = cluster.primary.sql("SELECT id, status ->> 'overall', status ->> 'reset_stage' FROM etl_jobs "
                                                 "ORDER BY id", dbname="etl")
+        stuck = sorted(set().union(*figures["stuck"]))
+        figures["stuck_detail"] = {
+            "rows": cluster.primary.sql("SELECT id, status::text, next_run FROM etl_jobs WHERE id = ANY(%s)", dbname="etl",
+                                        params=(stuck,)),
+            "changes": cluster.primary.sql("SELECT * FROM failover_changes WHERE job_id = ANY(%s) ORDER BY id DESC "
+                                           "LIMIT 12", dbname="etl", params=(stuck,)),
+            "audit": cluster.primary.sql("SELECT at, job_id, from_state, to_state, token, command, pid, details::text "
+                                         "FROM etlctl.audit WHERE job_id = ANY(%s) ORDER BY id DESC LIMIT 12",
+                                         dbname="etl", params=(stuck,)),
+            "exits": dict(load.exits), "killed": figures.get("killed")}
         figures["doctor_after"] = doctor(load)
         return figures
     finally:
@@ -410,7 +423,7 @@ def run_failovers(synchronous: bool, failovers: int = 1) -> dict:
 
 def spanning_wait_and_reset(load: Load) -> subprocess.Popen:
     """A wait-and-reset whose wait spans the failover: it has written its first deadline down, 8 s ahead
-    (past the kill, which comes at most 4 s after the cut)."""
+    (past the kill, which comes at most 6 s after the cut)."""
     load.sql("UPDATE etl_jobs SET last_run_finished_at = now() WHERE id = %s", load.spanning_job)
     proc = load.popen("wait-and-reset", load.spanning_job, "--delay", "8", "--backoff", "1", "--cooldown", "1")
     end = time.monotonic() + HANG
@@ -443,7 +456,8 @@ def assert_invariants(figures: dict) -> None:
     assert figures["unexpected"] == []
     assert figures["started_twice"] == {}
     assert figures["unaudited"] == {} and figures["audit_without_change"] == {}
-    assert figures["stuck"] == [set()] * len(figures["stuck"]), "jobs with no change of state after the failover"
+    assert figures["stuck"] == [set()] * len(figures["stuck"]), (
+        f"jobs with no change of state after the failover: {figures['stuck_detail']}")
     assert figures["acknowledged"] > 0 and figures["runs_started"] > 0
 
 
