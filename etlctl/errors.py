@@ -98,6 +98,11 @@ class DatabaseUnavailable(EtlctlError):
     exit_code = UNAVAILABLE
 
 
+class ReadOnlyDatabase(DatabaseUnavailable):
+    """the database server {where} is read-only (a standby, or default_transaction_read_only is on): nothing was
+    written; point --dsn at the primary, or list every host with target_session_attrs=read-write"""
+
+
 class NoDatabaseConfigured(EtlctlError):
     """no database configured: set ETLCTL_DSN (or --dsn, PGHOST/PGDATABASE/PGSERVICE), or run `etlctl db init`
     to create a local one"""

@@ -40,7 +40,7 @@ def test_a_run_not_seen_for_twice_its_max_sleep_is_a_problem(db, cli, frozen, ac
     db.job("Later", acme, db.integration(acme), next_run=(NOW + timedelta(hours=1)).replace(tzinfo=None))
     lost = runner(db, "etl-1", 4242, started=-7200, last_pass=-61)  # 61s > 2 x 30s
     runner(db, "etl-2", 17, started=-7200, last_pass=-59)  # alive: within 2 x 30s
-    never = runner(db, "etl-3", 1, started=-300, last_pass=None, max_sleep=60)  # stuck in its first pass
+    runner(db, "etl-3", 1, started=-300, last_pass=None, max_sleep=60)  # stuck in its first pass
     runner(db, "etl-4", 99, started=-7200, last_pass=-3600, stopped=-3600)  # stopped by SIGTERM: not reported
     runner(db, "etl-5", 1, started=-7200, last_pass=-3600)  # killed, then replaced on its host:
     runner(db, "etl-5", 2, started=-3590, last_pass=-1)  # not reported

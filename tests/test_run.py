@@ -19,7 +19,7 @@ from etlctl.core.lifecycle import Timings
 from etlctl.errors import Terminated
 from etlctl.store import connection
 from etlctl.store.settings import ConnectionSettings
-from tests.helpers import JIRA5_STEPS, finished, running as running_doc, steps
+from tests.helpers import JIRA5_STEPS, finished, running as running_doc
 
 START = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)
 FROZEN_AT = START

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlctl.errors import EtlctlError, UsageError
+from etlctl.store import target
 from etlctl.store.reach import dsn_without_password
 
 BEGIN = "# BEGIN etlctl"
@@ -60,8 +61,11 @@ def schedule(every: str) -> str:
                              f"{', '.join(f'{n}m' for n in EVERY_MINUTES)}, or {', '.join(f'{n}h' for n in EVERY_HOURS)}")
 
 
+# What libpq reads to choose and reach the server, every host of a multi-host PGHOST=a,b included; never
+# PGPASSWORD (nor PGSSLKEY's passphrase, which libpq takes from no variable).
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE",
-                "PGPASSFILE")
+                "PGPASSFILE", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
+                "PGSSLCRL")
 CARRIED = ("ETLCTL_DELAY", "ETLCTL_BACKOFF", "ETLCTL_COOLDOWN")
 
 
@@ -78,9 +82,14 @@ def environment(settings, environ=None, broker=None) -> tuple[list[tuple[str, st
     if settings.dsn and settings.dsn.strip() != config.EMBEDDED:  # embedded: ETLCTL_HOME below, attach only
         dsn, _ = dsn_without_password(settings.dsn)
         notes.append("# A password is never written here: keep it in ~/.pgpass (or PGPASSFILE).")
+        params = target.parse_dsn(dsn)
+        notes += _several_hosts(params.get("host"), params.get("target_session_attrs"),
+                                "add target_session_attrs=read-write to the DSN")
         pairs.append(("ETLCTL_DSN", dsn))
     elif not settings.dsn and config.libpq_environment(environ):
         notes.append("# The database of libpq's PG* variables; PGPASSWORD is never written here: use ~/.pgpass.")
+        notes += _several_hosts(environ.get("PGHOST"), environ.get("PGTARGETSESSIONATTRS"),
+                                "set PGTARGETSESSIONATTRS=read-write")
         pairs += [(name, environ[name]) for name in PG_VARIABLES if environ.get(name)]
     else:
         notes.append("# No DSN given: the embedded server in ETLCTL_HOME (set ETLCTL_DSN for another).")
@@ -102,6 +111,16 @@ def environment(settings, environ=None, broker=None) -> tuple[list[tuple[str, st
         pairs += cron_environment(broker, environ)
     pairs.append(("ETLCTL_LOG_TIMESTAMPS", "1"))  # every line of the log says when
     return pairs, notes
+
+
+def _several_hosts(hosts: str | None, attrs: str | None, fix: str) -> list[str]:
+    """A comment for a multi-host database: each tick connects to the host that accepts writes, or,
+    without target_session_attrs=read-write, may reach a standby and be refused."""
+    if not hosts or "," not in hosts:
+        return []
+    if attrs in ("read-write", "primary"):
+        return [f"# Several hosts: each tick connects to the one that accepts writes (target_session_attrs={attrs})."]
+    return [f"# Several hosts, but a tick may reach a standby first and be refused (exit 6): {fix}."]
 
 
 def executable() -> list[str]:

@@ -7,6 +7,9 @@ Checks, in the order they are reported:
 - clock skew between this host and the database server over SKEW_LIMIT
 - an `etlctl run` not seen for more than twice its --max-sleep (nothing when
   no run was ever used, or each one stopped on a signal or was replaced)
+- replication that can lose acknowledged writes on failover (asynchronous), a
+  synchronous standby missing (every write waits), or this server a standby
+  (:mod:`~etlctl.oncall.doctor_replication`); nothing without standbys
 - no jobs at all (a note: an empty or wrong database is not a healthy one)
 - Multiple jobs running: more than one RUNNING job per integration
 - Stuck on FINISHED: the reset gave up (at any age), or FINISHED for longer
@@ -63,6 +66,7 @@ from etlctl.oncall.doctor_database import (
     skew_finding,
 )
 from etlctl.oncall.doctor_jobs import job_findings, malformed_status, multiple_running, not_starting
+from etlctl.oncall.doctor_replication import replication_findings
 from etlctl.oncall.doctor_fixes import Fix
 from etlctl.oncall.doctor_report import NOTE, ORDER, PROBLEM, Finding, Report
 from etlctl.store import jobs, reach
@@ -94,6 +98,7 @@ def _examine_all(session, timings: lifecycle.Timings, clock, tenant: str | None,
     skew = measure_skew(session, clock or host_clock)
     if abs(skew) > SKEW_LIMIT:
         report.findings.append(skew_finding(skew))
+    report.findings += replication_findings(session.one("replication_facts"))
 
     state = session.one("schema_state")
     missing = [name for name, present in (("etlctl schema", state["has_migrations_table"]),

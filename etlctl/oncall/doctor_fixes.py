@@ -1,5 +1,6 @@
 """What doctor proposes to run for a finding: an etlctl command, or, where etlctl
-has no command for it, psql with the named fix statements of ``sql/queries/oncall.sql``.
+has no command for it, psql with the named fix statements of ``sql/queries/`` (``oncall.sql``,
+``replication.sql``).
 
 A fix is its arguments, never a line of text with values pasted in: its command line quotes
 each of them (:func:`etlctl.core.shell.command`), however hostile a step name or token is."""
@@ -36,3 +37,10 @@ def psql(*names: str, **ids: int) -> tuple[str, ...]:
     from etlctl.store import queries
 
     return ("psql", "-c", "; ".join(queries.get(name) % {k: int(v) for k, v in ids.items()} for name in names))
+
+
+def psql_each(*names: str) -> tuple[str, ...]:
+    """psql with one -c per named statement: each its own transaction (ALTER SYSTEM refuses to run in one)."""
+    from etlctl.store import queries
+
+    return ("psql", *(part for name in names for part in ("-c", queries.get(name))))

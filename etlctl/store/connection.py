@@ -1,17 +1,27 @@
-"""Connections: where the database is, how each session is set up, and the
-one place where psycopg errors become etlctl errors.
-
-Where: ``--dsn``, else ``ETLCTL_DSN`` (both arrive as ``settings.dsn``; the
-value ``embedded`` means the embedded server, created if missing), else libpq's
-``PG*`` variables when ``PGHOST``, ``PGDATABASE`` or ``PGSERVICE`` is set, else
-the embedded server if it exists (announced once on stderr). Only ``db init``
-(``create_embedded``) and ``--dsn embedded`` create it: any other command with
-nothing configured exits 6 rather than start a new, empty database.
+"""Connections: how each session is set up, and the one place where psycopg
+errors become etlctl errors. Where the database is: :mod:`etlctl.store.target`.
 
 Every session carries ``application_name=etlctl`` and its statement, lock and
 idle-in-transaction timeouts in the startup packet (no extra round trip), and
 its ``TimeZone`` is the zone of the naive ``timestamp`` columns, so SQL
 compares and writes them in that zone.
+
+What bounds a wait for the server (so that no command hangs past its timeouts):
+
+- connecting: ``--connect-timeout``, per host of a multi-host DSN (psycopg
+  tries each in turn);
+- a statement: the server's statement and lock timeouts, and etlctl's own
+  deadline (:mod:`etlctl.store.deadline`) of ``--statement-timeout`` plus
+  ``--connect-timeout``, for a server that is frozen or a commit that waits
+  for a synchronous standby that is gone: then exit 6;
+- a peer that vanished over TCP (a host that lost power, a network cut):
+  keepalives and ``tcp_user_timeout`` (settings.TCP_PARAMETERS) make the kernel
+  give the connection up, unless the DSN sets them itself. Over a Unix socket a
+  server that dies closes it at once.
+
+A long-running command that lost its connection opens a new one with
+:meth:`Session.reopen`: with several hosts and ``target_session_attrs=read-write``
+that is whichever host is now the primary.
 """
 
 from __future__ import annotations
@@ -20,29 +30,28 @@ import contextlib
 import os
 import re
 import socket
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 from etlctl.store import clock
 from etlctl.store import loaders
 from etlctl.store import queries
 from etlctl.store import settings as config
+from etlctl.store.deadline import Deadline
 from etlctl.store.settings import ConnectionSettings
+from etlctl.store.target import Target, resolve_target, scrub
+from etlctl.store.target import embedded_home, parse_dsn  # noqa: F401 (where the CLI and cron have always found them)
 from etlctl.errors import (
     Busy,
     Conflict,
     DatabaseError,
     DatabaseUnavailable,
     EtlctlError,
-    NoDatabaseConfigured,
     NotInitialized,
+    ReadOnlyDatabase,
     UsageError,
 )
 
 APPLICATION_NAME = "etlctl"
-_announced_embedded = False
 # Statements this process is waiting for: a Ctrl-C then cancels the statement (KeyboardInterrupt, which psycopg
 # turns into a cancel request) rather than leaving at once (see etlctl.cli.run).
 _statements = 0
@@ -60,87 +69,6 @@ def _waiting_for_server() -> Iterator[None]:
         yield
     finally:
         _statements -= 1
-
-
-@dataclass(frozen=True)
-class Target:
-    conninfo: str  # may hold a password: never print it, print `shown`
-    shown: str
-    password: str | None = None
-    embedded_home: Path | None = None
-
-
-def resolve_target(settings: ConnectionSettings, create_embedded: bool = False) -> Target:
-    """Where to connect; ``create_embedded`` lets a missing embedded server be created (``db init``)."""
-    dsn = config.configured_dsn(settings.dsn)
-    if dsn is not None and dsn.strip() == config.EMBEDDED:
-        return _embedded(settings.home, create=True)
-    if dsn is not None:
-        return _from_dsn(dsn)
-    if config.libpq_environment():
-        if os.environ.get("PGSERVICE") and not (os.environ.get("PGHOST") or os.environ.get("PGDATABASE")):
-            shown = f"service {os.environ['PGSERVICE']}"
-        else:
-            shown = "{}@{}:{}/{}".format(
-                os.environ.get("PGUSER", ""), os.environ.get("PGHOST", "localhost"),
-                os.environ.get("PGPORT", "5432"), os.environ.get("PGDATABASE", ""),
-            )
-        password = os.environ.get("PGPASSWORD") or None
-        return Target("", _scrub(f"PG* variables: {shown}", password), password=password)
-    return _embedded(settings.home, create=create_embedded)
-
-
-def embedded_home(settings: ConnectionSettings, command: str) -> Path:
-    """ETLCTL_HOME, for a command that acts only on the embedded server (``db stop``); a usage
-    error when another database is configured, so it never acts on the wrong one silently."""
-    dsn = config.configured_dsn(settings.dsn)
-    if dsn is not None and dsn.strip() != config.EMBEDDED:
-        configured = "--dsn/ETLCTL_DSN names another database"
-    elif dsn is None and config.libpq_environment():
-        configured = f"{'/'.join(config.LIBPQ_VARIABLES)} name another database"
-    else:
-        return settings.home
-    raise UsageError(message=f"`etlctl {command}` acts only on the embedded server in ETLCTL_HOME, but {configured}: "
-                             "stop that server with its own tools, or leave --dsn out (--dsn embedded is accepted)")
-
-
-def parse_dsn(dsn: str) -> dict:
-    """A DSN's parameters; a usage error when libpq cannot read it."""
-    from psycopg import conninfo as ci
-
-    try:
-        return ci.conninfo_to_dict(dsn)
-    except Exception:
-        # libpq's parse errors may quote the DSN, password included: say nothing of its text.
-        raise UsageError(message="invalid --dsn/ETLCTL_DSN: expected a libpq connection string or a postgresql:// URI") from None
-
-
-def _from_dsn(dsn: str) -> Target:
-    params = parse_dsn(dsn)
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    shown = f"{params.get('user', '')}@{host}:{params.get('port', '5432')}/{params.get('dbname', '')}"
-    password = params.get("password") or None
-    return Target(dsn, _scrub(shown, password), password=password)  # a database may be named like the password
-
-
-def _embedded(home: Path, create: bool) -> Target:
-    from etlctl.store import embedded
-
-    global _announced_embedded
-    if not embedded.exists(home):
-        if not create:
-            raise NoDatabaseConfigured()
-        embedded.binaries()  # without the embedded extra: say so before announcing a server
-    if not _announced_embedded:
-        _announced_embedded = True
-        verb = "using" if embedded.exists(home) else "creating"
-        print(
-            f"etlctl: {verb} the embedded PostgreSQL server in {embedded.pgdata(home)} "
-            "(set ETLCTL_DSN or --dsn for another server)",
-            file=sys.stderr,
-        )
-    found = embedded.ensure_running(home, create=create)
-    return Target(found.conninfo(), f"embedded server in {embedded.pgdata(home)}", embedded_home=home)
 
 
 def session_options(settings: ConnectionSettings) -> str:
@@ -167,41 +95,85 @@ class Session:
     it would mean waiting (``wait-and-reset`` returns after its next step).
     """
 
-    def __init__(self, conn, target: Target, command: str) -> None:
+    def __init__(self, conn, target: Target, command: str, settings: ConnectionSettings | None = None) -> None:
         self.conn = conn
         self.target = target
         self.command = command
+        self.settings = settings or ConnectionSettings()
         self.dry_run = False
         self._actor = {"actor_host": socket.gethostname(), "actor_pid": os.getpid(), "actor_command": command}
+        self.deadline = Deadline(self.settings.statement_timeout + self.settings.connect_timeout, self._fileno)
+
+    @property
+    def where(self) -> str:
+        """The server this session reached, ``host:port`` (one of a multi-host DSN's)."""
+        try:
+            return f"{self.conn.info.host}:{self.conn.info.port}"
+        except Exception:
+            return self.target.shown
+
+    def reopen(self) -> None:
+        """A new connection in place of this one (lost, or given up): to the same target, so that with
+        several hosts and target_session_attrs=read-write it reaches whichever is the primary now."""
+        self.close()
+        self.conn = _open(self.target, self.settings)
+        self.deadline = Deadline(self.deadline.seconds, self._fileno)
+
+    def _fileno(self) -> int | None:
+        try:
+            return self.conn.pgconn.socket
+        except Exception:
+            return None  # closed or broken: the statement fails on its own, nothing to arm
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Waiting for the server's answer: a Ctrl-C cancels the statement, and the deadline is armed."""
+        global _statements
+        _statements += 1
+        try:
+            with self.deadline.waiting():
+                yield
+        finally:
+            _statements -= 1
+
+    @contextlib.contextmanager
+    def _paused(self) -> Iterator[None]:
+        """Inside a _waiting block, the caller's own work (a transaction's body, rows being handled)."""
+        global _statements
+        _statements -= 1
+        try:
+            with self.deadline.paused():
+                yield
+        finally:
+            _statements += 1
 
     def _params(self, params: dict) -> dict:
         return {"now": clock.sql_now(), **self._actor, **params}
 
     def one(self, query: str, /, **params) -> dict | None:
-        with self.translating(), _waiting_for_server():
+        with self.translating(), self._waiting():
             return self.conn.execute(queries.get(query), self._params(params)).fetchone()
 
     def all(self, query: str, /, **params) -> list[dict]:
-        with self.translating(), _waiting_for_server():
+        with self.translating(), self._waiting():
             return self.conn.execute(queries.get(query), self._params(params)).fetchall()
 
     def run(self, query: str, /, **params) -> int:
-        with self.translating(), _waiting_for_server():
+        with self.translating(), self._waiting():
             return self.conn.execute(queries.get(query), self._params(params)).rowcount
 
     def stream(self, query: str, /, batch: int = 2000, **params) -> Iterator[dict]:
         """Rows of a named query through a server-side cursor, ``batch`` at a time:
         memory stays flat however many rows there are. Runs in its own transaction."""
-        with self.translating(), self.conn.transaction():
+        with self.translating(), self._waiting(), self.conn.transaction():
             with self.conn.cursor(name=f"etlctl_{query}") as cursor:
-                with _waiting_for_server():
-                    cursor.execute(queries.get(query), self._params(params))
+                cursor.execute(queries.get(query), self._params(params))
                 while True:
-                    with _waiting_for_server():  # only while fetching: the caller's work on the rows is its own
-                        rows = cursor.fetchmany(batch)
+                    rows = cursor.fetchmany(batch)
                     if not rows:
                         break
-                    yield from rows
+                    with self._paused():  # the caller's work on the rows is its own
+                        yield from rows
 
     def notifications(self, timeout: float) -> Iterator:
         """NOTIFY messages on the channels this session LISTENs to, as they arrive,
@@ -210,7 +182,8 @@ class Session:
             yield from self.conn.notifies(timeout=timeout)
 
     def script(self, sql: str) -> None:
-        """Run a whole file of SQL (schema and migrations), with no parameters."""
+        """Run a whole file of SQL (schema and migrations), with no parameters. Each statement of it is
+        bounded by statement_timeout, the whole by nothing: `db init` is run by a person."""
         with self.translating(), _waiting_for_server():
             self.conn.execute(sql, prepare=False)
 
@@ -219,7 +192,8 @@ class Session:
         """One transaction; ``rollback=True`` undoes it at the end (--dry-run)."""
         import psycopg
 
-        with self.translating(), self.conn.transaction() as tx:
+        # BEGIN and COMMIT are waited for under the deadline; the body's statements arm their own.
+        with self.translating(), self._waiting(), self.conn.transaction() as tx, self._paused():
             yield
             if rollback:
                 raise psycopg.Rollback(tx)
@@ -246,9 +220,14 @@ class Session:
         except EtlctlError:
             raise
         except Exception as exc:
-            translated = translate(exc, self.target, self.command)
+            translated = translate(exc, self.target, self.command, self.where)
             if translated is None:
                 raise
+            if self.deadline.expired and isinstance(translated, DatabaseUnavailable):
+                translated = DatabaseUnavailable(translated.detail, target=self.where, reason=(
+                    f"no answer for {self.deadline.seconds:g}s (--statement-timeout plus --connect-timeout): the "
+                    "server is frozen, or a commit waits for a synchronous standby that is gone; etlctl closed the "
+                    "connection"))
             raise translated from exc
 
     def close(self) -> None:
@@ -279,7 +258,7 @@ def connect(settings: ConnectionSettings, command: str = "", dry_run: bool = Fal
 def open_session(settings: ConnectionSettings, command: str = "", create_embedded: bool = False) -> Session:
     """A session that the caller closes (``watch`` holds and replaces its own)."""
     target = resolve_target(settings, create_embedded)
-    return Session(_open(target, settings), target, command)
+    return Session(_open(target, settings), target, command, settings)
 
 
 def _open(target: Target, settings: ConnectionSettings):
@@ -289,11 +268,12 @@ def _open(target: Target, settings: ConnectionSettings):
 
     from psycopg import conninfo as ci
 
-    user_options = ci.conninfo_to_dict(target.conninfo).get("options", "") if target.conninfo else ""
+    given = ci.conninfo_to_dict(target.conninfo) if target.conninfo else {}
     kwargs = {
+        **{name: value for name, value in config.TCP_PARAMETERS.items() if name not in given},
         "application_name": APPLICATION_NAME,
         "connect_timeout": settings.connect_timeout,
-        "options": f"{user_options} {session_options(settings)}".strip(),
+        "options": f"{given.get('options', '')} {session_options(settings)}".strip(),
     }
     try:
         return loaders.install(psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row, **kwargs))
@@ -314,7 +294,7 @@ def _open(target: Target, settings: ConnectionSettings):
 def _create_embedded_database(found, settings: ConnectionSettings) -> None:
     """etlctl's database on a freshly started embedded server (its postgres database always exists)."""
     admin = Target(found.conninfo("postgres"), f"embedded server in {found.socket_dir}")
-    session = Session(_open(admin, settings), admin, "db")
+    session = Session(_open(admin, settings), admin, "db", settings)
     try:
         if not session.one("embedded_database_exists"):
             try:
@@ -332,15 +312,20 @@ _BUSY = {
     "55P03": "lock timeout: another session held a lock this command waits for (a table lock, or an advisory "
              "lock such as another `etlctl db init`'s) longer than --lock-timeout",
     "57014": "statement timeout or cancel",
-    "40001": "serialization failure",
+    # On a hot standby the same code cancels a read that WAL replay had to overtake ("conflict with recovery").
+    "40001": "serialization failure, or a read on a standby cancelled by a conflict with recovery",
     "40P01": "deadlock detected",
     "25P03": "idle-in-transaction timeout",
 }
 _CONFLICT = {"23505", "23514", "23503", "42P04"}
 
 
-def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlError | None:
-    """The etlctl error for a psycopg error; None for anything else."""
+READ_ONLY = "25006"  # read_only_sql_transaction: a hot standby (or default_transaction_read_only) refused a write
+
+
+def translate(exc: BaseException, target: Target, command: str = "", where: str | None = None) -> EtlctlError | None:
+    """The etlctl error for a psycopg error; None for anything else. ``where``: the host the session
+    reached, when there was a session (one of a multi-host DSN's)."""
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency
@@ -349,13 +334,16 @@ def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlEr
         return None
     code = getattr(exc, "sqlstate", None) or ""
     reason = _first_line(str(exc), target.password)
-    detail = _scrub(str(exc), target.password)
+    detail = scrub(str(exc), target.password)
     if code in _NOT_INITIALIZED:
         return NotInitialized(detail, target=target.shown)
     if code == "55P03":
         return Busy(detail, reason=_lock_wait(exc))
     if code in _BUSY:
         return Busy(detail, reason=_BUSY[code])
+    if code == READ_ONLY:
+        # Writes only: a read-only command (status, why, doctor...) works on a standby and never gets here.
+        return ReadOnlyDatabase(detail, where=where or target.shown)
     zone = _TIMEZONE_REFUSED.search(str(exc))
     if zone:
         # A zone Python's tz database has and the server's has not: bad input, not an unreachable server.
@@ -369,7 +357,7 @@ def translate(exc: BaseException, target: Target, command: str = "") -> EtlctlEr
         return DatabaseError(detail, reason=f"{reason} (the role needs the grants in sql/roles.sql)")
     # No SQLSTATE on an operational error: the connection itself failed or was lost.
     if code in _UNAVAILABLE or code[:2] in _UNAVAILABLE or (not code and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))):
-        return DatabaseUnavailable(detail, target=target.shown, reason=reason)
+        return DatabaseUnavailable(detail, target=target.shown, reason=_every_host(str(exc), target.password) or reason)
     return DatabaseError(detail, reason=reason)
 
 
@@ -390,10 +378,21 @@ def _lock_wait(exc) -> str:
     return _BUSY["55P03"]
 
 
-def _scrub(text: str, password: str | None) -> str:
-    return text.replace(password, "***") if password else text
+# psycopg tries each host of a multi-host DSN in turn and lists every failure, one line each.
+_ATTEMPT = re.compile(r"^- host: '([^']*)', port: '([^']*)', hostaddr: (?:None|'[^']*'): (.*)$")
+
+
+def _every_host(text: str, password: str | None) -> str | None:
+    """For a DSN of several hosts that all failed: each host and why (the first line names only the last)."""
+    failures = []
+    for line in text.splitlines():
+        match = _ATTEMPT.match(line.strip())
+        if match:
+            host, port, why = match.groups()
+            failures.append(f"{host}:{port or '5432'} ({why.rsplit(' failed: ', 1)[-1].strip()})")
+    return scrub("no host accepted the connection: " + "; ".join(failures), password) if len(failures) > 1 else None
 
 
 def _first_line(text: str, password: str | None) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "unknown error")
-    return _scrub(line, password)
+    return scrub(line, password)

@@ -8,16 +8,19 @@ import os
 
 SECRET_PARAMS = ("password", "sslpassword")
 # libpq's variables that say where and as whom, and the conninfo keyword each stands for (PGPASSWORD never).
+# Every host of a multi-host PGHOST=a,b is kept, with what chooses among them.
 PG_KEYWORDS = (("PGHOST", "host"), ("PGHOSTADDR", "hostaddr"), ("PGPORT", "port"), ("PGDATABASE", "dbname"),
-               ("PGUSER", "user"), ("PGSERVICE", "service"), ("PGSSLMODE", "sslmode"), ("PGPASSFILE", "passfile"))
+               ("PGUSER", "user"), ("PGSERVICE", "service"), ("PGSSLMODE", "sslmode"), ("PGPASSFILE", "passfile"),
+               ("PGTARGETSESSIONATTRS", "target_session_attrs"), ("PGLOADBALANCEHOSTS", "load_balance_hosts"),
+               ("PGSSLROOTCERT", "sslrootcert"), ("PGSSLCERT", "sslcert"), ("PGSSLKEY", "sslkey"), ("PGSSLCRL", "sslcrl"))
 
 
 def dsn_without_password(dsn: str) -> tuple[str, bool]:
-    """The DSN without its secrets, and whether it had any."""
+    """The DSN without its secrets, and whether it had any (every host of a multi-host DSN is kept)."""
     from psycopg import conninfo
 
     from etlctl.store import settings as config
-    from etlctl.store.connection import parse_dsn
+    from etlctl.store.target import parse_dsn
 
     if dsn.strip() == config.EMBEDDED:
         return dsn, False

@@ -20,6 +20,11 @@ DEFAULT_CONNECT_TIMEOUT = 5
 # libpq waits whole seconds, and at least 2: it reads connect_timeout=1 as 2.
 MIN_CONNECT_TIMEOUT = 2
 DEFAULT_DB_TIMEZONE = "UTC"
+# Over TCP (libpq ignores them on a Unix socket), unless the DSN sets them: a server host that vanished (power
+# lost, network cut) is given up after 10 s of silence and 3 unanswered probes 5 s apart, and data it never
+# acknowledges after 30 s, rather than after the kernel's defaults (2 hours of silence; 15 minutes of resends).
+TCP_PARAMETERS = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3",
+                  "tcp_user_timeout": "30000"}
 
 
 @dataclass(frozen=True)

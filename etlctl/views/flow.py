@@ -146,6 +146,13 @@ class WaitPrinter:
         elif decision.action == lifecycle.START_COOLDOWN:
             render.note(f"{job.label()}: {decision.reason}")
 
+    def reconnecting(self, job_id: int, reason: str) -> None:
+        render.note(f"etlctl: lost the database ({reason}); reconnecting with backoff")
+
+    def reconnected(self, job_id: int, where: str, seconds: float) -> None:
+        render.note(f"etlctl: reconnected to the database at {where} after {humanize.duration(seconds)}; "
+                    f"job {job_id} carries on from its durable state")
+
     def waiting(self, job, decision, seconds: float, sleep) -> None:
         if decision.stage == lifecycle.COOLDOWN:
             Countdown(sleep, self.stream).run(seconds)

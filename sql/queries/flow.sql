@@ -251,3 +251,16 @@ WHERE j.status ->> 'overall' = 'FINISHED'
                   > coalesce(%(now)s::timestamptz, now()) + make_interval(secs => %(max_wait)s), true)
 ORDER BY j.id
 LIMIT %(batch)s;
+
+-- name: own_reset
+-- After a lost connection, the job is no longer FINISHED on run %(token)s: did this
+-- very process reset it before the answer was lost? Its audit row names this
+-- process (host, pid, command). The job as it is now, in the shape of apply_transitions' rows.
+SELECT (etlctl.readable_status(j.status)).status, j.next_run::timestamptz AS next_run,
+       coalesce(%(now)s::timestamptz, now()) AS now
+FROM etlctl.audit a
+JOIN etl_jobs j ON j.id = a.job_id
+WHERE a.job_id = %(job_id)s AND a.token IS NOT DISTINCT FROM %(token)s AND a.to_state = 'READY'
+  AND a.host = %(actor_host)s AND a.pid = %(actor_pid)s AND a.command = %(actor_command)s
+ORDER BY a.id DESC
+LIMIT 1
