@@ -26,7 +26,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.cluster import Cluster
-from tests.failover_load import HANG, PHASES, RUNNING, STEPS, etlctl, run_failovers, summary
+from tests.failover_load import ENV, HANG, PHASES, RUNNING, STEPS, etlctl, run_failovers, summary
 
 
 # --- the tests ------------------------------------------------------------------------------------
@@ -299,6 +299,36 @@ def test_relay_follow_reconnects_to_the_new_primary(cluster, broker, queues):
     assert lines[1].startswith("etlctl: reconnected to the database after ")
     assert lines[-1] == "etlctl: terminated (SIGTERM); nothing half-written"
     assert message_ids(queues.drain(queue)) == before + after
+
+
+def test_run_rides_out_a_failover_and_acts_on_the_new_primary(cluster):
+    """`etlctl run` stays up through the primary's death and the promotion: it says so once, reconnects to
+    whichever host now takes writes, and resets there a job that finished after the failover."""
+    from tests.helpers import etlctl_process, wait_until
+
+    env = {**ENV, "ETLCTL_DELAY": "0", "ETLCTL_COOLDOWN": "0"}
+    proc = etlctl_process(["run", "--max-sleep", "1s"], cluster.dsn("etl"), env)
+    try:
+        assert wait_until(lambda: cluster.primary.sql("SELECT count(*) FROM etlctl.runners WHERE last_pass_at IS NOT "
+                                                      "NULL", dbname="etl")[0][0] == 1, timeout=HANG)
+        cluster.wait_streaming()
+        cluster.kill_primary()
+        cluster.promote()
+        # A plain UPDATE, as the existing workers write: no NOTIFY, so run finds it at its next pass (max-sleep).
+        done = {**RUNNING, "overall": "FINISHED", "steps": {s: dict.fromkeys(PHASES, "finished") for s in STEPS}}
+        cluster.primary.sql("UPDATE etl_jobs SET status = %s, last_run_finished_at = now() WHERE id = 1",
+                            dbname="etl", params=(Jsonb(done),))
+        assert wait_until(lambda: job_status(cluster.primary)["overall"] == "READY", timeout=HANG), job_status(cluster.primary)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 143, err
+    said = [line.split(" ", 1)[1] for line in err.splitlines()]  # each line after its timestamp
+    assert said[0].startswith("etlctl: run started on ") and said[-1] == "etlctl: terminated (SIGTERM); nothing half-written"
+    assert said[1].startswith("etlctl: lost the database (") and said[1].endswith("); reconnecting with backoff"), err
+    assert said[2].startswith("etlctl: reconnected to the database after "), err
+    assert len(said) == 4, err  # the outage said once, however many attempts it took
 
 
 # --- TCP keepalives: a host that vanished from the network is given up ---------------------------------
