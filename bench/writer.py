@@ -73,8 +73,10 @@ def main() -> None:
     elif mode.startswith("sql-"):
         conn = psycopg.connect(dsn, autocommit=True)
         sql = step_update_variant(mode)
+        from etlctl.actions.flow import TOKEN_PREFIX
+
         base = {"now": None, "actor_host": "bench", "actor_pid": os.getpid(), "actor_command": "step", "job_id": job_id,
-                "step": step, "phase": "extraction", "token": token}
+                "step": step, "phase": "extraction", "token": token, "min_prefix": TOKEN_PREFIX}
 
         def update(value):
             row = conn.execute(sql, {**base, "value": value}).fetchone()
