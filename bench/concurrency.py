@@ -161,7 +161,7 @@ def step_cost_breakdown(dsn: str, job: int, step: str, token: str) -> dict[str, 
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn, \
             db.connect(config.ConnectionSettings(dsn=dsn), command="step") as session:
         params = {"now": None, "actor_host": "bench", "actor_pid": os.getpid(), "actor_command": "step", "job_id": job,
-                  "step": step, "phase": "extraction", "token": token}
+                  "step": step, "phase": "extraction", "token": token, "min_prefix": flow.TOKEN_PREFIX}
 
         def statement(sql):
             return lambda n: conn.execute(sql, {**params, "value": values[n % 2]})
