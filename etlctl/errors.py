@@ -184,3 +184,8 @@ class QueuesNotLookedAt(BrokerUnavailable):
 
 class HealthFileError(EtlctlError):
     """cannot touch --health-file {path}: {reason}"""
+
+
+class LogReaderGone(EtlctlError):
+    """the reader of its output went away (a closed pipe): `etlctl run` stops rather than act unseen; its
+    supervisor (systemd's Restart=on-failure) starts it again"""

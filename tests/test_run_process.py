@@ -89,12 +89,27 @@ def test_json_lines_and_the_health_file(db, cli, acme, tmp_path):
     assert last == "etlctl: terminated (SIGTERM); nothing half-written"  # the final error line stays text
 
 
-def test_a_health_file_that_cannot_be_touched_is_one_line_and_exit_1(db, tmp_path):
+def test_a_health_file_that_cannot_be_touched_is_one_line_and_exit_1_before_any_action(db, acme, tmp_path):
+    due = db.job("Jira", acme, db.integration(acme))  # READY, next_run NULL: a pass would start it
     proc = start_run(db.dsn, "--health-file", tmp_path / "missing" / "healthy")
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, out) == (1, "")
+    assert [re.sub(STAMP, "", line) for line in err.splitlines()] == [
+        f"etlctl: cannot touch --health-file {tmp_path}/missing/healthy: no folder {tmp_path}/missing"]
+    assert db.status(due)["overall"] == "READY" and db.audit(due) == []
+
+
+def test_a_reader_of_its_output_that_goes_away_stops_it_with_exit_1_not_0(db, acme):
+    """exit 0 would tell systemd (Restart=on-failure) the service is done, and nothing would act any more."""
+    db.job("Jira", acme, db.integration(acme))  # due: the first pass starts it, and says so on stdout
+    proc = start_run(db.dsn)
+    proc.stdout.close()  # the reader goes away before the first line
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 1, err
     assert re.sub(STAMP, "", err.splitlines()[-1]) == (
-        f"etlctl: cannot touch --health-file {tmp_path}/missing/healthy: No such file or directory")
+        "etlctl: the reader of its output went away (a closed pipe): `etlctl run` stops rather than act unseen; "
+        "its supervisor (systemd's Restart=on-failure) starts it again")
 
 
 def line_time(out: str, n: int) -> str:

@@ -31,6 +31,7 @@ looked at before their reset wait too).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -156,6 +157,7 @@ class Runner:
         """Until SIGINT or SIGTERM (raised as Interrupted / Terminated). The first connections must work:
         a configuration that never worked is an error (exit 6 or 8), not an outage to wait out."""
         self.config = self.load_config()
+        self.check_health_file()  # a setting that cannot work stops it before it acts, not after a pass
         try:
             self.start()
             while True:
@@ -165,6 +167,9 @@ class Runner:
                 try:
                     self.connect()
                     done = self.one_pass()
+                    # Back only once a pass went through: a connection that opens while every write still
+                    # hangs (a synchronous standby gone) is no recovery.
+                    self.back("database")
                     self.failures["database"] = 0
                     seconds = self.next_wait(done)
                     self.log.passed(done.row, seconds)
@@ -198,7 +203,6 @@ class Runner:
             raise
         self.session = session
         self.backend_pid = None
-        self.back("database")
 
     def one_pass(self) -> Pass:
         began = time.monotonic()
@@ -371,6 +375,20 @@ class Runner:
         self.broker_error, self.broker_retry_at, self.behind = None, 0.0, 0
         self.failures = {"database": 0, "broker": 0}
         self.log.reloaded(config)
+
+    def check_health_file(self) -> None:
+        """The health file can be touched: it exists and is writable, or its folder takes a new file."""
+        path = self.config.health_file
+        if path is None:
+            return
+        folder = path.parent
+        if path.exists():
+            ok, why = os.access(path, os.W_OK), "not writable"
+        else:
+            ok = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+            why = f"no folder {folder}" if not folder.is_dir() else f"cannot create a file in {folder}"
+        if not ok:
+            raise HealthFileError(path=str(path), reason=why)
 
     def touch_health(self) -> None:
         path = self.config.health_file

@@ -65,8 +65,9 @@ def run(max_sleep, health_file, chain_grace, delay, backoff, cooldown, as_json) 
 
     from etlctl.actions import run as running
     from etlctl.core.humanize import MAX_CHAIN_GRACE, parse_duration
-    from etlctl.errors import UsageError
+    from etlctl.errors import LogReaderGone, UsageError
     from etlctl.store import connection
+    from etlctl.views import output
     from etlctl.views import run as views
 
     ctx = click.get_current_context()
@@ -87,4 +88,9 @@ def run(max_sleep, health_file, chain_grace, delay, backoff, cooldown, as_json) 
     if not as_json:
         invocation().timestamps = True  # a log: every line says when
     printer = views.RunPrinter(as_json, invocation().verbose, socket.gethostname(), os.getpid())
-    running.run(load_config, lambda db: connection.open_session(db, command), printer)
+    try:
+        running.run(load_config, lambda db: connection.open_session(db, command), printer)
+    except output.ReaderLeft:
+        # For a one-shot command a reader that leaves is no error (exit 0); for a service it is: exit 0
+        # would tell systemd it is done, and nothing would act on the deadlines any more.
+        raise LogReaderGone() from None
