@@ -45,7 +45,7 @@ def explain_job(session, ref: JobRef, timings: lifecycle.Timings) -> Explanation
     found = load_facts(session, [jobs.resolve(session, ref)])
     if not found:
         raise JobNotFound(ref=ref)
-    return explain(found[0], timings, reach.printable_conninfo(session.target))
+    return explain(found[0], timings, reach.session_conninfo(session))
 
 
 def explain(facts: Facts, timings: lifecycle.Timings | None = None, conninfo: str | None = None) -> Explanation:
