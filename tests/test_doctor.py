@@ -61,13 +61,16 @@ def test_an_empty_database_is_a_note_not_silence(db, cli):
         "[note] No jobs: etl_jobs is empty: there was nothing to check\n"
         "  cause: nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / "
         "ETLCTL_DSN (or PGHOST/PGDATABASE/PGSERVICE)\n"
-        "  fix:   etlctl --dsn DSN doctor\n"
+        "  hint:  etlctl --dsn DSN doctor\n"
         "         # run it against the ETL database (or set ETLCTL_DSN)\n"
         "\n"
         "no problems found (0 jobs checked, 1 note)\n"
     )
     data = cli("doctor", "--json").json()
     assert (data["healthy"], data["notes"], [f["code"] for f in data["findings"]]) == (True, 1, ["no_jobs"])
+    # A placeholder is no command: `jq -r '.findings[].fix[].command' | sh` must not run it.
+    assert data["findings"][0]["fix"] == [{"command": "", "template": "etlctl --dsn DSN doctor",
+                                           "note": "run it against the ETL database (or set ETLCTL_DSN)"}]
 
 
 # --- 1. Timer keeps retrying ------------------------------------------------------------

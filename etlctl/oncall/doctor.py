@@ -197,7 +197,7 @@ NO_JOBS = Finding(
     "no_jobs", NOTE, "etl_jobs is empty: there was nothing to check",
     "nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / ETLCTL_DSN "
     "(or PGHOST/PGDATABASE/PGSERVICE)",
-    (Fix(("etlctl", "--dsn", "DSN", "doctor"), "run it against the ETL database (or set ETLCTL_DSN)"),),
+    (Fix(("etlctl", "--dsn", "DSN", "doctor"), "run it against the ETL database (or set ETLCTL_DSN)", template=True),),
 )
 
 
