@@ -295,7 +295,7 @@ def test_failed_jobs_waiting_for_their_retry_are_notes(db, cli, frozen, acme):
     assert result.exit_code == 0
     [finding] = result.json()["findings"]
     assert (finding["severity"], finding["summary"], finding["cause"]) == (
-        "note", f"job {job} (Jira, tenant acme) FAILED: FAILED, retry at 15:05:00 (in 5m)",
+        "note", f"job {job} (Jira, tenant acme) FAILED, retry at 15:05:00 (in 5m)",
         "its last run failed: HTTP 502 from Jira (retries so far: 2)")
 
 

@@ -283,7 +283,8 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
                         "(a deliberate choice, or a mistake: etlctl cannot tell)",
                         tuple(fixes), (job.id,), details={"blocked_by": code})]
     if code == "retry":
-        return [Finding("not_starting", NOTE, f"{label}: {found.text}",
+        # found.text begins with FAILED, which the label says already
+        return [Finding("not_starting", NOTE, f"{label}, retry at {clock_time(due_at)} ({relative(due_at, now)})",
                         f"its last run failed: {job.error_message or 'no error recorded'} (retries so far: {job.retry_count or 0})",
                         (Fix(("etlctl", "why", job.id), "nothing to do: schedule-next retries it then"),),
                         (job.id,), details={"blocked_by": code})]
