@@ -65,6 +65,15 @@ def test_unreachable_database_exits_6_with_one_line_and_no_password(tmp_path):
     assert "s3cret-pw" not in verbose.stderr + verbose.stdout
 
 
+def test_an_unreachable_database_without_a_user_is_shown_without_a_bare_at(tmp_path):
+    result = Cli(f"host={tmp_path} port=5999 dbname=x connect_timeout=2")("status")
+    assert result.exit_code == 6
+    assert result.stderr.startswith(f"etlctl: cannot reach the database ({tmp_path}:5999/x): "), result.stderr
+    libpq = Cli(None, {"PGHOST": str(tmp_path), "PGPORT": "5999", "PGDATABASE": "x", "PGCONNECT_TIMEOUT": "2"})("status")
+    assert libpq.exit_code == 6
+    assert libpq.stderr.startswith(f"etlctl: cannot reach the database (PG* variables: {tmp_path}:5999/x): "), libpq.stderr
+
+
 def test_verbose_belongs_to_the_run_that_asked_for_it(tmp_path):
     cli = Cli(f"postgresql://etl@/nowhere?host={tmp_path}&port=5999&connect_timeout=2")
     for args in (["-v", "status"], ["status", "-v"]):
