@@ -47,6 +47,13 @@ def test_every_command_help_has_an_example(path):
     assert f"etlctl {' '.join(path)}" in example[1] or f"etlctl {path[0]}" in example[1]
 
 
+@pytest.mark.parametrize("command", ["run", "schedule-next"])
+def test_chain_grace_help_shows_its_default_with_its_unit(command):
+    result = Cli(None)(command, "--help")
+    assert result.exit_code == 0, result.stderr
+    assert "[default: 60s]" in " ".join(result.stdout.split()), result.stdout
+
+
 def test_unknown_command_and_option_are_one_line_usage_errors():
     for args in (["frobnicate"], ["status", "--frob"], ["check"]):
         result = Cli(None)(*args)
