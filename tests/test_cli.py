@@ -47,6 +47,13 @@ def test_every_command_help_has_an_example(path):
     assert f"etlctl {' '.join(path)}" in example[1] or f"etlctl {path[0]}" in example[1]
 
 
+@pytest.mark.parametrize("command", ["run", "schedule-next"])
+def test_chain_grace_help_shows_its_default_with_its_unit(command):
+    result = Cli(None)(command, "--help")
+    assert result.exit_code == 0, result.stderr
+    assert "[default: 60s]" in " ".join(result.stdout.split()), result.stdout
+
+
 def test_unknown_command_and_option_are_one_line_usage_errors():
     for args in (["frobnicate"], ["status", "--frob"], ["check"]):
         result = Cli(None)(*args)
@@ -63,6 +70,15 @@ def test_unreachable_database_exits_6_with_one_line_and_no_password(tmp_path):
     assert "s3cret-pw" not in result.stderr + result.stdout
     verbose = Cli(dsn)("-v", "status")
     assert "s3cret-pw" not in verbose.stderr + verbose.stdout
+
+
+def test_an_unreachable_database_without_a_user_is_shown_without_a_bare_at(tmp_path):
+    result = Cli(f"host={tmp_path} port=5999 dbname=x connect_timeout=2")("status")
+    assert result.exit_code == 6
+    assert result.stderr.startswith(f"etlctl: cannot reach the database ({tmp_path}:5999/x): "), result.stderr
+    libpq = Cli(None, {"PGHOST": str(tmp_path), "PGPORT": "5999", "PGDATABASE": "x", "PGCONNECT_TIMEOUT": "2"})("status")
+    assert libpq.exit_code == 6
+    assert libpq.stderr.startswith(f"etlctl: cannot reach the database (PG* variables: {tmp_path}:5999/x): "), libpq.stderr
 
 
 def test_verbose_belongs_to_the_run_that_asked_for_it(tmp_path):
@@ -205,7 +221,7 @@ def test_status_table_and_json(db, cli):
     assert table.exit_code == 0
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "TENANT", "JOB", "KIND", "OVERALL", "NEXT", "RUN", "ACTIVE", "LAST", "FINISHED", "ERROR"]
-    assert re.match(rf"{job}\s+acme\s+Jira\s+jira\s+FINISHED\s+\S+ \S+ \(in 3h12m\)\s+no: integration\s+-\s+x{{49}}…$", lines[2]), lines[2]
+    assert re.match(rf"{job}\s+acme\s+Jira\s+jira\s+FINISHED\s+after this run\s+no: integration\s+-\s+x{{49}}…$", lines[2]), lines[2]
     data = cli("status", "--json").json()
     assert data[0]["id"] == job and data[0]["integration_active"] is False and data[0]["kind"] == "jira"
     assert 3 * 3600 < data[0]["next_run_in_seconds"] <= 3 * 3600 + 13 * 60
@@ -294,3 +310,20 @@ def test_status_shows_a_failed_jobs_retry_time_not_its_stale_next_run(db, cli, f
     assert (single.exit_code, single.stderr) == (0, "")
     assert "next run       retry 2026-11-28 15:20:00 (in 20m)\n" in single.stdout
     assert cli("status", job, "--json").json()["retry_at"] == "2026-11-28T15:20:00+00:00"
+
+
+def test_status_shows_a_running_jobs_next_run_as_after_this_run_not_its_stale_past_one(db, cli, frozen):
+    """The next_run a run started from is in the past: shown, it would read as overdue. The reset sets
+    the next one; JSON keeps the raw value."""
+    from tests.test_doctor import naive
+
+    acme = db.tenant("acme")
+    job = db.job("Jira", acme, status={"overall": "RUNNING", "token": "t", "steps": {}}, next_run=naive(-212))
+    result = cli("status")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[2].split() == [str(job), "acme", "Jira", "jira", "RUNNING", "after", "this", "run",
+                                                     "yes", "-", "-"]
+    assert cli("status", "--json").json()[0]["next_run"] == "2026-11-28T14:56:28+00:00"
+    single = cli("status", job)
+    assert "next run       after this run\n" in single.stdout
+    assert cli("status", job, "--json").json()["next_run"] == "2026-11-28T14:56:28+00:00"

@@ -61,13 +61,16 @@ def test_an_empty_database_is_a_note_not_silence(db, cli):
         "[note] No jobs: etl_jobs is empty: there was nothing to check\n"
         "  cause: nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / "
         "ETLCTL_DSN (or PGHOST/PGDATABASE/PGSERVICE)\n"
-        "  fix:   etlctl --dsn DSN doctor\n"
+        "  hint:  etlctl --dsn DSN doctor\n"
         "         # run it against the ETL database (or set ETLCTL_DSN)\n"
         "\n"
         "no problems found (0 jobs checked, 1 note)\n"
     )
     data = cli("doctor", "--json").json()
     assert (data["healthy"], data["notes"], [f["code"] for f in data["findings"]]) == (True, 1, ["no_jobs"])
+    # A placeholder is no command: `jq -r '.findings[].fix[].command' | sh` must not run it.
+    assert data["findings"][0]["fix"] == [{"command": "", "template": "etlctl --dsn DSN doctor",
+                                           "note": "run it against the ETL database (or set ETLCTL_DSN)"}]
 
 
 # --- 1. Timer keeps retrying ------------------------------------------------------------
@@ -95,7 +98,7 @@ def test_timer_keeps_retrying_names_the_phase_and_since_when(db, cli, frozen, ac
         "and last_job_item=True?)\n"
         f"  fix:   etlctl step {job} jira_dev_status embedding finished --token tok-1\n"
         "         # only if the embedding worker really finished jira_dev_status (check its logs); then the next check "
-        f"looks again (`etlctl why {job}` shows what is left)\n"
+        "looks again (why shows what is left)\n"
         f"         etlctl reset {job} --force\n"
         "         # warning: overrides the check; what did not finish is not redone until the next run\n"
         "\n"
@@ -173,7 +176,7 @@ def test_stuck_on_finished_after_the_reset_gave_up(db, cli, frozen, acme):
         "  cause: jira_dev_status.embedding still running (set outside etlctl: when is not recorded)\n"
         f"  fix:   etlctl step {job} jira_dev_status embedding finished --token tok-1\n"
         "         # only if the embedding worker really finished jira_dev_status (check its logs); "
-        f"then `etlctl reset {job}`\n"
+        "then reset the job (the check passes once every step has finished)\n"
         f"         etlctl reset {job} --force\n"
         "         # warning: overrides the check; what did not finish is not redone until the next run\n"
         "\n"
@@ -292,7 +295,7 @@ def test_failed_jobs_waiting_for_their_retry_are_notes(db, cli, frozen, acme):
     assert result.exit_code == 0
     [finding] = result.json()["findings"]
     assert (finding["severity"], finding["summary"], finding["cause"]) == (
-        "note", f"job {job} (Jira, tenant acme) FAILED: FAILED, retry at 15:05:00 (in 5m)",
+        "note", f"job {job} (Jira, tenant acme) FAILED, retry at 15:05:00 (in 5m)",
         "its last run failed: HTTP 502 from Jira (retries so far: 2)")
 
 

@@ -236,6 +236,15 @@ def test_doctor_judges_the_replication_mode(given, found):
     assert [(f.code, f.severity) for f in replication_findings(given)] == found
 
 
+def test_a_standby_s_fix_is_a_template_no_script_runs():
+    from etlctl.views.doctor import finding_record
+
+    (standby,) = replication_findings(facts(in_recovery=True))
+    assert finding_record(standby)["fix"] == [
+        {"command": "", "template": "etlctl --dsn 'host=PRIMARY,STANDBY target_session_attrs=read-write' doctor",
+         "note": "every host, and libpq picks the one that accepts writes"}]
+
+
 # --- the cron block carries every host ---------------------------------------------------------------
 
 

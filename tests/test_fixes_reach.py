@@ -79,3 +79,38 @@ def test_whys_commands_name_the_database(db, frozen):
     assert result.exit_code == 0, result.stderr
     assert (f"when the steps have finished, run `etlctl --dsn {shown} reset {job}`; "
             f"or `etlctl --dsn {shown} reset {job} --force` (overrides the check)") in result.stdout
+
+
+def test_a_fix_found_through_a_dsn_without_a_port_carries_the_port_it_reached(db, frozen):
+    """The DSN names no port (PGPORT chose it): run in a shell whose PGPORT is another, the fix still
+    reaches this database, not whatever listens there."""
+    stuck, _ = stuck_and_inactive(db)
+    portless = f"host={db.server.socket_dir} dbname={db.name} user=postgres"
+    found = Cli(None, {"PGPORT": str(db.server.port)}).run("--dsn", portless, "doctor", "--json").json()
+    reset = found["findings"][0]["fix"][0]["command"]
+    assert reset == (f"etlctl --dsn 'host={db.server.socket_dir} port={db.server.port} dbname={db.name} "
+                     f"user=postgres' reset {stuck}")
+    done = run_as_printed(reset, {"PGPORT": str(db.server.port + 1)})  # nothing listens there
+    assert (done.returncode, done.stderr) == (0, "")
+    assert db.status(stuck)["overall"] == "READY"
+
+
+def test_a_fix_found_through_pg_variables_without_pgport_carries_the_port_and_host_it_reached():
+    from etlctl.store.reach import printable_conninfo
+    from etlctl.store.target import Target
+
+    environ = {"PGDATABASE": "etl", "PGUSER": "etl"}  # no PGHOST, no PGPORT: libpq's defaults chose them
+    assert printable_conninfo(Target("", "PG*"), environ, reached=("/run/postgresql", 5433)) == \
+        "host=/run/postgresql port=5433 dbname=etl user=etl"
+    environ["PGHOST"] = "db.internal"
+    assert printable_conninfo(Target("", "PG*"), environ, reached=("db.internal", 5433)) == \
+        "host=db.internal port=5433 dbname=etl user=etl"
+
+
+def test_a_multi_host_dsn_without_ports_is_printed_as_given():
+    from etlctl.store.reach import printable_conninfo
+    from etlctl.store.target import Target
+
+    given = "host=a,b dbname=etl target_session_attrs=read-write"
+    assert printable_conninfo(Target(given, "a,b"), {}, reached=("b", 5432)) == \
+        "host=a,b dbname=etl target_session_attrs=read-write"

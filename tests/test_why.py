@@ -119,14 +119,14 @@ def test_finished_with_no_reset_pending(db, cli, frozen, acme):
     assert why(cli, job).splitlines()[2:] == [
         "  waiting  no reset pending yet: the first check is due at 10:41:20 (in 20s)",
         "           every step has finished: the check will pass",
-        f"  next     at 10:41:20 `etlctl sweep` (or `etlctl wait-and-reset {job}`) checks the steps",
+        f"  next     at 10:41:20 the sweep from cron (or `etlctl wait-and-reset {job}`) checks the steps",
     ]
     frozen.frozen.tick(3600)
     assert why(cli, job).splitlines()[2:] == [
         "  waiting  no reset pending: the first check was due at 10:41:20 (59m40s ago)",
         "           every step has finished: the check will pass",
-        "  next     the next `etlctl sweep` (or `etlctl wait-and-reset`) checks it",
-        "           it is overdue: nothing runs the reset flow (is `etlctl sweep` in cron? see `etlctl doctor`)",
+        "  next     the next sweep from cron (or wait-and-reset) checks it",
+        "           it is overdue: nothing runs the reset flow (is sweep in cron? doctor says more)",
     ]
 
 
@@ -156,11 +156,11 @@ def test_due_now_and_overdue(db, cli, frozen, acme):
     assert why(cli, job).splitlines()[1:] == [
         "  state    READY",
         "  waiting  nothing: due since 10:40:00 (1m ago)",
-        "  next     the next `etlctl schedule-next` starts it: RUNNING, first step jira_projects_and_issue_types",
+        "  next     the next schedule-next from cron starts it: RUNNING, first step jira_projects_and_issue_types",
     ]
     frozen.frozen.tick(600)
     assert why(cli, job).splitlines()[-1] == (
-        "           it is overdue: is `etlctl schedule-next` running from cron? (see `etlctl doctor`)")
+        "           it is overdue: is schedule-next running from cron? (doctor says more)")
 
 
 def test_failed_waiting_for_its_retry(db, cli, frozen, acme):

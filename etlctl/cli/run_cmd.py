@@ -25,7 +25,7 @@ from etlctl.cli.options import (
                    "next_run set by hand, a worker's SQL) is seen [env: ETLCTL_MAX_SLEEP; default: 30s]")
 @click.option("--health-file", metavar="PATH",
               help="Touch PATH after every successful pass, for a liveness probe [env: ETLCTL_HEALTH_FILE]")
-@click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
+@click.option("--chain-grace", metavar="DURATION", default="60s", show_default=True,
               help="As schedule-next's: queue a RUNNING job's next step only when nothing touched it for this long.")
 @timing_options
 @broker_options

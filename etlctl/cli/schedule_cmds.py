@@ -25,7 +25,7 @@ from etlctl.core.rules import PHASES
 @click.option("--explain", is_flag=True, help="Also say, for every job not started, why not.")
 @tenant_option("jobs")
 @limit_option(1000, "jobs started in this tick")
-@click.option("--chain-grace", metavar="DURATION", default="60", show_default=True,
+@click.option("--chain-grace", metavar="DURATION", default="60s", show_default=True,
               help="Queue a RUNNING job's next step only when nothing touched the job for this long (at most 1d).")
 @broker_options
 @connection_options

@@ -85,7 +85,7 @@ def run(session, timings: lifecycle.Timings, clock=None, tenant: str | None = No
     Every fix names this session's database (without its password): run as printed in another
     terminal, whose ETLCTL_DSN may name another database, it still fixes this one."""
     report = _sorted(_examine_all(session, timings, clock, tenant, broker))
-    conninfo = reach.printable_conninfo(session.target)
+    conninfo = reach.session_conninfo(session)
     report.findings = [replace(f, fixes=tuple(fix.aimed(conninfo) for fix in f.fixes)) for f in report.findings]
     return report
 
@@ -197,7 +197,7 @@ NO_JOBS = Finding(
     "no_jobs", NOTE, "etl_jobs is empty: there was nothing to check",
     "nothing has written jobs to this database yet, or it is not the ETL database: check --dsn / ETLCTL_DSN "
     "(or PGHOST/PGDATABASE/PGSERVICE)",
-    (Fix(("etlctl", "--dsn", "DSN", "doctor"), "run it against the ETL database (or set ETLCTL_DSN)"),),
+    (Fix(("etlctl", "--dsn", "DSN", "doctor"), "run it against the ETL database (or set ETLCTL_DSN)", template=True),),
 )
 
 

@@ -16,6 +16,9 @@ from etlctl.core import shell
 class Fix:
     argv: tuple[str, ...]
     note: str = ""
+    # A pattern for a person to fill in (`--dsn DSN`, `host=PRIMARY,STANDBY`): shown, but never a command a
+    # script runs (JSON gives it as "template", its "command" empty), since run as printed it fails.
+    template: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str):  # a whole line would become one argument per character
@@ -24,7 +27,7 @@ class Fix:
 
     def aimed(self, conninfo: str | None) -> Fix:
         """The same fix, reaching the database of ``conninfo`` from any shell (:func:`shell.aimed`)."""
-        return Fix(shell.aimed(self.argv, conninfo), self.note)
+        return Fix(shell.aimed(self.argv, conninfo), self.note, self.template)
 
     @property
     def command(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from etlctl.core import document, due, shell
+from etlctl.core import document, due
 from etlctl.core import lifecycle
 from etlctl.core import rules
 from etlctl.core.humanize import clock_time, duration, relative, when
@@ -118,7 +118,7 @@ def finished_job(f: facts.Facts, timings: lifecycle.Timings) -> Finding | None:
             cause = facts.blockers_text(f)
             if reset.stage != lifecycle.GAVE_UP:
                 cause = f"nothing runs the reset flow, and the check fails: {cause}"
-            fixes = _step_fixes(f, f"then `{shell.command('etlctl', 'reset', job.id)}`") + [_force_fix(f)]
+            fixes = _step_fixes(f, "then reset the job (the check passes once every step has finished)") + [_force_fix(f)]
         if reset.stage != lifecycle.GAVE_UP:
             fixes.append(Fix(("etlctl", "cron", "--install"), "runs schedule-next and sweep every minute, so it does not happen again"))
         return Finding("stuck_finished", PROBLEM, summary, cause, tuple(fixes), (job.id,),
@@ -146,7 +146,7 @@ def finished_job(f: facts.Facts, timings: lifecycle.Timings) -> Finding | None:
                       "last_item=True and last_job_item=True?)")
         elif verdicts & {rules.IDLE, rules.MIXED}:
             cause += "; the run was completed before every step ran"
-        fixes = _step_fixes(f, f"then the next check looks again (`{shell.command('etlctl', 'why', job.id)}` shows what is left)") + [_force_fix(f)]
+        fixes = _step_fixes(f, "then the next check looks again (why shows what is left)") + [_force_fix(f)]
     return Finding("timer_retrying", PROBLEM, summary, cause, tuple(fixes), (job.id,),
                    details={"reset_stage": reset.stage, "reset_attempt": reset.attempt,
                             "reasons": list(job.completion.reasons)})
@@ -283,7 +283,8 @@ def not_starting(f: facts.Facts, plan: dict, troubled: set[int]) -> list[Finding
                         "(a deliberate choice, or a mistake: etlctl cannot tell)",
                         tuple(fixes), (job.id,), details={"blocked_by": code})]
     if code == "retry":
-        return [Finding("not_starting", NOTE, f"{label}: {found.text}",
+        # found.text begins with FAILED, which the label says already
+        return [Finding("not_starting", NOTE, f"{label}, retry at {clock_time(due_at)} ({relative(due_at, now)})",
                         f"its last run failed: {job.error_message or 'no error recorded'} (retries so far: {job.retry_count or 0})",
                         (Fix(("etlctl", "why", job.id), "nothing to do: schedule-next retries it then"),),
                         (job.id,), details={"blocked_by": code})]

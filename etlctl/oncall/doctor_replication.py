@@ -108,7 +108,7 @@ def _standby_server(facts: dict) -> Finding:
         "a DSN that reaches a standby reads (status, why, doctor: as of what it replayed) but cannot write: "
         "etlctl's writes exit 6 here",
         (Fix(("etlctl", "--dsn", "host=PRIMARY,STANDBY target_session_attrs=read-write", "doctor"),
-             "every host, and libpq picks the one that accepts writes"),),
+             "every host, and libpq picks the one that accepts writes", template=True),),
         details={"replay_age_seconds": age})
 
 

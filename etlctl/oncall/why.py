@@ -45,7 +45,7 @@ def explain_job(session, ref: JobRef, timings: lifecycle.Timings) -> Explanation
     found = load_facts(session, [jobs.resolve(session, ref)])
     if not found:
         raise JobNotFound(ref=ref)
-    return explain(found[0], timings, reach.printable_conninfo(session.target))
+    return explain(found[0], timings, reach.session_conninfo(session))
 
 
 def explain(facts: Facts, timings: lifecycle.Timings | None = None, conninfo: str | None = None) -> Explanation:
@@ -83,7 +83,7 @@ def _running(facts: Facts, timings: lifecycle.Timings):
     plan = facts.plan or {}
     if plan.get("busy_job_id") is not None and plan.get("busy_overall") == "RUNNING":
         state.append(f"integration {job.integration_id} also has job {plan['busy_job_id']} RUNNING: "
-                     "only one may run at a time (see `etlctl doctor`)")
+                     "only one may run at a time (doctor says more)")
     items = not_done(facts)
     steps_known = bool(job.completion.steps)
     if steps_known and not items:
@@ -131,12 +131,12 @@ def _finished(facts: Facts, timings: lifecycle.Timings, etlctl):
         due = lifecycle.after(lifecycle.known(done_at) or now, timings.delay)
         if due > now:
             waiting = [f"no reset pending yet: the first check is due at {clock_time(due)} ({relative(due, now)})", check_line]
-            nxt = [f"at {clock_time(due)} `etlctl sweep` (or `{etlctl('wait-and-reset', job.id)}`) checks the steps"]
+            nxt = [f"at {clock_time(due)} the sweep from cron (or `{etlctl('wait-and-reset', job.id)}`) checks the steps"]
         else:
             waiting = [f"no reset pending: the first check was due at {clock_time(due)} ({relative(due, now)})", check_line]
-            nxt = ["the next `etlctl sweep` (or `etlctl wait-and-reset`) checks it"]
+            nxt = ["the next sweep from cron (or wait-and-reset) checks it"]
             if (now - due).total_seconds() > OVERDUE:
-                nxt.append("it is overdue: nothing runs the reset flow (is `etlctl sweep` in cron? see `etlctl doctor`)")
+                nxt.append("it is overdue: nothing runs the reset flow (is sweep in cron? doctor says more)")
         return "reset_not_started", state, waiting, nxt, due
 
     deadline = reset.deadline
@@ -177,9 +177,9 @@ def _finished(facts: Facts, timings: lifecycle.Timings, etlctl):
             nxt = [f"if still not finished, {follow} and the flow gives up at about {clock_time(last)} "
                    f"({relative(last, now)})"]
     if deadline <= now:
-        nxt.append("the next `etlctl sweep` (or wait-and-reset) runs the check")
+        nxt.append("the next sweep from cron (or wait-and-reset) runs the check")
         if (now - deadline).total_seconds() > OVERDUE:
-            nxt.append("it is overdue: nothing runs the reset flow (is `etlctl sweep` in cron? see `etlctl doctor`)")
+            nxt.append("it is overdue: nothing runs the reset flow (is sweep in cron? doctor says more)")
     return "reset_pending", state, waiting, nxt, deadline
 
 
@@ -189,7 +189,7 @@ def _startable(facts: Facts, etlctl):
     plan = facts.plan
     error = f": {job.error_message}" if job.error_message else ""
     if plan is None:
-        return ("unknown", [str(overall)], ["scheduling facts unavailable"], ["run `etlctl db init`"], None)
+        return ("unknown", [str(overall)], ["scheduling facts unavailable"], [f"run `{etlctl('db', 'init')}`"], None)
     found = blocker(plan, now)
     due_at = plan["due_at"]
     if found is None:
@@ -198,9 +198,9 @@ def _startable(facts: Facts, etlctl):
             waiting = ["nothing: due now (no next_run)"]
         else:
             waiting = [f"nothing: due since {clock_time(due_at)} ({relative(due_at, now)})"]
-        nxt = [f"the next `etlctl schedule-next` starts it: RUNNING, first step {plan['first_step']}"]
+        nxt = [f"the next schedule-next from cron starts it: RUNNING, first step {plan['first_step']}"]
         if due_at is not None and (now - due_at).total_seconds() > OVERDUE:
-            nxt.append("it is overdue: is `etlctl schedule-next` running from cron? (see `etlctl doctor`)")
+            nxt.append("it is overdue: is schedule-next running from cron? (doctor says more)")
         return "due", state, waiting, nxt, now
     code = found.code
     if code == "next_run":
@@ -220,7 +220,7 @@ def _startable(facts: Facts, etlctl):
     elif code == "inactive":
         nxt = ["nothing until it is active again (the flag is set outside etlctl)"]
     elif code == "no_steps":
-        nxt = ["nothing until its kind has steps (`etlctl kinds`)"]
+        nxt = [f"nothing until its kind has steps (`{etlctl('kinds')}`)"]
     else:
         nxt = ["nothing: the scheduler does not start it"]
     return code, state, waiting, nxt, None

@@ -32,14 +32,43 @@ def dsn_without_password(dsn: str) -> tuple[str, bool]:
     return conninfo.make_conninfo(**ordered, **params), had
 
 
-def printable_conninfo(target, environ=None) -> str:
+def printable_conninfo(target, environ=None, reached: tuple[str, int] | None = None) -> str:
     """The conninfo, without a password, of the database this session's ``target`` reached: the DSN
     it was given (--dsn, ETLCTL_DSN), libpq's PG* variables written out, or the embedded server's
     socket. Whoever runs a command printed with it reaches that database, whatever their own
-    environment says."""
+    environment says. ``reached`` is the (host, port) the session connected to: a conninfo without
+    a port (or a host) would take the reader's PGPORT (PGHOST) or libpq's default, another cluster
+    maybe, so what was left out is filled in from it (not for several hosts: which one answers is
+    theirs to choose)."""
     from psycopg import conninfo
+
+    from etlctl.store.target import parse_dsn
 
     environ = os.environ if environ is None else environ
     if target.conninfo:
-        return dsn_without_password(target.conninfo)[0]
-    return conninfo.make_conninfo(**{keyword: environ[name] for name, keyword in PG_KEYWORDS if environ.get(name)})
+        given = dsn_without_password(target.conninfo)[0]
+    else:
+        given = conninfo.make_conninfo(**{keyword: environ[name] for name, keyword in PG_KEYWORDS if environ.get(name)})
+    if reached is None or not given:
+        return given
+    params = parse_dsn(given)
+    if "," in params.get("host", "") + params.get("hostaddr", "") + params.get("port", ""):
+        return given
+    host, port = reached
+    pinned = {}
+    if not (params.get("host") or params.get("hostaddr")) and host:
+        pinned["host"] = host
+    if not params.get("port") and port:
+        pinned["port"] = str(port)
+    if not pinned:
+        return given
+    return dsn_without_password(conninfo.make_conninfo(given, **pinned))[0]
+
+
+def session_conninfo(session) -> str:
+    """:func:`printable_conninfo` of the database ``session`` is connected to, its host and port pinned."""
+    try:
+        reached = (session.conn.info.host, session.conn.info.port)
+    except Exception:  # a closed connection knows neither: print what was given
+        reached = None
+    return printable_conninfo(session.target, reached=reached)

@@ -46,12 +46,17 @@ def resolve_target(settings: ConnectionSettings, create_embedded: bool = False) 
         if os.environ.get("PGSERVICE") and not (os.environ.get("PGHOST") or os.environ.get("PGDATABASE")):
             shown = f"service {os.environ['PGSERVICE']}"
         else:
-            shown = "{}@{}/{}".format(os.environ.get("PGUSER", ""),
-                                      hosts_shown(os.environ.get("PGHOST") or "localhost", os.environ.get("PGPORT")),
-                                      os.environ.get("PGDATABASE", ""))
+            shown = where_shown(os.environ.get("PGUSER"), hosts_shown(os.environ.get("PGHOST") or "localhost",
+                                                                     os.environ.get("PGPORT")),
+                                os.environ.get("PGDATABASE"))
         password = os.environ.get("PGPASSWORD") or None
         return Target("", scrub(f"PG* variables: {shown}", password), password=password)
     return _embedded(settings.home, create=create_embedded)
+
+
+def where_shown(user: str | None, hosts: str, dbname: str | None) -> str:
+    """``user@hosts/dbname``; without a user, no bare ``@`` in front (``/tmp:5432/etl``)."""
+    return f"{user + '@' if user else ''}{hosts}/{dbname or ''}"
 
 
 def hosts_shown(hosts: str, ports: str | None) -> str:
@@ -93,7 +98,7 @@ def parse_dsn(dsn: str) -> dict:
 def _from_dsn(dsn: str) -> Target:
     params = parse_dsn(dsn)
     host = params.get("host") or params.get("hostaddr") or "localhost"
-    shown = f"{params.get('user', '')}@{hosts_shown(host, params.get('port'))}/{params.get('dbname', '')}"
+    shown = where_shown(params.get("user"), hosts_shown(host, params.get("port")), params.get("dbname"))
     password = params.get("password") or None
     return Target(dsn, scrub(shown, password), password=password)  # a database may be named like the password
 

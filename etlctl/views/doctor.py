@@ -22,7 +22,15 @@ def finding_record(finding) -> dict:
     f = finding
     return {"code": f.code, "severity": f.severity, "title": f.title, "job_ids": list(f.job_ids),
             "summary": f.summary, "cause": f.cause,
-            "fix": [{"command": fix.command, "note": fix.note} for fix in f.fixes], "details": f.details}
+            "fix": [fix_record(fix) for fix in f.fixes], "details": f.details}
+
+
+def fix_record(fix) -> dict:
+    # A template's placeholders (DSN, PRIMARY) fail when run: an empty command, so that
+    # `jq -r '.findings[].fix[].command' | sh` skips it, and the pattern under its own name.
+    if fix.template:
+        return {"command": "", "template": fix.command, "note": fix.note}
+    return {"command": fix.command, "note": fix.note}
 
 
 def text_lines(report) -> list[str]:
@@ -31,7 +39,8 @@ def text_lines(report) -> list[str]:
         lines.append(f"[{finding.severity}] {finding.title}: {finding.summary}")
         lines.append(f"  cause: {finding.cause}")
         for n, fix in enumerate(finding.fixes):
-            lines.append(f"  {'fix:  ' if n == 0 else '      '} {fix.command}")
+            label = "hint: " if fix.template else "fix:  " if n == 0 else "      "
+            lines.append(f"  {label} {fix.command}")
             if fix.note:
                 lines.append(f"         # {fix.note}")
         lines.append("")

@@ -50,11 +50,7 @@ def show_overview(overview, as_json: bool) -> None:
             overall = render.truncate(rec["overall"], 24) or "?"
             if rec["reset_stage"]:  # as another program may have written it: any text, of any length
                 overall += f" ({render.truncate(rec['reset_stage'].replace('_', ' '), 24)})"
-            # A FAILED job's next_run is stale: the scheduler retries it at retry_at (the due rule).
-            shown = rec["retry_at"] if rec["retry_at"] is not None else rec["next_run"]
-            next_run = "-" if shown is None else f"{humanize.when(shown)} ({humanize.relative(shown, row['now'])})"
-            if rec["retry_at"] is not None:
-                next_run = f"retry {next_run}"
+            next_run = next_run_text(rec["overall"], rec["next_run"], rec["retry_at"], row["now"])
             table.append([
                 rec["id"], rec["tenant"] or rec["tenant_id"], rec["job_name"], rec["kind"] or "unknown", overall, next_run,
                 active_text(rec["active"], rec["integration_active"], rec["tenant_active"], rec["integration_id"] is not None),
@@ -138,13 +134,21 @@ def job_record(job: Job) -> dict:
     }
 
 
-def _next_run(job: Job) -> str:
-    """A FAILED job's next_run is stale: the scheduler retries it at retry_at (the due rule)."""
-    shown = job.retry_at if job.retry_at is not None else job.next_run
+# A run under way, or over and waiting for its reset: the reset sets the next next_run, and the one
+# stored is the past one this run started from, which would read as overdue.
+AFTER_THIS_RUN = ("RUNNING", "FINISHED")
+
+
+def next_run_text(overall, next_run, retry_at, now) -> str:
+    """When the scheduler starts the job next, as status (a table or one job) shows it (JSON keeps the
+    raw next_run). A FAILED job's next_run is stale: the scheduler retries it at retry_at (the due rule)."""
+    if overall in AFTER_THIS_RUN:
+        return "after this run"
+    shown = retry_at if retry_at is not None else next_run
     if shown is None:
         return "-"
-    text = f"{humanize.when(shown)} ({humanize.relative(shown, job.now)})"
-    return f"retry {text}" if job.retry_at is not None else text
+    text = f"{humanize.when(shown)} ({humanize.relative(shown, now)})"
+    return f"retry {text}" if retry_at is not None else text
 
 
 def show_job(job: Job, as_json: bool) -> None:
@@ -171,7 +175,7 @@ def show_job(job: Job, as_json: bool) -> None:
         ("overall", state_line),
         ("token", job.token or "-"),
         ("active", active_text(job.active, job.integration_active, job.tenant_active, job.integration_id is not None)),
-        ("next run", _next_run(job)),
+        ("next run", next_run_text(job.overall, job.next_run, job.retry_at, job.now)),
         ("last started", humanize.when(job.last_run_started_at)),
         ("last finished", humanize.when(job.last_run_finished_at)),
         ("last sync", humanize.when(job.last_sync_date)),
