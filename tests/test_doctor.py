@@ -612,6 +612,8 @@ def test_reading_only_candidate_jobs_finds_what_reading_every_job_finds(db, froz
     with etl_db.connect(config.ConnectionSettings(dsn=db.dsn), "doctor") as session:
         from_candidates = [f for f in doctor.run(session, timings).findings if f.code in JOB_FINDINGS]
         from_every_job = doctor.examine(session, timings, None, session.all("running_conflicts"), [])
+        counted = sorted(f.job.id for f in doctor.malformed_jobs(session, None))  # what metrics counts
+    assert counted == sorted(j for f in from_every_job if f.code == "malformed_status" for j in f.job_ids)
     malformed = " | ".join(f.summary for f in from_candidates if f.code == "malformed_status")
     assert [text for text in checked if text not in malformed] == []
 

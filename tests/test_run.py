@@ -264,3 +264,30 @@ def test_sighup_rereads_the_configuration_and_keeps_the_old_one_when_it_no_longe
     assert log.notes == ["etlctl: SIGHUP: the configuration could not be read again (invalid ETLCTL_MAX_SLEEP '0': "
                          "expected a wait longer than 0); keeping the one it had"]
     assert loads == []
+
+
+def test_a_lock_that_outlasts_lock_timeout_is_said_once_and_never_as_a_lost_database(db, frozen, acme):
+    """A lock held elsewhere (here on its heartbeat row) is no outage: said once, tried again with backoff,
+    and once the lock goes, no "reconnected" line claims a recovery from an outage that never was."""
+    import threading
+
+    holder = db.conn
+    released = threading.Event()
+
+    def release():
+        holder.execute("ROLLBACK")
+        released.set()
+
+    def on_wait(n, seconds):
+        if n == 1:  # after the first pass: its heartbeat row exists; let go after a few lock timeouts
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1 FROM etlctl.runners FOR UPDATE")
+            threading.Timer(1.0, release).start()
+
+    log, runner = run_until(frozen, db, 3, on_wait=on_wait, max_sleep=1.0,
+                            settings=ConnectionSettings(dsn=db.dsn, lock_timeout=0.2))
+    assert released.wait(10)
+    lock_notes = [n for n in log.notes if "lock" in n]
+    assert len(lock_notes) == 1 and lock_notes[0].startswith("etlctl: a pass waited too long for a lock ("), log.notes
+    assert lock_notes[0].endswith("); trying again with backoff")
+    assert not any("lost the database" in n or "reconnected" in n for n in log.notes), log.notes

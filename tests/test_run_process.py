@@ -104,8 +104,11 @@ def test_a_reader_of_its_output_that_goes_away_stops_it_with_exit_1_not_0(db, ac
     db.job("Jira", acme, db.integration(acme))  # due: the first pass starts it, and says so on stdout
     proc = start_run(db.dsn)
     proc.stdout.close()  # the reader goes away before the first line
-    err = proc.stderr.read()
-    proc.wait(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 1, err
     assert re.sub(STAMP, "", err.splitlines()[-1]) == (
         "etlctl: the reader of its output went away (a closed pipe): `etlctl run` stops rather than act unseen; "

@@ -170,11 +170,14 @@ class Runner:
                     # Back only once a pass went through: a connection that opens while every write still
                     # hangs (a synchronous standby gone) is no recovery.
                     self.back("database")
+                    self.down.pop("lock", None)
                     self.failures["database"] = 0
                     seconds = self.next_wait(done)
                     self.log.passed(done.row, seconds)
                     clock.wait(self.until_event, seconds)
-                except (DatabaseUnavailable, Busy) as exc:
+                except Busy as exc:
+                    self.lock_waited(exc)
+                except DatabaseUnavailable as exc:
                     self.database_lost(exc)
         except Interrupted:
             self.mark_stopped()
@@ -336,15 +339,25 @@ class Runner:
         self.sleep(BACKOFF[min(self.failures["database"], len(BACKOFF) - 1)])
         self.failures["database"] += 1
 
+    def lock_waited(self, exc: Busy) -> None:
+        """A lock held elsewhere outlasted lock_timeout: the server is there, and so is the session (its
+        transaction rolled back); said once until a pass goes through, then tried again with backoff."""
+        if "lock" not in self.down:
+            self.down["lock"] = time.monotonic()
+            self.log.note(f"etlctl: a pass waited too long for a lock ({exc.context.get('reason') or exc.message}); "
+                          "trying again with backoff")
+        if self.session is not None:  # a fresh session for the next pass, whatever state this one was left in
+            self.session.close()
+            self.session = None
+        self.sleep(BACKOFF[min(self.failures["database"], len(BACKOFF) - 1)])
+        self.failures["database"] += 1
+
     def say_lost(self, what: str, exc: EtlctlError) -> None:
         """Once per outage, however many attempts fail."""
         if what not in self.down:
             self.down[what] = time.monotonic()
             reason = exc.context.get('reason') or exc.message
-            if isinstance(exc, Busy):  # the server is there: a lock held elsewhere outlasted lock_timeout
-                self.log.note(f"etlctl: a pass waited too long for a lock ({reason}); trying again with backoff")
-            else:
-                self.log.note(f"etlctl: lost the {_LABELS[what]} ({reason}); reconnecting with backoff")
+            self.log.note(f"etlctl: lost the {_LABELS[what]} ({reason}); reconnecting with backoff")
 
     def back(self, what: str) -> None:
         since = self.down.pop(what, None)

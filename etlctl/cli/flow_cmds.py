@@ -212,7 +212,9 @@ def sweep(tenant, delay, backoff, cooldown, batch, as_json, dry_run) -> None:
     deadline has passed, through the same durable state as wait-and-reset.
 
     Prints nothing when nothing needed doing; otherwise one row per job it
-    acted on. A second sweep running at the same time exits 0 at once.
+    acted on, and, on every pass until someone fixes it, one per FINISHED job
+    whose reset state is malformed. A second sweep running at the same time
+    exits 0 at once.
 
     With a message broker configured, a job about to be reset (or to start
     its cool-down) is checked again against its tenant's queues, each queue

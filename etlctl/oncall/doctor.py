@@ -155,17 +155,20 @@ def look_at_broker(session, settings: BrokerSettings, tenant_ids: list[int] | No
     return broker_queue_findings(settings.shown, targets, seen)
 
 
-def candidate_ids(session, tenant_ids: list[int] | None) -> list[int]:
-    """The jobs that can have a finding (a superset), chosen in SQL."""
+def candidate_ids(session, tenant_ids: list[int] | None, malformed_only: bool = False) -> list[int]:
+    """The jobs that can have a finding (a superset), chosen in SQL; with ``malformed_only``, those
+    that can be malformed (a superset of doctor's malformed ones, and few)."""
     return [r["id"] for r in session.all(
         "doctor_candidates", overdue=facts.OVERDUE, long_run_floor=facts.LONG_RUN_FLOOR,
         max_bytes=document.MAX_BYTES, max_depth=document.MAX_DEPTH, max_token=lifecycle.MAX_TOKEN_LENGTH,
-        max_attempt=lifecycle.MAX_ATTEMPT, max_wait=lifecycle.MAX_WAIT, tenant_ids=tenant_ids)]
+        max_attempt=lifecycle.MAX_ATTEMPT, max_wait=lifecycle.MAX_WAIT, tenant_ids=tenant_ids,
+        malformed_only=malformed_only)]
 
 
 def malformed_jobs(session, tenant_ids: list[int] | None) -> list[facts.Facts]:
-    """The jobs doctor reports as malformed (for metrics): judged on the candidates alone."""
-    ids = candidate_ids(session, tenant_ids)
+    """The jobs doctor reports as malformed (for metrics): chosen in SQL, so that a healthy fleet's
+    FINISHED and FAILED jobs never reach Python, then judged as doctor judges them."""
+    ids = candidate_ids(session, tenant_ids, malformed_only=True)
     return [f for f in facts.load(session, ids, plans=False) if malformed_status(f) is not None] if ids else []
 
 

@@ -64,10 +64,10 @@ def read(session, tenant: str | None = None) -> list[Family]:
                        "(etlctl doctor names each and its fix); the flow leaves them alone.")
     bad: dict[str, int] = {}
     for f in doctor.malformed_jobs(session, ids):
-        tenant = str(f.job.tenant_name or f.job.tenant_id)
-        bad[tenant] = bad.get(tenant, 0) + 1
-    for tenant in sorted({row["tenant"] for row in counts} | set(bad)):
-        malformed.add(bad.get(tenant, 0), tenant=tenant)
+        name = str(f.job.tenant_name or f.job.tenant_id)
+        bad[name] = bad.get(name, 0) + 1
+    for name in sorted({row["tenant"] for row in counts} | set(bad)):
+        malformed.add(bad.get(name, 0), tenant=name)
     last_success = Family("etlctl_job_last_success_age_seconds",
                           "Seconds since the job's last run finished successfully (last_run_finished_at).",
                           samples=_last_success(session, ids))

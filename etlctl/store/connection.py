@@ -39,7 +39,7 @@ from etlctl.store import settings as config
 from etlctl.store.deadline import Deadline
 from etlctl.store.settings import ConnectionSettings
 from etlctl.store.target import Target, resolve_target, scrub
-from etlctl.store.target import embedded_home, parse_dsn  # noqa: F401 (where the CLI and cron have always found them)
+from etlctl.store.target import embedded_home  # noqa: F401 (where the CLI finds it)
 from etlctl.errors import (
     Busy,
     Conflict,

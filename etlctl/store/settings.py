@@ -58,7 +58,7 @@ def default_home() -> Path:
     import platformdirs  # only when the default is needed: it costs an import
 
     home = Path(platformdirs.user_data_dir("etlctl", appauthor=False))
-    if os.geteuid() == 0 and not (home / "pgdata").is_dir():
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not (home / "pgdata").is_dir():
         return ROOT_HOME
     return home
 

@@ -273,6 +273,8 @@ CROSS JOIN LATERAL (
 ) d
 WHERE (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]))
   AND (
+       -- %(malformed_only)s: the malformed jobs alone (metrics), not the ones a state makes candidates.
+       (NOT %(malformed_only)s AND (
        (j.status ->> 'overall') IN ('FINISHED', 'FAILED')
      OR (j.status ->> 'overall') IS NULL
      OR (j.status ->> 'overall') NOT IN ('READY', 'RUNNING', 'FINISHED', 'FAILED', 'RATE_LIMIT_REACHED', 'RATE_LIMITED')
@@ -290,6 +292,7 @@ WHERE (%(tenant_ids)s::int[] IS NULL OR j.tenant_id = ANY (%(tenant_ids)s::int[]
               -- never started: no kind, or a kind without a message or without steps
               OR coalesce(kn.name, kp.name) IS NULL
               OR coalesce(kn.name, kp.name) IN (SELECT name FROM unstartable)))
+       ))
      -- Malformed: not an object, no steps object, a step that is not an object or a phase value not known.
      OR jsonb_typeof(j.status) IS DISTINCT FROM 'object'
      OR jsonb_typeof(j.status -> 'steps') IS DISTINCT FROM 'object'
