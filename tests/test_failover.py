@@ -328,6 +328,11 @@ def test_run_rides_out_a_failover_and_acts_on_the_new_primary(cluster):
         cluster.primary.sql("UPDATE etl_jobs SET status = %s, last_run_finished_at = now() WHERE id = 1",
                             dbname="etl", params=(Jsonb(done),))
         assert wait_until(lambda: job_status(cluster.primary)["overall"] == "READY", timeout=HANG), job_status(cluster.primary)
+        # The pass that reset it goes on (schedule-next, its heartbeat) before run calls itself back: wait for
+        # that heartbeat, so that the SIGTERM below does not cut the pass short.
+        assert wait_until(lambda: cluster.primary.sql(
+            "SELECT bool_or(r.last_pass_at > (SELECT max(a.at) FROM etlctl.audit a WHERE a.job_id = 1 AND "
+            "a.to_state = 'READY')) FROM etlctl.runners r", dbname="etl")[0][0], timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
