@@ -211,6 +211,10 @@ def test_a_database_restart_while_it_sleeps(own_server):
         assert wait_until(lambda: sessions(db), timeout=60)  # it reconnected by itself
         assert Cli(db.dsn)("complete", job, "--delay", "0").exit_code == 0
         assert wait_until(lambda: db.status(job)["overall"] == "READY", timeout=30)
+        # It says "reconnected" once a pass is through: wait for the heartbeat of the pass that reset the job.
+        assert wait_until(lambda: db.value(
+            "SELECT bool_or(r.last_pass_at > (SELECT max(a.at) FROM etlctl.audit a WHERE a.job_id = %s "
+            "AND a.to_state = 'READY')) FROM etlctl.runners r WHERE r.pid = %s", job, proc.pid), timeout=30)
     finally:
         out, err = stop(proc)
     notes = [re.sub(STAMP, "", line) for line in err.splitlines()]
